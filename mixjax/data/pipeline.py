@@ -1,0 +1,268 @@
+"""Train and eval iterators of host-local numpy batches.
+
+Sharding (reproducible on any cluster shape): a split is cut into
+`num_shards` disjoint even parts (`tfds.even_splits`); process p of P owns
+shards [p*k, (p+1)*k) with k = num_shards / P. Each shard runs its own
+tf.data pipeline with batch global_batch / num_shards, and a process's batch
+is its shards' batches concatenated in shard order. Hence the global batch at
+step s depends only on (config, seed, num_shards, s), not on P.
+
+Determinism: each epoch of each shard is shuffled with a seed derived from
+(seed, shard, epoch), and every example carries its own stateless seed
+derived from (seed, shard, epoch, index in epoch) that random pp ops consume.
+Resuming at `start_step` skips whole epochs arithmetically and the consumed
+part of the current epoch on encoded records, before any decoding.
+
+Eval: big_vision's padding scheme (credited there to Andreas Steiner and
+CLU): each shard's examples are followed by zero examples with mask False,
+and every process reads the same number of batches.
+"""
+
+import math
+import re
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mixjax.data import pp_registry
+from mixjax.data.errors import CorruptImageError
+from mixjax.data.pp_ops import SEED_KEY
+from mixjax.data.sources import DatasetInfo, open_source
+
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+_MAX_EPOCHS = 2**20  # Epoch counter range folded into the shuffle seed.
+_DECODE_ERROR = re.compile(r"jpeg|png|gif|bmp|image", re.IGNORECASE)
+
+
+# -------------------------------------------------------------- sharding ---
+
+def _processes(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} outside [0, {process_count}).")
+  return process_index, process_count
+
+
+def _num_shards(data_cfg, process_count: int) -> int:
+  num_shards = data_cfg.get("num_shards") or process_count
+  if num_shards % process_count:
+    raise ValueError(
+        f"data.num_shards={num_shards} must be a multiple of the number of "
+        f"processes ({process_count}); set --config.data.num_shards to a "
+        f"multiple of {process_count} (e.g. {process_count * max(1, num_shards // process_count)}).")
+  return num_shards
+
+
+def _per_shard_batch(global_batch_size: int, num_shards: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % num_shards:
+    raise ValueError(
+        f"global batch size {global_batch_size} must be a positive multiple of "
+        f"data.num_shards={num_shards} (each shard contributes an equal part).")
+  return global_batch_size // num_shards
+
+
+def _shard_key(seed: int, shard: int, stream: int) -> int:
+  """A 31-bit key mixing (seed, shard, stream) through numpy's SeedSequence."""
+  state = np.random.SeedSequence([seed % 2**64, shard, stream]).generate_state(1)
+  return int(state[0] >> 1)
+
+
+def train_steps_per_epoch(data_cfg, info: DatasetInfo, global_batch_size: int,
+                          *, process_count: Optional[int] = None) -> int:
+  """Batches per epoch: the (equal) shard size // the per-shard batch."""
+  if process_count is None:
+    _, process_count = _processes(None, None)
+  num_shards = _num_shards(data_cfg, process_count)
+  per_shard = _per_shard_batch(global_batch_size, num_shards)
+  steps = (info.num_train_examples // num_shards) // per_shard
+  if steps == 0:
+    raise ValueError(
+        f"Global batch {global_batch_size} is larger than the train split "
+        f"{data_cfg.train_split!r} of {info.name!r} ({info.num_train_examples} "
+        f"examples over {num_shards} shards); lower the batch size.")
+  return steps
+
+
+# ------------------------------------------------------------ per example ---
+
+def _preprocess_fn(spec: str, with_mask: bool) -> Callable[[dict], dict]:
+  pp = pp_registry.build(spec)
+
+  def apply(example):
+    out = pp(example)
+    result = {"image": out["image"], "label": tf.cast(out["label"], tf.int32)}
+    if with_mask:
+      result["mask"] = tf.constant(True)
+    return result
+  return apply
+
+
+def _check_output(ds: tf.data.Dataset, spec_field: str, spec: str):
+  image = ds.element_spec["image"]
+  if image.dtype != tf.uint8 or not image.shape.is_fully_defined():
+    raise ValueError(
+        f"data.{spec_field}={spec!r} must end with a fixed-size uint8 image "
+        f"(got {image.dtype.name} of shape {image.shape}); end it with a "
+        f"resizing op such as resize(224), central_crop(224) or "
+        f"resize_center_crop(224).")
+
+
+def _with_seed(key: int, index_offset):
+  def add(index, example):
+    return {**example, SEED_KEY: tf.stack([tf.constant(key, tf.int64), index_offset + index])}
+  return add
+
+
+def _parallel(data_cfg) -> int:
+  calls = data_cfg.get("num_parallel_calls", -1)
+  return tf.data.AUTOTUNE if calls is None or calls < 0 else calls
+
+
+# --------------------------------------------------------- shard pipelines ---
+
+def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step):
+  raw, size = source.shard(data_cfg.train_split, shard, num_shards, drop_remainder=True)
+  steps = size // per_shard
+  if steps == 0:
+    raise ValueError(
+        f"Shard {shard} of {data_cfg.train_split!r} holds {size} examples, fewer "
+        f"than its batch of {per_shard}; lower the batch size or num_shards.")
+  if data_cfg.get("cache", False):
+    raw = raw.cache()
+  per_epoch = steps * per_shard
+  key = _shard_key(seed, shard, _TRAIN_STREAM)
+  start_epoch, skip = divmod(start_step, steps)
+  skip *= per_shard
+  buffer = max(1, int(data_cfg.shuffle_buffer))
+
+  def one_epoch(epoch):
+    ds = raw.shuffle(buffer, seed=key * _MAX_EPOCHS + epoch % _MAX_EPOCHS).enumerate()
+    ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(skip, tf.int64), 0))
+    # Drop the remainder (< one batch) with a filter rather than take(): the
+    # shard is then read to its end every epoch, which a cache needs to fill.
+    ds = ds.filter(lambda index, _: index < per_epoch)
+    return ds.map(_with_seed(key, epoch * per_epoch))
+
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(one_epoch)
+  ds = ds.map(_preprocess_fn(data_cfg.pp_train, with_mask=False),
+              num_parallel_calls=_parallel(data_cfg))
+  _check_output(ds, "pp_train", data_cfg.pp_train)
+  if data_cfg.get("skip_corrupt", False):
+    # Dropped records shift the rest of the stream; it stays deterministic.
+    ds = ds.ignore_errors()
+  return ds.batch(per_shard, drop_remainder=True), steps
+
+
+def _eval_shard(source, data_cfg, shard, num_shards, per_shard, num_batches):
+  raw, _ = source.shard(data_cfg.eval_split, shard, num_shards, drop_remainder=False)
+  if data_cfg.get("cache", False):
+    raw = raw.cache()
+  ds = raw.enumerate().map(_with_seed(_shard_key(0, shard, _EVAL_STREAM), 0))
+  ds = ds.map(_preprocess_fn(data_cfg.pp_eval, with_mask=True),
+              num_parallel_calls=_parallel(data_cfg))
+  _check_output(ds, "pp_eval", data_cfg.pp_eval)
+  if data_cfg.get("skip_corrupt", False):
+    ds = ds.ignore_errors()
+  padding = {k: tf.zeros(s.shape, s.dtype) for k, s in ds.element_spec.items()}
+  padding["mask"] = tf.constant(False)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  return ds.batch(per_shard, drop_remainder=True).take(num_batches)
+
+
+def _merge_shards(shards: list[tf.data.Dataset]) -> tf.data.Dataset:
+  """Zips the shard pipelines and concatenates their batches in shard order."""
+  if len(shards) == 1:
+    return shards[0]
+  return tf.data.Dataset.zip(tuple(shards)).map(
+      lambda *batches: {k: tf.concat([b[k] for b in batches], axis=0) for k in batches[0]})
+
+
+def _finish(ds: tf.data.Dataset, data_cfg) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.with_options(options)
+  return ds.prefetch(max(0, int(data_cfg.get("prefetch", 2))))
+
+
+class _Batches:
+  """numpy batches of a dataset; decode failures become CorruptImageError."""
+
+  def __init__(self, ds: tf.data.Dataset, dataset_name: str, split: str):
+    self._it = iter(tfds.as_numpy(ds))
+    self._where = f"dataset {dataset_name!r}, split {split!r}"
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    try:
+      return next(self._it)
+    except tf.errors.InvalidArgumentError as e:
+      if not _DECODE_ERROR.search(e.message or ""):
+        raise
+      detail = (e.message or "").strip().splitlines()[0][:300]
+      raise CorruptImageError(
+          f"An image in {self._where} could not be decoded ({detail}). "
+          f"Re-encode or delete the bad file, or pass "
+          f"--config.data.skip_corrupt=True to drop undecodable records "
+          f"(via tf.data ignore_errors).") from None
+
+
+# ---------------------------------------------------------------- public ---
+
+def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
+                        start_step: int = 0, process_index=None,
+                        process_count=None) -> Iterator[dict]:
+  """Endless iterator of this process's train batches.
+
+  Yields {"image": uint8 [b, H, W, 3], "label": int32 [b]} with
+  b = global_batch_size // process_count. Every epoch yields exactly
+  `train_steps_per_epoch` batches; `start_step=k` yields the same batches as
+  a fresh iterator from its k-th batch on.
+  """
+  process_index, process_count = _processes(process_index, process_count)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  num_shards = _num_shards(data_cfg, process_count)
+  per_shard = _per_shard_batch(global_batch_size, num_shards)
+  source = open_source(data_cfg)
+  source.num_examples(data_cfg.train_split)  # Clear error for a bad split.
+  per_process = num_shards // process_count
+  shards = [
+      _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step)[0]
+      for shard in range(process_index * per_process, (process_index + 1) * per_process)
+  ]
+  ds = _finish(_merge_shards(shards), data_cfg)
+  return _Batches(ds, data_cfg.name, data_cfg.train_split)
+
+
+def make_eval_iterator(data_cfg, *, global_batch_size: int, process_index=None,
+                       process_count=None) -> tuple[Callable[[], Iterator[dict]], int]:
+  """One-pass eval batches of this process, and their count (equal on all processes).
+
+  The factory returns a fresh iterator of {"image": uint8, "label": int32,
+  "mask": bool} batches of size global_batch_size // process_count. Each
+  example of the eval split appears exactly once with mask True; padding
+  rows are zeros with mask False.
+  """
+  process_index, process_count = _processes(process_index, process_count)
+  num_shards = _num_shards(data_cfg, process_count)
+  per_shard = _per_shard_batch(global_batch_size, num_shards)
+  source = open_source(data_cfg)
+  num_examples = source.num_examples(data_cfg.eval_split)
+  num_batches = math.ceil(math.ceil(num_examples / num_shards) / per_shard)
+  per_process = num_shards // process_count
+  shards = [
+      _eval_shard(source, data_cfg, shard, num_shards, per_shard, num_batches)
+      for shard in range(process_index * per_process, (process_index + 1) * per_process)
+  ]
+  ds = _finish(_merge_shards(shards), data_cfg)
+
+  def batches() -> Iterator[dict]:
+    return _Batches(ds, data_cfg.name, data_cfg.eval_split)
+  return batches, num_batches

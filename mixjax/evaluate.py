@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint: ``python -m mixjax.evaluate --config=configs/<recipe>.py:<arg> --checkpoint=CKPT``.
+
+The counterpart of OpenMixup's ``tools/dist_test.sh``: top-1/top-5 on the config's eval split, single centre
+crop, on one or many devices/hosts (launch it like training for multi-host). ``CKPT`` may be a step directory,
+a checkpoints directory or a run directory (latest step). With EMA enabled in the config the EMA weights are
+evaluated (``--noema`` for the raw ones).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from mixjax import data, multihost, optim
+from mixjax.log_filter import quiet_library_logs
+from mixjax.checkpoint import Checkpointer, locate_checkpoint
+from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device, replicated
+from mixjax.train_state import make_init_fn, model_fn_and_shapes
+from mixjax.train_step import make_eval_step, run_evaluation
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config the checkpoint was trained with.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Step dir, checkpoints dir or run dir (latest step).")
+_EMA = flags.DEFINE_bool("ema", True, "Evaluate the EMA weights when the config enables EMA.")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional path of a JSON file for the result.")
+_MULTIHOST = flags.DEFINE_enum("multihost", "auto", ["auto", "on", "off"], "jax.distributed mode.")
+
+
+def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dict:
+  """Restores ``checkpoint`` into the model of ``config`` and evaluates it on the eval split."""
+  mesh = make_mesh()
+  info = data.get_dataset_info(config.data)
+  eval_batch_size = config.get("eval_batch_size") or config.batch_size
+  check_batch_size(eval_batch_size, mesh)
+  model_fn, abstract_params, _ = model_fn_and_shapes(config, info.num_classes)
+  # The optimizer only shapes the restore target (its state lives in the same checkpoint).
+  tx = optim.make_optimizer(config.optimizer, abstract_params, lambda step: 0.0)
+  abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)),
+                                jax.eval_shape(make_init_fn(config, info.num_classes, tx)))
+  directory, step = locate_checkpoint(checkpoint)
+  state, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
+  params = state.ema_params if (use_ema and config.ema.get("decay", 0.0)) else state.params
+  eval_step = make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=info.num_classes)
+  batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
+  result = run_evaluation(eval_step, params, state.batch_stats, prefetch_to_device(batches(), mesh))
+  result.update(checkpoint=directory, step=step, dataset=info.name, split=config.data.eval_split)
+  return result
+
+
+def main(argv) -> int:
+  del argv
+  if _CONFIG.value is None or not _CHECKPOINT.value:
+    raise app.UsageError("Both --config and --checkpoint are required.")
+  quiet_library_logs()
+  multihost.initialize(mode=_MULTIHOST.value)
+  result = evaluate_checkpoint(_CONFIG.value, _CHECKPOINT.value, use_ema=_EMA.value)
+  if jax.process_index() == 0:
+    print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} examples of "
+          f"{result['dataset']}:{result['split']} (checkpoint step {result['step']})")
+    if _OUTPUT.value:
+      with open(_OUTPUT.value, "w") as f:
+        json.dump(result, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))

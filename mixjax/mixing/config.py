@@ -1,0 +1,155 @@
+"""The mixing section of a training config, and its up-front validation.
+
+Layout (OpenMixup's ``mix_mode`` / ``alpha`` / ``mix_prob`` / ``mix_args``)::
+
+    method: 'cutmix'              or a list, e.g. ['mixup', 'cutmix']
+    alpha:  1.0                   or a list of the same length as method
+    prob:   None                  (uniform over the list) or a list
+    args:   {method_name: {hyper_parameter: value}}   per-method overrides
+
+With a list, each training step picks one mode at random (OpenMixup
+multi-mode training); every mode is compiled into the step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+
+from mixjax.mixing.registry import MixMethod, get_method, list_methods
+from mixjax.mixing.result import MixResult
+
+
+def default_mixing_config() -> ml_collections.ConfigDict:
+  """Mixup α = 0.2 (the README's MixUp row) plus every method's defaults.
+
+  Not type-safe, so a config file may replace ``method``/``alpha`` by lists.
+  """
+  args = {}
+  for name in list_methods():
+    defaults = dict(get_method(name).defaults)
+    if defaults:
+      args[name] = {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in defaults.items()}
+  return ml_collections.ConfigDict(
+      {"method": "mixup", "alpha": 0.2, "prob": None, "args": args},
+      type_safe=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity
+class MixMode:
+  """One resolved mode: the method, its α and its full hyper-parameters."""
+  method: MixMethod
+  alpha: float
+  hyper_parameters: Mapping[str, Any]
+
+  def __call__(self, rng: jax.Array, images: jax.Array,
+               labels: jax.Array) -> MixResult:
+    return self.method.fn(rng, images, labels, alpha=self.alpha,
+                          **self.hyper_parameters)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixPlan:
+  """Validated config: the modes and the probability of each."""
+  modes: tuple[MixMode, ...]
+  probs: tuple[float, ...]
+
+
+def _plain(value):
+  """ConfigDict / FieldReference / tuple → plain Python values."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, ml_collections.FieldReference):
+    return _plain(value.get())
+  if isinstance(value, list):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def _get(cfg, key, default=None):
+  if isinstance(cfg, Mapping):
+    return cfg.get(key, default)
+  return getattr(cfg, key, default)
+
+
+def resolve_mixing_config(cfg) -> MixPlan:
+  """Validates ``cfg`` and returns the plan; raises ``ValueError`` naming the
+  fix for any mistake (unknown method or hyper-parameter, list lengths that
+  disagree, bad α or probabilities)."""
+  raw_method = _plain(_get(cfg, "method"))
+  if raw_method is None:
+    raise ValueError("mixing config needs 'method' (one of: "
+                     f"{', '.join(list_methods())}, or a list of them)")
+  names = (list(raw_method) if isinstance(raw_method, tuple)
+           else [raw_method])
+  if not names:
+    raise ValueError("mixing 'method' list is empty; give at least one of: "
+                     f"{', '.join(list_methods())}")
+  for name in names:
+    if not isinstance(name, str):
+      raise ValueError(f"mixing method names must be strings, got {name!r}")
+  methods = [get_method(name) for name in names]
+
+  raw_alpha = _plain(_get(cfg, "alpha", 1.0))
+  alphas = (list(raw_alpha) if isinstance(raw_alpha, tuple)
+            else [raw_alpha] * len(names))
+  if len(alphas) != len(names):
+    raise ValueError(
+        f"mixing 'alpha' has {len(alphas)} entries but 'method' has "
+        f"{len(names)} ({names}); give one α per method or a single float")
+  for method, alpha in zip(methods, alphas):
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+      raise ValueError(f"mixing alpha for {method.name!r} must be a number, "
+                       f"got {alpha!r}")
+    if method.uses_alpha and not alpha > 0:
+      raise ValueError(f"mixing alpha for {method.name!r} must be > 0 for "
+                       f"Beta(α, α), got {alpha}; use method 'vanilla' to "
+                       "turn mixing off")
+
+  raw_prob = _plain(_get(cfg, "prob", None))
+  if raw_prob is None:
+    probs = [1.0 / len(names)] * len(names)
+  else:
+    probs = (list(raw_prob) if isinstance(raw_prob, tuple) else [raw_prob])
+    if len(probs) != len(names):
+      raise ValueError(
+          f"mixing 'prob' has {len(probs)} entries but 'method' has "
+          f"{len(names)} ({names}); give one probability per method, or "
+          "None for a uniform choice")
+    if any((not isinstance(p, (int, float))) or p < 0 for p in probs):
+      raise ValueError(f"mixing 'prob' entries must be numbers >= 0, got "
+                       f"{probs}")
+    if not math.isclose(sum(probs), 1.0, abs_tol=1e-4):
+      raise ValueError(f"mixing 'prob' must sum to 1, got {probs} "
+                       f"(sum {sum(probs)})")
+
+  raw_args = _plain(_get(cfg, "args", None)) or {}
+  if not isinstance(raw_args, Mapping):
+    raise ValueError(f"mixing 'args' must map method names to dicts, got "
+                     f"{raw_args!r}")
+  for name, overrides in raw_args.items():
+    method = get_method(name)  # unknown name → error listing valid ones
+    unknown = set(overrides or {}) - set(method.defaults)
+    if unknown:
+      valid = ", ".join(sorted(method.defaults)) or "(none)"
+      raise ValueError(
+          f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
+          f"{name!r}; valid: {valid}")
+
+  modes = []
+  for method, alpha in zip(methods, alphas):
+    hyper = dict(method.defaults)
+    hyper.update(raw_args.get(method.name) or {})
+    modes.append(MixMode(method=method, alpha=float(alpha),
+                         hyper_parameters=hyper))
+  return MixPlan(modes=tuple(modes), probs=tuple(float(p) for p in probs))
+
+
+def validate_mixing_config(cfg) -> None:
+  """Raises ``ValueError`` (``UnknownMixMethodError`` for names) on a bad
+  mixing config; call it when the config is loaded, before compiling."""
+  resolve_mixing_config(cfg)

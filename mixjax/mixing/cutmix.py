@@ -1,0 +1,44 @@
+"""CutMix: paste one rectangle of the partner image, label by pasted area."""
+from __future__ import annotations
+
+import jax
+
+from mixjax.mixing import boxes
+from mixjax.mixing.registry import register_method
+from mixjax.mixing.result import MixResult, build_result, paste_from_partner
+from mixjax.mixing.sampling import (lam_or_draw,
+                                    permutation_avoiding_fixed_points)
+
+
+def paste_box(images: jax.Array, labels: jax.Array, perm: jax.Array,
+              box: boxes.Box) -> MixResult:
+  """Pastes ``box`` of ``images[perm]`` into every image; λ from the area."""
+  height, width = images.shape[1:3]
+  region_b = boxes.box_region(box, height, width)
+  mixed = paste_from_partner(images, images[perm], region_b)
+  return build_result(mixed, labels, perm,
+                      boxes.lam_outside_box(box, height, width))
+
+
+@register_method("cutmix", paper="Yun, Han, Oh, Chun, Choe, Yoo. CutMix: "
+                 "Regularization Strategy to Train Strong Classifiers with "
+                 "Localizable Features. ICCV 2019")
+def cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
+           alpha: float, lam=None) -> MixResult:
+  """CutMix as in OpenMixup (spec 2.2).
+
+  λ ~ Beta(α, α) sets the box sides ``int(H·sqrt(1−λ))``; the centre is
+  uniform over pixel positions, the box is clipped at the borders, and one
+  box is shared by the whole batch. λ is then recomputed from the real pasted
+  area, so labels always agree with pixels. Pairing re-draws the permutation
+  (up to 10 tries, all drawn at once) to avoid self-pairs, like the
+  reference. ``lam`` overrides the Beta draw (before recomputation).
+  """
+  k_lam, k_perm, k_box = jax.random.split(rng, 3)
+  height, width = images.shape[1:3]
+  lam = lam_or_draw(k_lam, alpha, lam)
+  perm = permutation_avoiding_fixed_points(k_perm, images.shape[0])
+  cut_h, cut_w = boxes.cut_size_for_lam(lam, height, width)
+  cy, cx = boxes.random_center(k_box, height, width)
+  box = boxes.box_around(cy, cx, cut_h, cut_w, height, width)
+  return paste_box(images, labels, perm, box)

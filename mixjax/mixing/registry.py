@@ -1,0 +1,89 @@
+"""Name → mixing method. Every method module registers itself here.
+
+A method is a pure function on ONE device's shard::
+
+    fn(rng, images, labels, *, alpha, lam=None, **hyper_parameters) -> MixResult
+
+* ``rng`` is the key shared by all devices, so λ, boxes and mode choices
+  agree across devices (OpenMixup draws them in the main process with the
+  same seed on every rank, spec section 0).
+* ``lam`` bypasses the method's random draw of its Beta variable (tests and
+  visualisation use it); each method documents what it means for it.
+* Shapes are static and there are no Python loops over samples, so the
+  function traces once and runs inside a jitted train step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+from mixjax.mixing.result import MixResult
+
+MixFn = Callable[..., MixResult]
+
+
+class UnknownMixMethodError(ValueError):
+  """Raised for a method name that is not registered; lists the valid ones."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MixMethod:
+  """A registered method.
+
+  Attributes:
+    name: registry name (the config's ``method``).
+    fn: the per-shard function (see module docstring).
+    defaults: hyper-parameters the method accepts besides ``alpha``, with
+      their defaults; ``config.args.<name>`` overrides them.
+    uses_alpha: whether the global ``alpha`` matters for this method.
+    paper: citation of the paper the method comes from.
+  """
+  name: str
+  fn: MixFn
+  defaults: Mapping[str, Any]
+  uses_alpha: bool
+  paper: str
+
+
+_METHODS: dict[str, MixMethod] = {}
+
+
+def register_method(name: str, *, paper: str, uses_alpha: bool = True
+                    ) -> Callable[[MixFn], MixFn]:
+  """Decorator registering ``fn`` under ``name``.
+
+  The hyper-parameters and their defaults are read off the function's
+  keyword-only parameters (everything except ``alpha`` and ``lam``), so the
+  signature is the one place they are written down.
+  """
+  def decorate(fn: MixFn) -> MixFn:
+    if name in _METHODS:
+      raise ValueError(f"mixing method {name!r} registered twice")
+    params = inspect.signature(fn).parameters
+    for required in ("alpha", "lam"):
+      if required not in params:
+        raise TypeError(f"mixing method {name!r} must accept {required!r}")
+    defaults = {
+        p.name: p.default for p in params.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.name not in ("alpha", "lam")}
+    _METHODS[name] = MixMethod(name=name, fn=fn, defaults=defaults,
+                               uses_alpha=uses_alpha, paper=paper)
+    return fn
+  return decorate
+
+
+def list_methods() -> list[str]:
+  """Registered method names, sorted."""
+  return sorted(_METHODS)
+
+
+def get_method(name: str) -> MixMethod:
+  """The method registered as ``name``; unknown names raise with the list."""
+  try:
+    return _METHODS[name]
+  except (KeyError, TypeError):
+    raise UnknownMixMethodError(
+        f"unknown mixing method {name!r}; valid names: "
+        f"{', '.join(list_methods())}") from None

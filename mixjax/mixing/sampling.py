@@ -1,0 +1,44 @@
+"""Random draws shared by the methods: λ from Beta(α, α) and the pairing.
+
+Pairing is a permutation of the local (per-device) batch, as in OpenMixup
+(spec 1.3); fixed points, where a sample is mixed with itself, are allowed
+for most methods. CutMix and FMix use the reference's "try for a derangement"
+helper instead.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def sample_beta_lam(rng: jax.Array, alpha: float) -> jax.Array:
+  """One λ ~ Beta(α, α) as a float32 scalar."""
+  return jax.random.beta(rng, alpha, alpha).astype(jnp.float32)
+
+
+def lam_or_draw(rng: jax.Array, alpha: float, lam) -> jax.Array:
+  """``lam`` as float32 when given (a test override), else a Beta(α, α) draw."""
+  if lam is None:
+    return sample_beta_lam(rng, alpha)
+  return jnp.asarray(lam, jnp.float32)
+
+
+def random_permutation(rng: jax.Array, size: int) -> jax.Array:
+  """Uniform permutation of ``range(size)``; fixed points are possible."""
+  return jax.random.permutation(rng, size)
+
+
+def permutation_avoiding_fixed_points(rng: jax.Array, size: int,
+                                      tries: int = 10) -> jax.Array:
+  """First derangement among ``tries`` permutations, else the last one.
+
+  Mirrors the reference's re-draw loop (up to 10 attempts, keep the last draw
+  on failure) without a data-dependent loop: all attempts are drawn at once
+  (``tries`` small sorts of the local batch) and the first good one is picked.
+  """
+  perms = jax.vmap(lambda k: jax.random.permutation(k, size))(
+      jax.random.split(rng, tries))
+  is_derangement = jnp.all(perms != jnp.arange(size), axis=1)
+  pick = jnp.where(jnp.any(is_derangement), jnp.argmax(is_derangement),
+                   tries - 1)
+  return perms[pick]

@@ -1,0 +1,44 @@
+"""Name -> constructor registry for backbones (with their classifier head).
+
+Configs and the CLI name models by string (``"resnet50"``); the registry is the one place that maps those
+strings to constructors, so adding a backbone is a decorator away and a typo fails with the valid names.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from flax import nnx
+
+ModelBuilder = Callable[..., nnx.Module]
+
+_MODELS: dict[str, ModelBuilder] = {}
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is not registered; the message lists the registered names."""
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder(*, num_classes, rngs, dtype, **kwargs) -> nnx.Module`` under ``name``."""
+
+    def decorate(builder: ModelBuilder) -> ModelBuilder:
+        if name in _MODELS and _MODELS[name] is not builder:
+            raise ValueError(f"model name {name!r} is already registered to {_MODELS[name].__qualname__}")
+        _MODELS[name] = builder
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_builder(name: str) -> ModelBuilder:
+    """The constructor registered under ``name``; ``UnknownModelError`` lists valid names otherwise."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; registered models are: {', '.join(list_models())}") from None

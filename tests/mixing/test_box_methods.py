@@ -1,0 +1,94 @@
+"""Method-specific checks for the box and blend methods."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixjax import mixing
+from mixjax.mixing import sampling
+from tests.mixing.conftest import constant_batch, recover_pixel_weight
+
+
+def _rect_from_weight(weight_a):
+  """(top, bottom, left, right) of the region where the original is gone."""
+  rows = np.where((weight_a < 0.5).any(axis=1))[0]
+  cols = np.where((weight_a < 0.5).any(axis=0))[0]
+  if rows.size == 0:
+    return (0, 0, 0, 0)
+  return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def test_cutmix_box_is_one_shared_rectangle_sized_from_lambda():
+  images, labels = constant_batch(batch=8, size=32)
+  fn = jax.jit(mixing.get_method("cutmix").fn, static_argnames=("alpha",))
+  for seed in range(6):
+    out = fn(jax.random.key(seed), images, labels, alpha=1.0, lam=0.75)
+    weight, self_pair = recover_pixel_weight(out)
+    rects = {_rect_from_weight(w) for w in weight[~self_pair]}
+    assert len(rects) == 1, "one box for the whole batch"
+    top, bottom, left, right = rects.pop()
+    # the box is a full rectangle, binary, at most 16 x 16 (r = sqrt(0.25)).
+    w = weight[~self_pair][0]
+    assert set(np.unique(w)) <= {0.0, 1.0}
+    assert (w[top:bottom, left:right] == 0).all()
+    assert bottom - top <= 16 and right - left <= 16
+    area = (bottom - top) * (right - left)
+    np.testing.assert_allclose(out.lam, 1 - area / 1024.0, atol=1e-6)
+
+
+def test_cutmix_box_is_exact_away_from_borders():
+  images, labels = constant_batch(batch=4, size=64)
+  fn = jax.jit(mixing.get_method("cutmix").fn, static_argnames=("alpha",))
+  sides = []
+  for seed in range(12):
+    out = fn(jax.random.key(seed), images, labels, alpha=1.0, lam=0.75)
+    weight, self_pair = recover_pixel_weight(out)
+    t, b, l, r = _rect_from_weight(weight[~self_pair][0])
+    if 0 < t and b < 64 and 0 < l and r < 64:  # unclipped
+      sides.append((b - t, r - l))
+  assert sides and all(s == (32, 32) for s in sides)
+
+
+def test_mixup_weight_is_constant_over_pixels():
+  images, labels = constant_batch(batch=8)
+  out = mixing.get_method("mixup").fn(jax.random.key(3), images, labels,
+                                      alpha=1.0)
+  weight, self_pair = recover_pixel_weight(out)
+  w = weight[~self_pair]
+  want = np.broadcast_to(np.asarray(out.lam)[~self_pair, None, None], w.shape)
+  np.testing.assert_allclose(w, want, atol=1e-5)
+
+
+def test_derangement_helper_avoids_self_pairs():
+  keys = jax.random.split(jax.random.key(0), 200)
+  perms = jax.vmap(lambda k: sampling.permutation_avoiding_fixed_points(k, 8)
+                   )(keys)
+  plain = jax.vmap(lambda k: sampling.random_permutation(k, 8))(keys)
+  fixed_free = lambda p: np.mean(np.all(np.asarray(p) != np.arange(8), 1))
+  assert fixed_free(perms) > 0.95
+  assert fixed_free(plain) < 0.6
+  assert all(sorted(p) == list(range(8)) for p in np.asarray(perms))
+
+
+def test_switch_probabilities_pick_the_branch():
+  images, labels = constant_batch(batch=8)
+  switch = mixing.get_method("mixup_cutmix_switch").fn
+  always_cut, always_mixup, never_mix = (
+      jax.jit(functools.partial(switch, **kw)) for kw in (
+          dict(switch_prob=1.0), dict(switch_prob=0.0, mixup_alpha=1.0),
+          dict(mix_prob=0.0)))
+  for seed in range(3):
+    key = jax.random.key(seed)
+    cut = always_cut(key, images, labels)
+    values = np.unique(np.asarray(cut.images))
+    assert np.allclose(values, np.round(values))  # pasted, not blended
+    assert (np.asarray(cut.lam) < 1).all()
+    mix = always_mixup(key, images, labels)
+    weight, self_pair = recover_pixel_weight(mix)
+    np.testing.assert_allclose(weight[~self_pair].std(axis=(1, 2)), 0,
+                               atol=1e-5)  # blended uniformly
+    assert (np.asarray(mix.lam) < 1).all()
+    off = never_mix(key, images, labels)
+    np.testing.assert_array_equal(off.images, images)
+    np.testing.assert_array_equal(off.lam, np.ones(8))
