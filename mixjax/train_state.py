@@ -49,10 +49,10 @@ class ModelFn:
   graphdef: Any
 
   def __call__(self, params, batch_stats, images, *, train: bool, rng: jax.Array | None = None, **kwargs):
-    model = nnx.merge(self.graphdef, nnx.State(params), nnx.State(batch_stats))
+    model = nnx.merge(self.graphdef, params, batch_stats)
     rngs = nnx.Rngs(dropout=rng) if rng is not None else None
     out = model(images, train=train, rngs=rngs, **kwargs)
-    new_stats = nnx.state(model, nnx.BatchStat).to_pure_dict()
+    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     return out, new_stats
 
 
@@ -62,7 +62,7 @@ def _split_model(model: nnx.Module):
   if leftovers:
     raise TypeError(f"Model {type(model).__name__} holds state other than Param/BatchStat ({rest}); models must "
                     "take their random streams at call time (rngs=...) instead of storing them.")
-  return graphdef, params.to_pure_dict(), batch_stats.to_pure_dict()
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
 
 
 def model_fn_and_shapes(config, num_classes: int):

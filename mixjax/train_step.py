@@ -82,7 +82,7 @@ def make_train_step(config, *, model_fn: ModelFn, tx: optax.GradientTransformati
         "loss": loss,
         "top1": jnp.mean(losses.topk_correct(logits, labels, 1)),
         "lr": schedule(state.step),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
     }
     return new_state, metrics

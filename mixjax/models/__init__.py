@@ -15,9 +15,10 @@ from mixjax.models import (convnext, mobile_convnets, moganet, pvt, resnet,  # n
                            swin_transformer, vision_transformer)
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
 from mixjax.models.registry import UnknownModelError, get_model_builder, list_models, register_model
+from mixjax.models.torch_import import load_torch_state_dict
 
 __all__ = ["build_model", "list_models", "register_model", "UnknownModelError", "ImageClassifier",
-           "FeatureTaps", "count_params"]
+           "FeatureTaps", "count_params", "load_torch_state_dict"]
 
 
 def build_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> nnx.Module:

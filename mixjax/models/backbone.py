@@ -35,7 +35,8 @@ class FeatureTaps:
     def __init__(self, model_name: str, mix_stages: tuple[int, ...], mix_stage: int | None,
                  mix_fn: MixFn | None, record: bool, want_attention: bool = False):
         if (mix_stage is None) != (mix_fn is None):
-            raise ValueError("mix_stage and mix_fn must be given together (mix_fn replaces stage output h by mix_fn(h))")
+            raise ValueError("mix_stage and mix_fn must be given together "
+                             "(mix_fn replaces the output h of stage mix_stage by mix_fn(h))")
         if mix_stage is not None and mix_stage not in mix_stages:
             raise ValueError(f"{model_name} cannot mix at stage {mix_stage}; valid mix_stage values are {mix_stages}")
         self.mix_stage = mix_stage

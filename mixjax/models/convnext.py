@@ -15,7 +15,6 @@ stage4 H/32 768 (each stage output, after its blocks). ``mix_stage`` 0..4.
 """
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp

@@ -10,8 +10,10 @@ Variable resolution: maps that are not a multiple of the window are zero-padded 
 larger than the window, the window shrinks to the map and shifting is disabled (original Swin behaviour),
 using the matching centre of the relative-position table.
 
-Initialisation (timm/mmcls): Linear and relative-position tables trunc-normal(0.02), zero biases, patch conv
-PyTorch default. (Spec sec. 4: the reference's Swin-T mixup config never triggers it.)
+Initialisation (``init=``): default ``"trunc_normal"`` (timm/mmcls): Linear and relative-position tables
+trunc-normal(0.02), zero biases, patch conv PyTorch default. ``"torch_default"`` reproduces the reference's
+Swin-T mixup config, which never triggers its initialiser (spec sec. 4): relative-position tables zeros,
+every Linear (head included) at PyTorch defaults.
 
 Features follow mmcls's stage outputs, i.e. *after* patch merging (H x W input):
 stage0 = patch embedding (H/4, 96); stage1 (H/8, 192); stage2 (H/16, 384); stage3 (H/32, 768);
@@ -22,16 +24,15 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
-from mixjax.models.initializers import ConvNetInit, trunc_normal
+from mixjax.models.initializers import ConvNetInit
 from mixjax.models.layers import ClassifierHead, conv2d, drop_path
 from mixjax.models.registry import register_model
-from mixjax.models.transformer_layers import Mlp, attend, layer_norm, linear
+from mixjax.models.transformer_layers import Mlp, attend, check_init, layer_norm, linear, token_param_init
 
 
 def relative_position_index(window: int, table_window: int) -> np.ndarray:
@@ -56,13 +57,13 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.
 
 
 class WindowAttention(nnx.Module):
-    def __init__(self, dim, num_heads, window, *, dtype, rngs):
+    def __init__(self, dim, num_heads, window, *, init="trunc_normal", dtype, rngs):
         self.num_heads, self.window = num_heads, window
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
-        self.proj = linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.qkv = linear(dim, 3 * dim, init=init, dtype=dtype, rngs=rngs)
+        self.proj = linear(dim, dim, init=init, dtype=dtype, rngs=rngs)
         self.relative_position_bias_table = nnx.Param(
-            trunc_normal(0.02)(rngs.params(), ((2 * window - 1) ** 2, num_heads), jnp.float32))
+            token_param_init(init)(rngs.params(), ((2 * window - 1) ** 2, num_heads), jnp.float32))
 
     def __call__(self, x, window: int, shift: int):
         """x [B, Hp, Wp, C] (padded to multiples of ``window``) -> same shape."""
@@ -87,11 +88,11 @@ class WindowAttention(nnx.Module):
 
 
 class SwinBlock(nnx.Module):
-    def __init__(self, dim, num_heads, window, shifted, drop_path_rate, *, dtype, rngs):
+    def __init__(self, dim, num_heads, window, shifted, drop_path_rate, *, init, dtype, rngs):
         self.norm1 = layer_norm(dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
-        self.attn = WindowAttention(dim, num_heads, window, dtype=dtype, rngs=rngs)
+        self.attn = WindowAttention(dim, num_heads, window, init=init, dtype=dtype, rngs=rngs)
         self.norm2 = layer_norm(dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
-        self.mlp = Mlp(dim, 4 * dim, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(dim, 4 * dim, init=init, dtype=dtype, rngs=rngs)
         self.window, self.shifted, self.drop_path_rate = window, shifted, drop_path_rate
 
     def __call__(self, x, train, rngs):
@@ -111,9 +112,9 @@ class SwinBlock(nnx.Module):
 class PatchMerging(nnx.Module):
     """2x2 space-to-depth (odd maps zero-padded) -> LayerNorm(4C) -> Linear(4C -> 2C, no bias)."""
 
-    def __init__(self, dim, *, dtype, rngs):
+    def __init__(self, dim, *, init, dtype, rngs):
         self.norm = layer_norm(4 * dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
-        self.reduction = linear(4 * dim, 2 * dim, bias=False, dtype=dtype, rngs=rngs)
+        self.reduction = linear(4 * dim, 2 * dim, bias=False, init=init, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         b, h, w, c = x.shape
@@ -126,7 +127,8 @@ class PatchMerging(nnx.Module):
 class SwinTransformer(ImageClassifier):
     def __init__(self, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, name: str = "swin",
                  embed_dim: int = 96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window: int = 7,
-                 drop_path_rate: float = 0.0, drop_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, init: str = "trunc_normal"):
+        check_init(init)
         self.name, self.dtype = name, dtype
         self.mix_stages = (0, 1, 2, 3, 4)
         self.stage_names = tuple(f"stage{i}" for i in range(5))
@@ -139,16 +141,17 @@ class SwinTransformer(ImageClassifier):
         stages, merges, k = [], [], 0
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             dim = embed_dim * 2 ** i
-            stages.append(nnx.List([SwinBlock(dim, heads, window, j % 2 == 1, rates[k + j], dtype=dtype, rngs=rngs)
-                                    for j in range(depth)]))
+            stages.append(nnx.List([SwinBlock(dim, heads, window, j % 2 == 1, rates[k + j], init=init, dtype=dtype,
+                                              rngs=rngs) for j in range(depth)]))
             if i < len(depths) - 1:
-                merges.append(PatchMerging(dim, dtype=dtype, rngs=rngs))
+                merges.append(PatchMerging(dim, init=init, dtype=dtype, rngs=rngs))
             k += depth
         self.stages, self.merges = nnx.List(stages), nnx.List(merges)
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = layer_norm(self.num_features, epsilon=1e-5, dtype=dtype, rngs=rngs)
-        self.head = ClassifierHead(self.num_features, num_classes, kernel_init=trunc_normal(0.02),
-                                   bias_init=nnx.initializers.zeros_init(), drop_rate=drop_rate, rngs=rngs)
+        head_init = ConvNetInit(init)
+        self.head = ClassifierHead(self.num_features, num_classes, kernel_init=head_init.head_kernel(),
+                                   bias_init=head_init.head_bias(self.num_features), drop_rate=drop_rate, rngs=rngs)
 
     def feature_shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int]]:
         h, w = height // 4, width // 4

@@ -1,7 +1,9 @@
 """Transformer building blocks shared by DeiT, PVT and Swin: truncated-normal Linear, LayerNorm, MLP and
 multi-head self-attention that can hand back its attention weights.
 
-Initialisation follows timm/mmcls: Linear weights trunc-normal(std 0.02), biases 0, LayerNorm 1/0.
+Initialisation (``init=``): ``"trunc_normal"`` follows timm/mmcls (Linear weights trunc-normal(std 0.02),
+biases 0); ``"torch_default"`` is PyTorch's Linear default (weights and biases U(+-1/sqrt(fan_in))), which is
+what the reference's DeiT-S / Swin-T mixup configs actually train from (spec sec. 4). LayerNorm is 1/0.
 Attention logits and softmax are computed in float32 even for bf16 compute, for numerical safety.
 """
 from __future__ import annotations
@@ -10,13 +12,33 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mixjax.models.initializers import trunc_normal
+from mixjax.models.initializers import torch_default_kernel, trunc_normal, uniform_bias
 from mixjax.models.layers import dropout
 
 
-def linear(in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs, bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=trunc_normal(0.02),
-                      bias_init=nnx.initializers.zeros_init(), dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+TRANSFORMER_INITS = ("trunc_normal", "torch_default")
+
+
+def check_init(init: str) -> str:
+    if init not in TRANSFORMER_INITS:
+        raise ValueError(f"unknown init scheme {init!r}; choose one of {TRANSFORMER_INITS}")
+    return init
+
+
+def linear(in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs, bias: bool = True,
+           init: str = "trunc_normal") -> nnx.Linear:
+    if check_init(init) == "trunc_normal":
+        kernel_init, bias_init = trunc_normal(0.02), nnx.initializers.zeros_init()
+    else:
+        kernel_init, bias_init = torch_default_kernel(), uniform_bias(in_features)
+    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=kernel_init, bias_init=bias_init,
+                      dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def token_param_init(init: str) -> nnx.Initializer:
+    """Class tokens, position embeddings, relative-position tables: trunc-normal(0.02), or the zeros they are
+    constructed with in the reference when its initialiser never runs (``"torch_default"``)."""
+    return trunc_normal(0.02) if check_init(init) == "trunc_normal" else nnx.initializers.zeros_init()
 
 
 def layer_norm(num_features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = 1e-6) -> nnx.LayerNorm:
@@ -26,9 +48,10 @@ def layer_norm(num_features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = 1e-
 class Mlp(nnx.Module):
     """Linear -> GELU (exact erf form, as PyTorch) -> dropout -> Linear -> dropout."""
 
-    def __init__(self, dim: int, hidden: int, *, drop_rate: float = 0.0, dtype, rngs: nnx.Rngs):
-        self.fc1 = linear(dim, hidden, dtype=dtype, rngs=rngs)
-        self.fc2 = linear(hidden, dim, dtype=dtype, rngs=rngs)
+    def __init__(self, dim: int, hidden: int, *, drop_rate: float = 0.0, init: str = "trunc_normal", dtype,
+                 rngs: nnx.Rngs):
+        self.fc1 = linear(dim, hidden, init=init, dtype=dtype, rngs=rngs)
+        self.fc2 = linear(hidden, dim, init=init, dtype=dtype, rngs=rngs)
         self.drop_rate = drop_rate
 
     def __call__(self, x, train: bool, rngs):
@@ -56,13 +79,14 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, bias: jax.Arr
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection (timm ``Attention``)."""
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, init: str = "trunc_normal", dtype,
+                 rngs: nnx.Rngs):
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = linear(dim, 3 * dim, bias=qkv_bias, dtype=dtype, rngs=rngs)
-        self.proj = linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.qkv = linear(dim, 3 * dim, bias=qkv_bias, init=init, dtype=dtype, rngs=rngs)
+        self.proj = linear(dim, dim, init=init, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         """x [B, N, C] -> (out [B, N, C], attention weights float32 [B, heads, N, N])."""

@@ -8,9 +8,10 @@ Variable resolution: the position embedding is stored for a 14x14 grid (224 px) 
 to the actual grid (``jax.image.resize``; Keys a=-0.5 cubic rather than PyTorch's a=-0.75, a small
 numerical difference for non-224 inputs only).
 
-Initialisation (timm): Linear trunc-normal(0.02), cls token and position embedding trunc-normal(0.02),
-patch-embedding conv PyTorch default U(+-1/sqrt(fan_in)). Note (spec sec. 4): the reference's DeiT-S mixup
-configs never run their initialiser, leaving cls/pos at zeros and Linear at PyTorch defaults.
+Initialisation (``init=``): default ``"trunc_normal"`` (timm): Linear trunc-normal(0.02), cls token and
+position embedding trunc-normal(0.02), patch-embedding conv PyTorch default U(+-1/sqrt(fan_in)).
+``"torch_default"`` reproduces the reference's DeiT-S mixup configs, which never run their initialiser
+(spec sec. 4): cls token / position embedding zeros, every Linear (head included) at PyTorch defaults.
 
 Features: ``stage0`` is the patch embedding (+ position) and ``stage1..4`` the outputs of blocks 3, 6, 9, 12
 (before the final norm), each as the patch-token grid [B, H/16, W/16, D] without the class token.
@@ -20,25 +21,24 @@ the reference has no ManifoldMix for ViTs.
 """
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
-from mixjax.models.initializers import ConvNetInit, trunc_normal
+from mixjax.models.initializers import ConvNetInit
 from mixjax.models.layers import ClassifierHead, conv2d, drop_path, dropout
 from mixjax.models.registry import register_model
-from mixjax.models.transformer_layers import Mlp, SelfAttention, layer_norm
+from mixjax.models.transformer_layers import Mlp, SelfAttention, check_init, layer_norm, token_param_init
 
 
 class Block(nnx.Module):
-    def __init__(self, dim, num_heads, mlp_ratio, drop_path_rate, drop_rate, *, dtype, rngs):
+    def __init__(self, dim, num_heads, mlp_ratio, drop_path_rate, drop_rate, *, init, dtype, rngs):
         self.norm1 = layer_norm(dim, dtype=dtype, rngs=rngs)
-        self.attn = SelfAttention(dim, num_heads, dtype=dtype, rngs=rngs)
+        self.attn = SelfAttention(dim, num_heads, init=init, dtype=dtype, rngs=rngs)
         self.norm2 = layer_norm(dim, dtype=dtype, rngs=rngs)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop_rate=drop_rate, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop_rate=drop_rate, init=init, dtype=dtype, rngs=rngs)
         self.drop_path_rate = drop_path_rate
 
     def __call__(self, x, train, rngs):
@@ -53,7 +53,9 @@ class VisionTransformer(ImageClassifier):
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, num_classes: int, rngs: nnx.Rngs,
                  dtype=jnp.float32, name: str = "vit", patch_size: int = 16, img_size: int = 224,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, drop_rate: float = 0.0):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, drop_rate: float = 0.0,
+                 init: str = "trunc_normal"):
+        check_init(init)
         if depth % 4:
             raise ValueError(f"depth must be a multiple of 4 (four feature stages), got {depth}")
         self.name, self.dtype = name, dtype
@@ -63,16 +65,17 @@ class VisionTransformer(ImageClassifier):
         self.num_features = embed_dim
         self.patch_embed = conv2d(3, embed_dim, patch_size, patch_size, padding=0, bias=True,
                                   init=ConvNetInit("torch_default"), dtype=dtype, rngs=rngs)
-        self.cls_token = nnx.Param(trunc_normal(0.02)(rngs.params(), (1, 1, embed_dim), jnp.float32))
-        self.pos_embed = nnx.Param(trunc_normal(0.02)(rngs.params(), (1, 1 + self.base_grid ** 2, embed_dim),
-                                                      jnp.float32))
+        self.cls_token = nnx.Param(token_param_init(init)(rngs.params(), (1, 1, embed_dim), jnp.float32))
+        self.pos_embed = nnx.Param(token_param_init(init)(rngs.params(), (1, 1 + self.base_grid ** 2, embed_dim),
+                                                          jnp.float32))
         self.drop_rate = drop_rate
         rates = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
-        self.blocks = nnx.List([Block(embed_dim, num_heads, mlp_ratio, r, drop_rate, dtype=dtype, rngs=rngs)
-                                for r in rates])
+        self.blocks = nnx.List([Block(embed_dim, num_heads, mlp_ratio, r, drop_rate, init=init, dtype=dtype,
+                                      rngs=rngs) for r in rates])
         self.norm = layer_norm(embed_dim, dtype=dtype, rngs=rngs)
-        self.head = ClassifierHead(embed_dim, num_classes, kernel_init=trunc_normal(0.02),
-                                   bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+        head_init = ConvNetInit(init)
+        self.head = ClassifierHead(embed_dim, num_classes, kernel_init=head_init.head_kernel(),
+                                   bias_init=head_init.head_bias(embed_dim), rngs=rngs)
 
     def feature_shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int]]:
         gh, gw = height // self.patch_size, width // self.patch_size

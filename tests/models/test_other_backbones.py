@@ -105,3 +105,23 @@ def test_window_attention_receptive_field(shift):
     else:
         expected[:4, :4] = True
     np.testing.assert_array_equal(changed, expected)
+
+
+@pytest.mark.parametrize("init", ["trunc_normal", "torch_default"])
+def test_transformer_init_schemes(init):
+    """timm init: Linear std 0.02 and trunc-normal tokens; the reference's effective init (its initialiser never
+    runs for DeiT-S/Swin-T mixup configs): PyTorch-default Linear and zero class/position tokens."""
+    model, _ = tiny("deit_tiny", init=init)
+    fc1 = np.asarray(model.blocks[0].mlp.fc1.kernel[...])  # 32 -> 128
+    bias = np.asarray(model.blocks[0].mlp.fc1.bias[...])
+    pos = np.asarray(model.pos_embed[...])
+    if init == "trunc_normal":
+        assert abs(fc1.std() / 0.02 - 1) < 0.08
+        assert np.all(bias == 0) and abs(pos.std() / 0.02 - 1) < 0.08
+    else:
+        bound = 1 / np.sqrt(32)
+        assert np.abs(fc1).max() <= bound and np.abs(fc1).max() > 0.95 * bound
+        assert np.abs(bias).max() <= bound and np.abs(bias).max() > 0
+        assert np.all(pos == 0) and np.all(np.asarray(model.cls_token[...]) == 0)
+    with pytest.raises(ValueError, match="torch_default"):
+        tiny("swin_tiny", init="xavier")

@@ -97,3 +97,15 @@ def test_count_excludes_batch_stats():
 def _non_param_non_stat(model):
     rest = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat)))
     return sum(getattr(x, "size", 0) for x in jax.tree.leaves(rest))
+
+
+def test_cli_flop_count_and_table(capsys):
+    """``python -m mixjax.models``: XLA counts 2 FLOPs per multiply-add; torchvision quotes ResNet-18 at
+    1.82 GMACs (XLA skips taps that fall on padding, hence the tolerance)."""
+    from mixjax.models.__main__ import forward_flops, main
+
+    flops = forward_flops(abstract_model("resnet18"), 224)
+    assert 0.9 * 2 * 1.82e9 < flops < 1.1 * 2 * 1.82e9
+    main(["--no-flops", "--models", "resnet50"])
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[:2] == ["resnet50", "25.56"] and row[4] == "stage0..4"

@@ -182,3 +182,29 @@ def test_jit_with_sharded_batch_matches_eager(model, images):
 
     np.testing.assert_allclose(train_forward(state, x), nnx.merge(graphdef, state)(images, True),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_jitted_train_step_with_manifold_mix_learns(images):
+    """The pattern the training loop uses: nnx.jit + value_and_grad, rngs passed *into* the loss function
+    (closing over them raises a TraceContextError), drop path on, mixing at stage 2."""
+    import optax
+
+    model = tiny(seed=4, drop_path_rate=0.1)
+    opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    labels = jnp.array([0, 1, 2, 3])
+
+    @nnx.jit
+    def step(model, opt, x, rngs):
+        def loss_fn(model, rngs):
+            logits = model(x, True, rngs, mix_stage=2, mix_fn=lambda h: 0.8 * h + 0.2 * h[::-1])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model, rngs)
+        opt.update(model, grads)
+        return loss
+
+    rngs = nnx.Rngs(dropout=0)
+    stem_mean = np.asarray(model.stem_bn.mean[...])
+    losses = [float(step(model, opt, images, rngs)) for _ in range(6)]
+    assert losses[-1] < losses[0]
+    assert not np.allclose(np.asarray(model.stem_bn.mean[...]), stem_mean)

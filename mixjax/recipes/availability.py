@@ -1,0 +1,50 @@
+"""Whether a resolved recipe config can run with what is registered today.
+
+The benchmark tables name methods and backbones that land in later work (issues 6/7). Their configs still
+resolve (so sweeps, docs and the cell list can show them), and this check turns them into one clear
+``NotImplementedYetError`` at ``--dry_run`` instead of an unknown-name error or a silent fallback.
+"""
+from __future__ import annotations
+
+from mixjax import mixing, models
+from mixjax.recipes.errors import NotImplementedYetError
+
+# Mixing methods the benchmark tables name and where they are planned. The names are the registry names the
+# recipes put into ``config.mixing.method``.
+PLANNED_METHODS = {
+    "manifoldmix": "issue 6", "attentivemix": "issue 6", "puzzlemix": "issue 6", "alignmix": "issue 6",
+    "transmix": "issue 6", "tokenmix": "issue 6", "smmix": "issue 6", "comixup": "issue 6",
+    "supermix": "issue 6", "grafting": "issue 6", "automix": "issue 7", "samix": "issue 7",
+}
+
+
+def _method_names(mixing_cfg) -> list[str]:
+  method = mixing_cfg.method
+  return [method] if isinstance(method, str) else list(method)
+
+
+def missing_parts(config) -> list[str]:
+  """Human-readable list of what a config needs that is not registered (empty when it can run)."""
+  registered = set(mixing.list_methods())
+  missing = [f"mixing method {name!r} ({PLANNED_METHODS.get(name, 'not planned')})"
+             for name in _method_names(config.mixing) if name not in registered]
+  if config.model.name not in models.list_models():
+    missing.append(f"model {config.model.name!r}")
+  return missing
+
+
+def is_implemented(config) -> bool:
+  return not missing_parts(config)
+
+
+def check_implemented(config) -> None:
+  """Raises ``NotImplementedYetError`` naming what is missing and what is available instead."""
+  missing = missing_parts(config)
+  if not missing:
+    return
+  recipe = config.get("recipe") or {}
+  cell = (f"{recipe.get('name')}:{recipe.get('method')},model={recipe.get('model')},epochs={recipe.get('epochs')}"
+          if recipe else "this config")
+  raise NotImplementedYetError(
+      f"Benchmark cell {cell} is not implemented yet: {'; '.join(missing)} missing. Registered methods: "
+      f"{', '.join(mixing.list_methods())}. Registered models: {', '.join(models.list_models())}.")
