@@ -21,9 +21,8 @@ import numpy as np
 def build_step(method: str, args):
   import ml_collections
   from mixjax import mixing, optim
-  from mixjax.sharding import host_batch_to_global, make_mesh, replicated
-  from mixjax.train_state import make_init_fn, model_fn_and_shapes
-  from mixjax.train_step import make_train_step
+  from mixjax.sharding import host_batch_to_global, make_mesh
+  from mixjax.train_step import build_step_functions
 
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -37,14 +36,10 @@ def build_step(method: str, args):
   c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
+  c.num_epochs = 1
   mesh = make_mesh()
-  model_fn, abstract_params, _ = model_fn_and_shapes(c, args.classes)
-  schedule = optim.make_lr_schedule(c.optimizer, global_batch_size=args.batch, steps_per_epoch=100,
-                                    total_epochs=1)
-  tx = optim.make_optimizer(c.optimizer, abstract_params, schedule)
-  state = jax.jit(make_init_fn(c, args.classes, tx), out_shardings=replicated(mesh))()
-  step = make_train_step(c, model_fn=model_fn, tx=tx, schedule=schedule, mesh=mesh, num_classes=args.classes,
-                         steps_per_epoch=100)
+  fns = build_step_functions(c, mesh=mesh, num_classes=args.classes, steps_per_epoch=100)
+  state, step = fns.init_state(), fns.train_step
   rng = np.random.default_rng(0)
   batch = host_batch_to_global({
       "image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), dtype=np.uint8),

@@ -90,8 +90,3 @@ def locate_checkpoint(path: str) -> tuple[str, int]:
   raise CheckpointNotFoundError(
       f"No checkpoint found at {path}: expected a step directory (…/checkpoints/<step>), a checkpoints directory "
       "or a run directory that contains checkpoints/.")
-
-
-def abstract_of(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a concrete pytree: the restore target."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -14,12 +14,11 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from mixjax import data, multihost, optim
+from mixjax import data, multihost
 from mixjax.log_filter import quiet_library_logs
 from mixjax.checkpoint import Checkpointer, locate_checkpoint
-from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device, replicated
-from mixjax.train_state import make_init_fn, model_fn_and_shapes
-from mixjax.train_step import make_eval_step, run_evaluation
+from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
+from mixjax.train_step import build_step_functions, run_evaluation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config the checkpoint was trained with.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Step dir, checkpoints dir or run dir (latest step).")
@@ -34,17 +33,14 @@ def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dic
   info = data.get_dataset_info(config.data)
   eval_batch_size = config.get("eval_batch_size") or config.batch_size
   check_batch_size(eval_batch_size, mesh)
-  model_fn, abstract_params, _ = model_fn_and_shapes(config, info.num_classes)
-  # The optimizer only shapes the restore target (its state lives in the same checkpoint).
-  tx = optim.make_optimizer(config.optimizer, abstract_params, lambda step: 0.0)
-  abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)),
-                                jax.eval_shape(make_init_fn(config, info.num_classes, tx)))
+  # The train-side pieces only shape the restore target (the optimizer state is in the same checkpoint).
+  fns = build_step_functions(config, mesh=mesh, num_classes=info.num_classes,
+                             steps_per_epoch=data.train_steps_per_epoch(config.data, info, config.batch_size))
   directory, step = locate_checkpoint(checkpoint)
-  state, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
+  state, _ = Checkpointer(directory, read_only=True).restore(step, fns.abstract_state)
   params = state.ema_params if (use_ema and config.ema.get("decay", 0.0)) else state.params
-  eval_step = make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=info.num_classes)
   batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
-  result = run_evaluation(eval_step, params, state.batch_stats, prefetch_to_device(batches(), mesh))
+  result = run_evaluation(fns.eval_step, params, state.batch_stats, prefetch_to_device(batches(), mesh))
   result.update(checkpoint=directory, step=step, dataset=info.name, split=config.data.eval_split)
   return result
 

@@ -20,15 +20,12 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mixjax import data, mixing, optim
+from mixjax import data, losses, mixing, optim, recipes
+from mixjax.checkpoint import Checkpointer, locate_checkpoint
 from mixjax.config_args import ConfigError
-from mixjax.checkpoint import Checkpointer, abstract_of, locate_checkpoint
 from mixjax.results import summarize, write_results
-from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device, replicated
-from mixjax.train_state import (make_init_fn, model_fn_and_shapes, parameter_count)
-from mixjax.train_step import (denormalize_images, make_eval_step, make_mixed_batch_fn, make_train_step,
-                               run_evaluation)
-from mixjax import losses
+from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
+from mixjax.train_step import build_step_functions, denormalize_images, run_evaluation
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,7 +33,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def validate_config(config) -> None:
-  """Fails fast, before any data is read, on names that do not exist."""
+  """Fails fast, before any data is read, on names that do not exist (or benchmark cells not built yet)."""
+  recipes.check_implemented(config)
   mixing.validate_mixing_config(config.mixing)
   if config.loss.name not in (*losses.LOSSES, "decouple"):
     raise ConfigError(f"Unknown loss {config.loss.name!r}. Valid losses: {', '.join(losses.LOSSES)}, decouple.")
@@ -74,7 +72,7 @@ class _PreemptionFlag:
 def _write_mixed_samples(writer, mixed_batch_fn, batch, config, step: int) -> None:
   """TensorBoard picture of the first mixed training samples (all processes run the jit, process 0 writes)."""
   n = int(config.get("log_mixed_samples", 0))
-  if not n:
+  if not n or mixed_batch_fn is None:
     return
   mix = jax.jit(mixed_batch_fn)(jnp.asarray(step, jnp.int32), batch)
   local = np.asarray(mix.images.addressable_shards[0].data)[:n]
@@ -114,15 +112,10 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
   logging.info("Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.", info.name,
                info.num_train_examples, info.num_eval_examples, info.num_classes, steps_per_epoch, total_steps)
 
-  # ---------------------------------------------------------------- model & optimizer
-  model_fn, abstract_params, _ = model_fn_and_shapes(config, info.num_classes)
-  logging.info("Model %s: %.3fM parameters.", config.model.name, parameter_count(abstract_params) / 1e6)
-  schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
-                                    steps_per_epoch=steps_per_epoch, total_epochs=config.num_epochs)
-  tx = optim.make_optimizer(config.optimizer, abstract_params, schedule)
-  init_fn = make_init_fn(config, info.num_classes, tx)
-  abstract_state = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)), jax.eval_shape(init_fn))
+  # ---------------------------------------------------------------- model, optimizer & steps
+  fns = build_step_functions(config, mesh=mesh, num_classes=info.num_classes, steps_per_epoch=steps_per_epoch)
+  logging.info("Model %s: %.3fM parameters.", config.model.name, fns.num_params / 1e6)
+  abstract_state = fns.abstract_state
 
   # ---------------------------------------------------------------- checkpoint / resume
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2))
@@ -135,7 +128,7 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
     state, meta = ckpt.restore(None, abstract_state)
     logging.info("Auto-resumed from %s step %d.", ckpt.directory, int(state.step))
   else:
-    state = jax.jit(init_fn, out_shardings=replicated(mesh))()
+    state = fns.init_state()
     if load_checkpoint:
       directory, step = locate_checkpoint(load_checkpoint)
       loaded, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
@@ -145,10 +138,7 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
   history: list[dict] = list(meta.get("history", []))
   start_step = int(jax.device_get(state.step))
 
-  # ---------------------------------------------------------------- steps
-  train_step = make_train_step(config, model_fn=model_fn, tx=tx, schedule=schedule, mesh=mesh,
-                               num_classes=info.num_classes, steps_per_epoch=steps_per_epoch)
-  eval_step = make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=info.num_classes)
+  train_step, eval_step = fns.train_step, fns.eval_step
   use_ema = bool(config.ema.get("decay", 0.0))
 
   def evaluate(epoch: int, step: int) -> dict:
@@ -203,7 +193,9 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
     now = time.time()
     seconds, steps = now - last_flush[0], step - last_flush[1]
     last_flush = (now, step)
-    scalars = {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in ("loss", "top1", "grad_norm")}
+    keys = ["loss", "top1", "grad_norm"] + [k for k in fetched[-1] if k.startswith("mix/")]
+    scalars = {(k if k.startswith("mix/") else f"train/{k}"): float(np.mean([m[k] for m in fetched]))
+               for k in keys}
     scalars["train/top1"] *= 100.0
     scalars["train/lr"] = float(fetched[-1]["lr"])
     if steps > 0 and seconds > 0:
@@ -221,8 +213,7 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = next(train_iter)
         if step == start_step + 1 and start_step == 0:
-          _write_mixed_samples(writer, make_mixed_batch_fn(config, mesh, info.num_classes), batch, config,
-                               start_step)
+          _write_mixed_samples(writer, fns.mixed_batch, batch, config, start_step)
         state, metrics = train_step(state, batch)
       pending.append(metrics)
       report(step)

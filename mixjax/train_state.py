@@ -27,6 +27,7 @@ class TrainState:
   batch_stats: Any         # nested dict of BatchNorm running statistics ({} for norm-free models)
   opt_state: Any
   ema_params: Any          # EMA of params, or {} when EMA is off
+  aux: Any = struct.field(default_factory=dict)  # state of a model-aware mixing method (e.g. AutoMix's MixBlock)
 
 
 def compute_dtype(config) -> Any:
@@ -76,15 +77,21 @@ def parameter_count(params) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-def make_init_fn(config, num_classes: int, tx: optax.GradientTransformation):
-  """A function creating the initial TrainState (jit it with replicated out_shardings)."""
+def make_init_fn(config, num_classes: int, tx: optax.GradientTransformation, init_aux=None):
+  """A function creating the initial TrainState (jit it with replicated out_shardings).
+
+  ``init_aux(rng, params, batch_stats)``, when given, creates the mixing method's own state.
+  """
   use_ema = bool(config.get("ema", {}).get("decay", 0.0))
 
   def init() -> TrainState:
     model = build_model(config, num_classes, nnx.Rngs(config.seed))
     _, params, batch_stats = _split_model(model)
+    aux = {}
+    if init_aux is not None:
+      aux = init_aux(jax.random.fold_in(jax.random.key(config.seed), -1), params, batch_stats)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), ema_params=params if use_ema else {})
+                      opt_state=tx.init(params), ema_params=params if use_ema else {}, aux=aux)
 
   return init
 

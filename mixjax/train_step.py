@@ -7,15 +7,16 @@ sharded along the mesh's ``data`` axis, so BatchNorm statistics and the loss are
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from mixjax import losses, mixing
+from mixjax import losses, mixing, optim
 from mixjax.sharding import batch_sharded, replicated
-from mixjax.train_state import ModelFn, TrainState, compute_dtype, ema_decay_at
+from mixjax.train_state import (ModelFn, TrainState, compute_dtype, ema_decay_at, make_init_fn,
+                                model_fn_and_shapes, parameter_count)
 
 
 def normalize_images(images_uint8: jax.Array, data_cfg) -> jax.Array:
@@ -32,55 +33,102 @@ def denormalize_images(images: jax.Array, data_cfg) -> jax.Array:
   return jnp.clip(jnp.round(images.astype(jnp.float32) * std + mean), 0, 255).astype(jnp.uint8)
 
 
-def make_mixed_batch_fn(config, mesh, num_classes: int) -> Callable:
-  """(step, uint8 batch) → MixResult: the step's input side, shared by the train step and the TB pictures."""
+def model_aware_mode(config) -> mixing.MixMode | None:
+  """The configured mode when it is a model-aware method (it then computes the loss itself), else None."""
+  mode = mixing.resolve_mixing_config(config.mixing).modes[0]
+  return mode if mode.method.model_aware else None
+
+
+def make_classification_loss(config) -> Callable:
+  """(logits, MixResult) → scalar: the configured loss on the mixed targets."""
+  name = config.loss.name
+  if name == "decouple":
+    kwargs = dict(config.loss.get("decouple", {}))
+    return lambda logits, mix: mixing.decoupled_mixup_loss(logits, mix, **kwargs)
+  reduction = config.loss.get("bce_reduction", "sum_classes")
+  return lambda logits, mix: jnp.mean(losses.classification_loss(name, logits, mix.targets,
+                                                                 bce_reduction=reduction))
+
+
+def make_step_context(config, *, mesh, model_fn: ModelFn, num_classes: int, steps_per_epoch: int,
+                      total_steps: int) -> mixing.StepContext:
+  return mixing.StepContext(config=config, mesh=mesh, model_fn=model_fn, num_classes=num_classes,
+                            compute_dtype=compute_dtype(config),
+                            classification_loss=make_classification_loss(config),
+                            steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+def make_aux_init_fn(ctx: mixing.StepContext) -> Callable | None:
+  """``init_aux(rng, params, batch_stats)`` of a model-aware method (None for input-level methods)."""
+  mode = model_aware_mode(ctx.config)
+  if mode is None:
+    return None
+  return lambda rng, params, batch_stats: mode.method.fn.init_aux(ctx, rng, params, batch_stats,
+                                                                  mode.hyper_parameters)
+
+
+def _step_inputs(config, step, batch, num_classes: int):
+  rng = jax.random.fold_in(jax.random.key(config.seed), step)
+  images = normalize_images(batch["image"], config.data)
+  labels = losses.one_hot_smoothed(batch["label"], num_classes, config.loss.get("label_smoothing", 0.0))
+  return rng, images, labels
+
+
+def make_mixed_batch_fn(config, mesh, num_classes: int) -> Callable | None:
+  """(step, uint8 batch) → MixResult of an input-level method (for TensorBoard pictures); None otherwise."""
+  if model_aware_mode(config) is not None:
+    return None
 
   def mixed_batch(step, batch):
-    rng = jax.random.fold_in(jax.random.key(config.seed), step)
-    mix_rng = jax.random.fold_in(rng, 0)
-    images = normalize_images(batch["image"], config.data)
-    labels = losses.one_hot_smoothed(batch["label"], num_classes, config.loss.get("label_smoothing", 0.0))
-    return mixing.mix_batch(config.mixing, mix_rng, images, labels, mesh=mesh)
+    rng, images, labels = _step_inputs(config, step, batch, num_classes)
+    return mixing.mix_batch(config.mixing, jax.random.fold_in(rng, 0), images, labels, mesh=mesh)
 
   return mixed_batch
 
 
-def make_train_step(config, *, model_fn: ModelFn, tx: optax.GradientTransformation,
-                    schedule: Callable, mesh, num_classes: int, steps_per_epoch: int) -> Callable:
-  """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, with the state donated."""
-  dtype = compute_dtype(config)
-  loss_name = config.loss.name
+def make_train_step(config, *, ctx: mixing.StepContext, tx: optax.GradientTransformation,
+                    schedule: Callable) -> Callable:
+  """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, with the state donated.
+
+  Input-level methods mix the batch before the forward pass; a model-aware method computes the classifier loss
+  itself (and may update its own state in ``state.aux`` after the optimizer step).
+  """
+  mesh, model_fn, num_classes = ctx.mesh, ctx.model_fn, ctx.num_classes
+  dtype = ctx.compute_dtype
   use_ema = bool(config.get("ema", {}).get("decay", 0.0))
-  mixed_batch = make_mixed_batch_fn(config, mesh, num_classes)
+  aware = model_aware_mode(config)
 
   def step_fn(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    drop_rng = jax.random.fold_in(rng, 1)
-    mix = mixed_batch(state.step, batch)
+    rng, images, labels = _step_inputs(config, state.step, batch, num_classes)
+    mix_rng, drop_rng, aux_rng = (jax.random.fold_in(rng, i) for i in range(3))
 
     def loss_fn(params):
+      if aware is not None:
+        return aware.method.fn.loss(ctx, mix_rng, params, state.batch_stats, state.aux, images, labels,
+                                    alpha=aware.alpha, hp=aware.hyper_parameters)
+      mix = mixing.mix_batch(config.mixing, mix_rng, images, labels, mesh=mesh)
       logits, new_stats = model_fn(params, state.batch_stats, mix.images.astype(dtype), train=True,
                                    rng=drop_rng)
-      if loss_name == "decouple":
-        loss = mixing.decoupled_mixup_loss(logits, mix, **dict(config.loss.get("decouple", {})))
-      else:
-        loss = jnp.mean(losses.classification_loss(
-            loss_name, logits, mix.targets, bce_reduction=config.loss.get("bce_reduction", "sum_classes")))
-      return loss, (logits, new_stats)
+      return ctx.classification_loss(logits, mix), (logits, new_stats, {})
 
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, new_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    aux = state.aux
+    if aware is not None:
+      aux, aux_metrics = aware.method.fn.update_aux(ctx, aux_rng, state.aux, params, new_stats, images, labels,
+                                                    state.step, alpha=aware.alpha, hp=aware.hyper_parameters)
+      extra = {**extra, **aux_metrics}
     ema_params = state.ema_params
     if use_ema:
-      m = ema_decay_at(config, state.step, steps_per_epoch)
+      m = ema_decay_at(config, state.step, ctx.steps_per_epoch)
       ema_params = jax.tree.map(lambda e, p: m * e + (1.0 - m) * p, state.ema_params, params)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state, ema_params=ema_params)
-    labels = batch["label"]
+                              opt_state=opt_state, ema_params=ema_params, aux=aux)
     metrics = {
+        **{f"mix/{k}": v for k, v in extra.items()},
         "loss": loss,
-        "top1": jnp.mean(losses.topk_correct(logits, labels, 1)),
+        "top1": jnp.mean(losses.topk_correct(logits, batch["label"], 1)),
         "lr": schedule(state.step),
         "grad_norm": optax.tree.norm(grads),
         "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
@@ -124,3 +172,39 @@ def run_evaluation(eval_step: Callable, params, batch_stats, batches) -> dict:
   count = float(totals["count"])
   return {"top1": 100.0 * float(totals["correct1"]) / count, "top5": 100.0 * float(totals["correct5"]) / count,
           "loss": float(totals["loss_sum"]) / count, "count": int(count)}
+
+
+class StepFunctions(NamedTuple):
+  """Everything a run compiles, built once from the config (shared by training, evaluation and benchmarks)."""
+  ctx: mixing.StepContext
+  tx: optax.GradientTransformation
+  schedule: Callable
+  init_state: Callable[[], TrainState]   # jitted, replicated output
+  abstract_state: TrainState             # ShapeDtypeStructs with shardings: the Orbax restore target
+  train_step: Callable
+  eval_step: Callable
+  mixed_batch: Callable | None           # for TensorBoard pictures (input-level methods only)
+  num_params: int
+
+
+def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int,
+                         total_steps: int | None = None) -> StepFunctions:
+  """Model, optimizer, schedule, initial state and the jitted steps of ``config``."""
+  model_fn, abstract_params, _ = model_fn_and_shapes(config, num_classes)
+  schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
+                                    steps_per_epoch=steps_per_epoch, total_epochs=config.num_epochs)
+  tx = optim.make_optimizer(config.optimizer, abstract_params, schedule)
+  total_steps = total_steps or steps_per_epoch * config.num_epochs
+  ctx = make_step_context(config, mesh=mesh, model_fn=model_fn, num_classes=num_classes,
+                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  init_fn = make_init_fn(config, num_classes, tx, init_aux=make_aux_init_fn(ctx))
+  abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)),
+                                jax.eval_shape(init_fn))
+  return StepFunctions(
+      ctx=ctx, tx=tx, schedule=schedule,
+      init_state=jax.jit(init_fn, out_shardings=replicated(mesh)),
+      abstract_state=abstract_state,
+      train_step=make_train_step(config, ctx=ctx, tx=tx, schedule=schedule),
+      eval_step=make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=num_classes),
+      mixed_batch=make_mixed_batch_fn(config, mesh, num_classes),
+      num_params=parameter_count(abstract_params))

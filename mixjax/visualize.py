@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       description="Render mixed samples of scikit-image photographs.")
   parser.add_argument("--method", required=True,
                       help="a method name or 'all'; valid: "
-                      + ", ".join(mixing.list_methods()))
+                      + ", ".join(mixing.list_methods("input")))
   parser.add_argument("--out", default=None,
                       help="PNG path (default: mix_<method>.png)")
   parser.add_argument("--size", type=int, default=224,
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   if args.method == "all":
-    methods = mixing.list_methods()
+    methods = mixing.list_methods("input")
   else:
     methods = [mixing.get_method(args.method).name]  # unknown → lists names
   out = args.out or f"mix_{args.method}.png"

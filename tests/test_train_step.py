@@ -7,10 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixjax import optim
-from mixjax.sharding import host_batch_to_global, make_mesh, replicated
-from mixjax.train_state import make_init_fn, model_fn_and_shapes
-from mixjax.train_step import make_train_step
+from mixjax.sharding import host_batch_to_global, make_mesh
+from mixjax.train_step import build_step_functions
 
 
 def _demo_config(method="vanilla"):
@@ -25,14 +23,8 @@ def _demo_config(method="vanilla"):
 
 def _setup(config, steps_per_epoch=10):
   mesh = make_mesh()
-  model_fn, abstract_params, _ = model_fn_and_shapes(config, 10)
-  schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
-                                    steps_per_epoch=steps_per_epoch, total_epochs=2)
-  tx = optim.make_optimizer(config.optimizer, abstract_params, schedule)
-  state = jax.jit(make_init_fn(config, 10, tx), out_shardings=replicated(mesh))()
-  step = make_train_step(config, model_fn=model_fn, tx=tx, schedule=schedule, mesh=mesh, num_classes=10,
-                         steps_per_epoch=steps_per_epoch)
-  return mesh, state, step
+  fns = build_step_functions(config, mesh=mesh, num_classes=10, steps_per_epoch=steps_per_epoch)
+  return mesh, fns.init_state(), fns.train_step
 
 
 def _batches(mesh, n, batch_size=16):
@@ -52,6 +44,7 @@ def test_ema_follows_the_rule_and_bf16_keeps_float32_params():
   config.loss.label_smoothing = 0.1
   config.optimizer.name = "lamb"
   config.optimizer.lr = 1e-3
+  config.model.drop_path_rate = 0.1
   mesh, state, step = _setup(config)
   ema = jax.device_get(state.params)
   for batch in _batches(mesh, 3):

@@ -29,6 +29,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   # to a multiple of every process count you use to get the same data stream
   # on any cluster shape.
   cfg.num_shards = config_dict.placeholder(int)
+  # Repeated augmentation (DeiT / RSB A2 use 3): each example is yielded this
+  # many times in a row with different augmentations; epochs keep their
+  # length, so an epoch sees ~1/repeated_aug of the distinct images.
+  cfg.repeated_aug = 1
   # Keep the encoded records in host RAM after the first epoch (ImageNet
   # needs ~150 GB across all hosts).
   cfg.cache = False

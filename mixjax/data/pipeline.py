@@ -7,11 +7,19 @@ tf.data pipeline with batch global_batch / num_shards, and a process's batch
 is its shards' batches concatenated in shard order. Hence the global batch at
 step s depends only on (config, seed, num_shards, s), not on P.
 
-Determinism: each epoch of each shard is shuffled with a seed derived from
-(seed, shard, epoch), and every example carries its own stateless seed
-derived from (seed, shard, epoch, index in epoch) that random pp ops consume.
-Resuming at `start_step` skips whole epochs arithmetically and the consumed
-part of the current epoch on encoded records, before any decoding.
+Determinism: each pass over each shard (an epoch, unless augmentations are
+repeated) is shuffled with a seed derived from (seed, shard, pass), and every
+example carries its own stateless seed derived from (seed, shard, position in
+the shard's stream) that random pp ops consume.
+Resuming at `start_step` skips whole passes arithmetically and the consumed
+part of the current pass on encoded records, before any decoding.
+
+Repeated augmentation (`data.repeated_aug = r`, Hoffer et al. 2020 "Augment
+your batch"; DeiT/RSB's RepeatAugSampler): each shard's stream of shuffled
+passes is repeated element-wise r times, the copies adjacent and each with
+its own seed (its position in the stream). An epoch keeps its length, so it
+sees about 1/r of the shard's examples, and r consecutive epochs cover each
+example r times. r = 1 is the plain pipeline, bit for bit.
 
 Eval: big_vision's padding scheme (credited there to Andreas Steiner and
 CLU): each shard's examples are followed by zero examples with mask False,
@@ -123,6 +131,14 @@ def _parallel(data_cfg) -> int:
   return tf.data.AUTOTUNE if calls is None or calls < 0 else calls
 
 
+def _repeated_aug(data_cfg) -> int:
+  repeats = data_cfg.get("repeated_aug", 1)
+  if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+    raise ValueError(f"data.repeated_aug must be an int >= 1 (1 turns it off, DeiT/RSB "
+                     f"use 3), got {repeats!r}.")
+  return repeats
+
+
 # --------------------------------------------------------- shard pipelines ---
 
 def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step):
@@ -136,19 +152,30 @@ def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_ste
     raw = raw.cache()
   per_epoch = steps * per_shard
   key = _shard_key(seed, shard, _TRAIN_STREAM)
-  start_epoch, skip = divmod(start_step, steps)
-  skip *= per_shard
+  repeats = _repeated_aug(data_cfg)
   buffer = max(1, int(data_cfg.shuffle_buffer))
+  # Position of the first example to yield in the shard's endless stream,
+  # then in the stream of distinct examples it repeats, then in the pass
+  # over the shard ("plain epoch") that holds it.
+  first = start_step * per_shard
+  first_distinct, first_copy = divmod(first, repeats)
+  start_pass, skip = divmod(first_distinct, per_epoch)
 
-  def one_epoch(epoch):
-    ds = raw.shuffle(buffer, seed=key * _MAX_EPOCHS + epoch % _MAX_EPOCHS).enumerate()
-    ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(skip, tf.int64), 0))
+  def one_pass(pass_index):
+    ds = raw.shuffle(buffer, seed=key * _MAX_EPOCHS + pass_index % _MAX_EPOCHS).enumerate()
+    ds = ds.skip(tf.where(pass_index == start_pass, tf.constant(skip, tf.int64), 0))
     # Drop the remainder (< one batch) with a filter rather than take(): the
-    # shard is then read to its end every epoch, which a cache needs to fill.
+    # shard is then read to its end every pass, which a cache needs to fill.
     ds = ds.filter(lambda index, _: index < per_epoch)
-    return ds.map(_with_seed(key, epoch * per_epoch))
+    return ds.map(lambda _, example: example)
 
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(one_epoch)
+  ds = tf.data.Dataset.range(start_pass, 2**62).flat_map(one_pass)
+  if repeats > 1:
+    # Each distinct example is yielded `repeats` times in a row; the copies
+    # get different positions, hence different augmentation seeds.
+    ds = ds.flat_map(lambda example: tf.data.Dataset.from_tensors(example).repeat(repeats))
+    ds = ds.skip(first_copy)
+  ds = ds.enumerate(start=first).map(_with_seed(key, 0))
   ds = ds.map(_preprocess_fn(data_cfg.pp_train, with_mask=False),
               num_parallel_calls=_parallel(data_cfg))
   _check_output(ds, "pp_train", data_cfg.pp_train)

@@ -30,8 +30,8 @@ def registered_ops() -> list[str]:
 
 
 def _lookup(name: str, spec: str) -> Callable[..., PPOp]:
-  # Importing the op library registers the built-in ops.
-  from mixjax.data import pp_ops  # pylint: disable=g-import-not-at-top,unused-import
+  # Importing the op libraries registers the built-in ops.
+  from mixjax.data import augment_ops, pp_ops  # pylint: disable=g-import-not-at-top,unused-import
   if name not in _OPS:
     raise ValueError(
         f"Unknown pp op {name!r} in spec {spec!r}. Valid ops: {registered_ops()}.")

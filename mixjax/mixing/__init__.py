@@ -11,6 +11,8 @@ from mixjax.mixing.registry import (MixMethod, UnknownMixMethodError,
                                     get_method, list_methods)
 from mixjax.mixing.result import MixResult
 from mixjax.mixing.decouple import decoupled_mixup_loss
+from mixjax.mixing.model_aware import (ModelAwareMethod, StepContext,
+                                       register_model_aware)
 
 # Importing the method modules registers them.
 from mixjax.mixing import vanilla as _vanilla  # noqa: F401
@@ -24,7 +26,7 @@ from mixjax.mixing import smoothmix as _smoothmix  # noqa: F401
 from mixjax.mixing import saliencymix as _saliencymix  # noqa: F401
 
 __all__ = [
-    "MixMethod", "MixMode", "MixPlan", "MixResult", "UnknownMixMethodError",
+    "MixMethod", "MixMode", "ModelAwareMethod", "StepContext", "register_model_aware", "MixPlan", "MixResult", "UnknownMixMethodError",
     "decoupled_mixup_loss", "default_mixing_config", "get_method", "list_methods", "mix_batch",
     "mix_with_plan", "resolve_mixing_config", "validate_mixing_config",
 ]

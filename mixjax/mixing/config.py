@@ -140,6 +140,12 @@ def resolve_mixing_config(cfg) -> MixPlan:
           f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
           f"{name!r}; valid: {valid}")
 
+  if len(methods) > 1 and any(m.model_aware for m in methods):
+    raise ValueError(
+        f"mixing methods {names}: a model-aware method "
+        f"({', '.join(m.name for m in methods if m.model_aware)}) cannot be "
+        "combined with other modes in a list; use it alone")
+
   modes = []
   for method, alpha in zip(methods, alphas):
     hyper = dict(method.defaults)

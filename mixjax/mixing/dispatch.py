@@ -73,6 +73,9 @@ def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
     like them.
   """
   plan = resolve_mixing_config(cfg)
+  if any(m.method.model_aware for m in plan.modes):
+    raise ValueError(f"mixing method {plan.modes[0].method.name!r} needs the model; the train step runs it "
+                     "through its ModelAwareMethod.loss, not mix_batch")
   _check_inputs(images, labels)
   local_mix = functools.partial(mix_with_plan, plan)
   if mesh is None:

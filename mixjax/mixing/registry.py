@@ -38,12 +38,15 @@ class MixMethod:
       their defaults; ``config.args.<name>`` overrides them.
     uses_alpha: whether the global ``alpha`` matters for this method.
     paper: citation of the paper the method comes from.
+    model_aware: ``fn`` is a ``ModelAwareMethod`` that computes the step's loss with the model
+      (see ``mixjax.mixing.model_aware``), not a per-shard batch function.
   """
   name: str
   fn: MixFn
   defaults: Mapping[str, Any]
   uses_alpha: bool
   paper: str
+  model_aware: bool = False
 
 
 _METHODS: dict[str, MixMethod] = {}
@@ -74,9 +77,19 @@ def register_method(name: str, *, paper: str, uses_alpha: bool = True
   return decorate
 
 
-def list_methods() -> list[str]:
-  """Registered method names, sorted."""
-  return sorted(_METHODS)
+def register_entry(method: MixMethod) -> None:
+  """Adds a fully built entry (used by ``model_aware.register_model_aware``)."""
+  if method.name in _METHODS:
+    raise ValueError(f"mixing method {method.name!r} registered twice")
+  _METHODS[method.name] = method
+
+
+def list_methods(kind: str = "all") -> list[str]:
+  """Registered method names, sorted; ``kind`` = 'all' | 'input' (batch-only kernels) | 'model_aware'."""
+  if kind not in ("all", "input", "model_aware"):
+    raise ValueError(f"kind must be 'all', 'input' or 'model_aware', not {kind!r}")
+  return sorted(n for n, m in _METHODS.items()
+                if kind == "all" or m.model_aware == (kind == "model_aware"))
 
 
 def get_method(name: str) -> MixMethod:

@@ -7,6 +7,9 @@ See ``mixjax.models.backbone`` for the call convention (stage features, stage mi
 """
 from __future__ import annotations
 
+import numbers
+
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -27,7 +30,7 @@ def build_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float3
     ``kwargs`` are model specific (e.g. ResNet: ``stem``, ``width``, ``drop_path_rate``,
     ``zero_init_residual``, ``init``). Unknown names raise ``UnknownModelError`` listing the valid ones.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return get_model_builder(name)(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
 
@@ -37,6 +40,4 @@ def count_params(model: nnx.Module) -> int:
 
     Works on abstract models from ``nnx.eval_shape`` too, so large nets can be counted without allocating.
     """
-    import jax
-
     return int(sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))))

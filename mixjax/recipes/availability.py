@@ -18,18 +18,26 @@ PLANNED_METHODS = {
 }
 
 
+# Backbones of the published tables that no issue has scheduled yet.
+PLANNED_MODELS = {"deit_base": "not scheduled", "pvt_small": "not scheduled", "resnext50_32x4d": "not scheduled"}
+
+
 def _method_names(mixing_cfg) -> list[str]:
   method = mixing_cfg.method
   return [method] if isinstance(method, str) else list(method)
 
 
 def missing_parts(config) -> list[str]:
-  """Human-readable list of what a config needs that is not registered (empty when it can run)."""
+  """What a config needs from the benchmark tables that is not registered yet (empty when it can run).
+
+  Only names the tables use count: a typo is not "not implemented yet" but an unknown name, reported by the
+  mixing and model registries with the valid names.
+  """
   registered = set(mixing.list_methods())
-  missing = [f"mixing method {name!r} ({PLANNED_METHODS.get(name, 'not planned')})"
-             for name in _method_names(config.mixing) if name not in registered]
-  if config.model.name not in models.list_models():
-    missing.append(f"model {config.model.name!r}")
+  missing = [f"mixing method {name!r} ({PLANNED_METHODS[name]})"
+             for name in _method_names(config.mixing) if name not in registered and name in PLANNED_METHODS]
+  if config.model.name not in models.list_models() and config.model.name in PLANNED_MODELS:
+    missing.append(f"model {config.model.name!r} ({PLANNED_MODELS[config.model.name]})")
   return missing
 
 

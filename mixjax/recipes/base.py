@@ -26,7 +26,6 @@ from mixjax import optim
 from mixjax.config_args import ConfigArgError, parse_arg
 from mixjax.data import default_data_config
 from mixjax.mixing import default_mixing_config
-from mixjax.recipes.availability import check_implemented
 
 # ImageNet statistics in 0-255 units (normalisation happens on device from uint8 images).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -162,9 +161,3 @@ def apply_row(c: ml_collections.ConfigDict, row: Mapping[str, Any]) -> None:
 def model_kwargs(c: ml_collections.ConfigDict, kwargs: Mapping[str, Any]) -> None:
   for key, value in kwargs.items():
     c.model[key] = value
-
-
-def checked(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``get_config``'s last step: fail now, with a clear message, for a cell that cannot run yet."""
-  check_implemented(c)
-  return c

@@ -11,7 +11,7 @@ def test_unknown_method_error_lists_valid_names():
   cfg.method = "mixupp"
   with pytest.raises(mixing.UnknownMixMethodError) as err:
     mixing.validate_mixing_config(cfg)
-  for name in mixing.list_methods():
+  for name in mixing.list_methods("input"):
     assert name in str(err.value)
   assert isinstance(err.value, ValueError)
 
@@ -56,14 +56,14 @@ def test_bad_alpha_and_unknown_hyper_parameter():
 
 def test_defaults_carry_every_method_hyper_parameter_and_resolve():
   cfg = mixing.default_mixing_config()
-  for name in mixing.list_methods():
+  for name in mixing.list_methods("input"):
     method = mixing.get_method(name)
     for key in method.defaults:
       assert key in cfg.args[name], (name, key)
-  cfg.method = list(mixing.list_methods())
+  cfg.method = list(mixing.list_methods("input"))
   cfg.alpha = [1.0] * len(cfg.method)
   plan = mixing.resolve_mixing_config(cfg)
-  assert [m.method.name for m in plan.modes] == mixing.list_methods()
+  assert [m.method.name for m in plan.modes] == mixing.list_methods("input")
   assert sum(plan.probs) == pytest.approx(1.0)
   # Overrides land in the resolved hyper-parameters.
   cfg.args.mixup_cutmix_switch.mixup_alpha = 0.1

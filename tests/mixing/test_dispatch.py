@@ -21,7 +21,7 @@ def _config(method, alpha=1.0, prob=None):
   return cfg
 
 
-@pytest.mark.parametrize("name", mixing.list_methods())
+@pytest.mark.parametrize("name", mixing.list_methods("input"))
 def test_pairing_stays_within_each_device_shard(name, four_device_mesh):
   mesh = four_device_mesh
   cfg = _config(name)

@@ -14,7 +14,7 @@ import pytest
 from mixjax import mixing
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
-ALL_METHODS = mixing.list_methods()
+ALL_METHODS = mixing.list_methods("input")
 KEYS = [jax.random.key(seed) for seed in (0, 1, 2, 3)]
 
 # λ value (the override of each method's Beta draw) that must return the
