@@ -1,0 +1,290 @@
+"""AutoMix and SAMix: a learned mask generator trained through a momentum encoder, inside one jitted step.
+
+Papers: AutoMix — Liu et al., ECCV 2022 (arXiv 2103.13027); SAMix — Li et al., arXiv 2111.15454.
+Spec: sections 2.14-2.15 and checklist item 5 of ``openmixup_spec.md``.
+
+Networks in one train step:
+
+* the classifier ("q", ``state.params``), trained by the step's optimizer;
+* the momentum encoder ("k", ``aux["encoder"]``): a copy of the classifier moved by EMA only (parameters only;
+  its BatchNorm statistics come from its own train-mode forwards);
+* the MixBlock (``aux["mixblock"]``, see ``mixblock.py``), trained with its own optimizer and lr schedule
+  (``aux["mixblock_opt"]``).
+
+Order inside the step (the plug-in protocol's ``loss`` then the classifier update then ``update_aux``):
+
+1. ``loss`` (differentiated w.r.t. q): the k encoder (pre-update, no stochastic depth) computes the clean
+   features F; the MixBlock (pre-update) makes the detached mask M_bb for (λ_bb, π_bb); with λ_bb within
+   ``lam_margin`` of 0 or 1 the mask is the constant 1−λ_bb (plain mixup). The classifier's loss is
+   ``L(q(x_bb), (y, y[π_bb], λ_bb)) + clean_loss_weight · L(q(x), y)`` — BN statistics threaded clean → mixed.
+2. the step applies the classifier's optimizer update.
+3. ``update_aux``: the same k encoder (still pre-EMA) recomputes F (identical to step 1: same weights, same
+   input, no randomness; XLA merges the two passes) and updates its BN statistics; the MixBlock (pre-update)
+   makes M_mb for (λ_mb, π_mb); the MixBlock loss ``L(k(x_mb), (y, y[π_mb], λ_mb)) + w(t) · mask_loss`` is
+   differentiated w.r.t. the MixBlock only — the gradient flows through k's activations into the mask, k's
+   weights are constants — and the MixBlock optimizer steps. Finally k ← m(t)·k + (1−m(t))·q_new.
+
+This is the reference's simultaneous bi-level step: there one backward of L_mix_q + L_one_q + L_mix_k + mask
+loss updates q and the MixBlock from the same pre-update weights, and the EMA follows the optimizer step.
+Gradients cannot cross: F and M_bb are ``stop_gradient``-ed in 1, q does not appear in 3.
+
+Differences from the reference, on purpose:
+
+* one classification head for the clean and the mixed loss (the reference has head_one and head_mix); the
+  classifier evaluated is q (``state.params``), the reference also reports the k heads.
+* the mask loss mean is taken per device shard (the reference's per-GPU batch), as OpenMixup's DDP does.
+* lam_margin: the fallback mask is the constant partner weight 1−λ_bb, so the label weight λ_bb is exact.
+* gradient clipping of the MixBlock (``mixblock_grad_clip``) is applied to its own gradient, not jointly with
+  the classifier's.
+
+Hyper-parameters (``config.mixing.args.automix`` / ``.samix``), AutoMix / SAMix defaults:
+
+* ``feature``: which model feature feeds the MixBlock ("stage3", the stride-16 stage of a ResNet);
+* ``lam_embedding`` concat/mul, ``qk_input`` shared/pair_concat, ``value_net`` linear/conv_neck,
+  ``value_dropout`` 0/0.1, ``upsample`` nearest/bilinear: the MixBlock design (``mixblock.py``);
+* ``lam_margin`` 0.08; ``label_weight`` "lambda" (label weight λ, the mask area only regularised towards it, as
+  in both papers) or "mask_mean" (label weight = 1 − the sample's mask mean);
+* ``clean_loss_weight`` 1: weight of the classifier's clean one-hot loss;
+* ``mask_loss_weight`` 0.1, ``mask_loss_margin`` 0.1, ``mask_variance_weight`` 0 / 2 (SAMix's "L1+Variance":
+  the loss subtracts 2·variance of the mask around the shard mean, rewarding near-binary masks);
+* ``mask_loss_schedule`` "cosine" (intended plain cosine to 0) or "compounding" (the reference's actual
+  behaviour, ≈ 0 after a few epochs; see ``schedules.mask_loss_weight``);
+* ``mixblock_loss_eta``: SAMix's η-balanced generation loss, realised as the decoupled mixup loss (the paper's
+  local-smoothness term; later published as DecoupleMix) added with weight η to the Mixer's mixup CE. AutoMix 0;
+  SAMix 0.1 (paper); the reference configs have it off (η = 0, ``neg_weight=1``, "try neg (eta in SAMix)"
+  commented out);
+* ``momentum_base`` 0.999, ``momentum_end`` 0.99999, ``momentum_scope_start`` 0.1: the encoder's EMA schedule;
+* ``mixblock_lr`` (None: classifier's peak lr), ``mixblock_min_lr`` 1e-3, ``mixblock_momentum`` (None:
+  classifier's), ``mixblock_warmup_epochs`` 0, ``mixblock_lr_by_epoch`` (None: classifier's),
+  ``mixblock_grad_clip`` (None: classifier's), ``mixblock_update_prob`` 1 (the ViT configs' switch_off 0.8:
+  with probability 1−p an iteration leaves the MixBlock and its optimizer untouched).
+
+SAMix "paper" vs "reference configs": the registered ``samix`` defaults follow the paper (η-balanced Mixer loss
+η = 0.1, plain cosine mask-loss weight); the OpenMixup ImageNet configs are reached with
+``mixblock_loss_eta=0`` and ``mask_loss_schedule="compounding"`` (everything else is shared).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mixjax.mixing.automix import mixblock as mb
+from mixjax.mixing.automix import schedules
+from mixjax.mixing.decouple import decoupled_mixup_loss
+from mixjax.mixing.model_aware import ModelAwareMethod, StepContext
+from mixjax.mixing.result import MixResult
+from mixjax.sharding import DATA_AXIS
+
+LABEL_WEIGHTS = ("lambda", "mask_mean")
+
+AUTOMIX_DEFAULTS: Mapping[str, Any] = dict(
+    feature="stage3", lam_embedding="concat", qk_input="shared", value_net="linear", value_dropout=0.0,
+    upsample="nearest", lam_margin=0.08, label_weight="lambda", clean_loss_weight=1.0,
+    mask_loss_weight=0.1, mask_loss_margin=0.1, mask_variance_weight=0.0, mask_loss_schedule="cosine",
+    mixblock_loss_eta=0.0, momentum_base=0.999, momentum_end=0.99999, momentum_scope_start=0.1,
+    mixblock_lr=None, mixblock_min_lr=1e-3, mixblock_momentum=None, mixblock_warmup_epochs=0.0,
+    mixblock_lr_by_epoch=None, mixblock_grad_clip=None, mixblock_update_prob=1.0)
+
+SAMIX_DEFAULTS: Mapping[str, Any] = dict(
+    AUTOMIX_DEFAULTS, lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck", value_dropout=0.1,
+    upsample="bilinear", mask_variance_weight=2.0, mixblock_loss_eta=0.1)
+
+
+def design_of(hp: Mapping[str, Any]) -> mb.MixBlockDesign:
+  return mb.MixBlockDesign(lam_embedding=hp["lam_embedding"], qk_input=hp["qk_input"], value_net=hp["value_net"],
+                           upsample=hp["upsample"], value_dropout=float(hp["value_dropout"]))
+
+
+def num_shards(ctx: StepContext) -> int:
+  """Devices the batch is split over: pairing and the mask-loss mean stay within each (per-GPU in OpenMixup)."""
+  return 1 if ctx.mesh is None else int(ctx.mesh.shape[DATA_AXIS])
+
+
+def permute_within_shards(x: jax.Array, perm: jax.Array, shards: int) -> jax.Array:
+  """``x[π]`` applied to each device's rows separately (same local index pattern on every device), via a
+  reshape that keeps the sharded axis leading, so XLA gathers locally with no cross-device traffic."""
+  local = x.shape[0] // shards
+  grouped = x.reshape((shards, local) + x.shape[1:])
+  return jnp.take(grouped, perm, axis=1).reshape(x.shape)
+
+
+def shard_means(x: jax.Array, shards: int) -> jax.Array:
+  """Mean of each device shard's rows over everything but the shard: [shards]."""
+  return jnp.mean(x.reshape(shards, -1), axis=1)
+
+
+def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple[jax.Array, jax.Array]:
+  """λ ~ Beta(α, α) and a local permutation, both shared by all devices (spec section 0)."""
+  if batch % shards:
+    raise ValueError(f"batch {batch} is not divisible by the {shards} devices")
+  k_lam, k_perm = jax.random.split(rng)
+  lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
+  return lam, jax.random.permutation(k_perm, batch // shards)
+
+
+def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feature: str):
+  """The encoder's train-mode forward on clean images: (stage features, new BN statistics)."""
+  (_, feats), new_stats = ctx.model_fn(enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True,
+                                       return_features=True)
+  if feature not in feats:
+    raise ValueError(f"MixBlock feature {feature!r} is not produced by model {ctx.config.model.name!r}; "
+                     f"valid: {sorted(k for k in feats if k != 'pre_logits')}")
+  return feats[feature], new_stats
+
+
+def partner_mask(mixblock_params, feats: jax.Array, lam: jax.Array, perm: jax.Array, shards: int,
+                 image_hw: tuple[int, int], design: mb.MixBlockDesign, rng: jax.Array | None) -> jax.Array:
+  """[B, H, W] weight of the partner image for pairs (i, π(i)) at ratio λ."""
+  logits = mb.mask_logits(mixblock_params, feats, permute_within_shards(feats, perm, shards), lam, design, rng=rng)
+  return mb.upsample_to_mask(logits, image_hw, design)
+
+
+def blend(images: jax.Array, partner: jax.Array, mask: jax.Array) -> jax.Array:
+  """(1 − m)·x + m·x[π] in float32 (m: [B, H, W] partner weight)."""
+  m = mask[..., None]
+  return (1.0 - m) * images.astype(jnp.float32) + m * partner.astype(jnp.float32)
+
+
+def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> MixResult:
+  if label_weight not in LABEL_WEIGHTS:
+    raise ValueError(f"label_weight={label_weight!r} is not valid; use one of {LABEL_WEIGHTS}")
+  batch = images.shape[0]
+  if label_weight == "lambda":
+    weight_a = jnp.broadcast_to(lam, (batch,))
+  else:
+    weight_a = 1.0 - jnp.mean(mask, axis=(1, 2))
+  mixed = blend(images, permute_within_shards(images, perm, shards), mask)
+  return MixResult(images=mixed.astype(images.dtype), labels_a=labels,
+                   labels_b=permute_within_shards(labels, perm, shards), lam=weight_a.astype(jnp.float32))
+
+
+def mask_regulariser(mask: jax.Array, lam: jax.Array, shards: int, *, margin: float,
+                     variance_weight: float) -> jax.Array:
+  """max(|1 − m̄ − λ| − margin, 0) − variance_weight·mean((m − m̄)²), m̄ the mean over the whole shard (all
+  samples and pixels, review note 2), averaged over shards."""
+  batch = mask.shape[0]
+  per_shard = mask.reshape(shards, batch // shards, -1)
+  mean = jnp.mean(per_shard, axis=(1, 2))
+  loss = jnp.maximum(jnp.abs(1.0 - mean - lam) - margin, 0.0)
+  if variance_weight:
+    var = jnp.mean(jnp.square(per_shard - mean[:, None, None]), axis=(1, 2))
+    loss = loss - variance_weight * var
+  return jnp.mean(loss)
+
+
+class LearnedMaskMixup(ModelAwareMethod):
+  """AutoMix's training scheme; SAMix is the same scheme with other defaults (see module docstring)."""
+  name = "automix"
+  paper = "Liu et al., AutoMix: Unveiling the Power of Mixup for Stronger Classifiers, ECCV 2022"
+  defaults = AUTOMIX_DEFAULTS
+
+  # ------------------------------------------------------------------------------------------ state
+  def init_aux(self, ctx, rng, params, batch_stats, hp):
+    design = design_of(hp)
+    channels = self._feature_channels(ctx, params, batch_stats, hp["feature"])
+    mixblock = mb.init_mixblock(rng, channels, design)
+    tx, _ = schedules.mixblock_optimizer(ctx, hp, mixblock)
+    # The encoder starts as an exact copy of the classifier (fresh buffers: the state is donated leaf by leaf).
+    copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
+    return {"encoder": {"params": copy(params), "batch_stats": copy(batch_stats)},
+            "mixblock": mixblock, "mixblock_opt": tx.init(mixblock),
+            "mask_loss_weight": jnp.asarray(float(hp["mask_loss_weight"]), jnp.float32)}
+
+  @staticmethod
+  def _feature_channels(ctx, params, batch_stats, feature: str) -> int:
+    size = int(ctx.config.model.get("img_size", 224) or 224)
+    probe = jax.ShapeDtypeStruct((2, size, size, 3), ctx.compute_dtype)
+    shape = jax.eval_shape(lambda x: feature_map(ctx, params, batch_stats, x, feature)[0], probe)
+    return int(shape.shape[-1])
+
+  # ------------------------------------------------------------------------------------------ classifier
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp):
+    shards = num_shards(ctx)
+    k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
+    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
+    enc = jax.lax.stop_gradient(aux["encoder"])
+    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp["feature"])
+    mask = partner_mask(jax.lax.stop_gradient(aux["mixblock"]), jax.lax.stop_gradient(feats), lam, perm,
+                        shards, images.shape[1:3], design_of(hp), k_drop_mb)
+    margin = float(hp["lam_margin"])
+    plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)
+    mask = jax.lax.stop_gradient(jnp.where(plain, 1.0 - lam, mask))
+    mix = mixed_result(images, labels, mask, lam, perm, shards, hp["label_weight"])
+
+    dtype = ctx.compute_dtype
+    logits_one, stats = ctx.model_fn(params, batch_stats, images.astype(dtype), train=True, rng=k_one)
+    clean = MixResult(images=images, labels_a=labels, labels_b=labels, lam=jnp.ones(images.shape[0], jnp.float32))
+    loss_one = ctx.classification_loss(logits_one.astype(jnp.float32), clean)
+    logits_mix, stats = ctx.model_fn(params, stats, mix.images.astype(dtype), train=True, rng=k_mix)
+    loss_mix = ctx.classification_loss(logits_mix.astype(jnp.float32), mix)
+    loss = loss_mix + float(hp["clean_loss_weight"]) * loss_one
+    metrics = {"loss_mix": loss_mix, "loss_one": loss_one, "lam": lam, "mask_mean": jnp.mean(mask),
+               "plain_mixup": plain.astype(jnp.float32)}
+    return loss, (logits_mix, stats, metrics)
+
+  # ------------------------------------------------------------------------------------------ MixBlock + EMA
+  def mixblock_loss(self, ctx, rng, mixblock_params, encoder, feats, images, labels, lam, perm, weight, *, hp):
+    """MixBlock objective through the (constant) encoder: (loss, (new encoder BN stats, mask, metrics))."""
+    shards = num_shards(ctx)
+    k_drop_mb, k_enc = jax.random.split(rng)
+    mask = partner_mask(mixblock_params, feats, lam, perm, shards, images.shape[1:3], design_of(hp), k_drop_mb)
+    mix = mixed_result(images, labels, mask, lam, perm, shards, hp["label_weight"])
+    logits, stats = ctx.model_fn(encoder["params"], encoder["batch_stats"], mix.images.astype(ctx.compute_dtype),
+                                 train=True, rng=k_enc)
+    logits = logits.astype(jnp.float32)
+    cls = ctx.classification_loss(logits, mix)
+    eta = float(hp["mixblock_loss_eta"])
+    if eta:
+      cls = cls + (decoupled_mixup_loss(logits, mix, eta=eta) - decoupled_mixup_loss(logits, mix, eta=0.0))
+    reg = mask_regulariser(mask, lam, shards, margin=float(hp["mask_loss_margin"]),
+                           variance_weight=float(hp["mask_variance_weight"]))
+    return cls + weight * reg, (stats, mask, {"mixblock_loss": cls, "mask_loss": reg})
+
+  def update_aux(self, ctx, rng, aux, params, batch_stats, images, labels, step, *, alpha, hp):
+    del batch_stats
+    shards = num_shards(ctx)
+    k_pair, k_loss, k_switch = jax.random.split(rng, 3)
+    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
+    encoder = jax.lax.stop_gradient(aux["encoder"])
+    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp["feature"])
+    feats = jax.lax.stop_gradient(feats)
+    weight = schedules.mask_loss_weight(step, aux["mask_loss_weight"], ctx.total_steps,
+                                        base=float(hp["mask_loss_weight"]), schedule=hp["mask_loss_schedule"])
+    enc_after_clean = {"params": encoder["params"], "batch_stats": clean_stats}
+    grad_fn = jax.value_and_grad(
+        lambda p: self.mixblock_loss(ctx, k_loss, p, enc_after_clean, feats, images, labels, lam, perm,
+                                     weight, hp=hp), has_aux=True)
+    (total, (mix_stats, _, metrics)), grads = grad_fn(aux["mixblock"])
+    tx, lr_schedule = schedules.mixblock_optimizer(ctx, hp, aux["mixblock"])
+    updates, new_opt = tx.update(grads, aux["mixblock_opt"], aux["mixblock"])
+    new_mixblock = optax.apply_updates(aux["mixblock"], updates)
+    enc_stats = mix_stats
+    prob = float(hp["mixblock_update_prob"])
+    if prob < 1.0:  # the ViT configs' switch_off: skipped iterations leave the MixBlock side untouched
+      active = jax.random.bernoulli(k_switch, prob)
+      pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
+      new_mixblock, new_opt = pick(new_mixblock, aux["mixblock"]), pick(new_opt, aux["mixblock_opt"])
+      enc_stats = pick(mix_stats, clean_stats)
+    m = schedules.encoder_momentum(step, ctx.total_steps, base=float(hp["momentum_base"]),
+                                   end=float(hp["momentum_end"]), scope_start=float(hp["momentum_scope_start"]))
+    enc_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, encoder["params"], params)
+    new_aux = {"encoder": {"params": enc_params, "batch_stats": enc_stats}, "mixblock": new_mixblock,
+               "mixblock_opt": new_opt, "mask_loss_weight": weight}
+    return new_aux, {**metrics, "mixblock_total": total, "mask_loss_weight": weight, "encoder_momentum": m,
+                     "mixblock_lr": lr_schedule(step)}
+
+  # ------------------------------------------------------------------------------------------ visualiser
+  def picture(self, rng, images, labels, *, alpha, hp, steps: int = 30):
+    from mixjax.mixing.automix import preview
+    return preview.briefly_trained_mixes(self, rng, images, labels, alpha=alpha, hp=hp, steps=steps)
+
+
+class SAMixMethod(LearnedMaskMixup):
+  """SAMix: AutoMix's scheme with the SAMix MixBlock, L1+variance mask loss and the η-balanced Mixer loss."""
+  name = "samix"
+  paper = ("Li et al., Boosting Discriminative Visual Representation Learning with Scenario-Agnostic Mixup, "
+           "arXiv 2111.15454")
+  defaults = SAMIX_DEFAULTS

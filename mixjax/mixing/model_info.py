@@ -1,0 +1,73 @@
+"""What a model-aware method needs to know about the configured backbone, read without allocating it.
+
+Methods check their requirements when the step is traced (stage mixing for ManifoldMix / AlignMix, a class
+token's attention for TransMix / TokenMix) and fail with an error that names the models that would work.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ModelInfo(NamedTuple):
+  name: str
+  mix_stages: tuple[int, ...]
+  num_stages: int          # stage0 .. stage{num_stages-1}
+  supports_attention: bool
+  patch_size: int | None   # transformers with a patch grid
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(name: str, frozen_kwargs: tuple) -> ModelInfo:
+  from mixjax import models
+  model = nnx.eval_shape(lambda: models.build_model(name, num_classes=2, rngs=nnx.Rngs(0), dtype=jnp.float32,
+                                                    **dict(frozen_kwargs)))
+  return ModelInfo(name=name, mix_stages=tuple(model.mix_stages), num_stages=len(model.stage_names),
+                   supports_attention=bool(model.supports_attention),
+                   patch_size=getattr(model, "patch_size", None))
+
+
+def _freeze(value):
+  if isinstance(value, (list, tuple)):
+    return tuple(_freeze(v) for v in value)
+  if isinstance(value, dict):
+    return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+  return value
+
+
+def model_info(config) -> ModelInfo:
+  """Stage / attention facts of ``config.model`` (cached per model name and keyword arguments)."""
+  kwargs = dict(config.model)
+  name = kwargs.pop("name")
+  return _probe(name, tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def models_where(predicate_name: str) -> tuple[str, ...]:
+  """Registered models with a capability: 'attention' or 'stage_mixing' (mixing after a hidden stage)."""
+  from mixjax import models
+  names = []
+  for name in models.list_models():
+    try:
+      info = _probe(name, ())
+    except Exception:  # a model that cannot be built with defaults is simply not listed
+      continue
+    if predicate_name == "attention" and info.supports_attention:
+      names.append(name)
+    elif predicate_name == "stage_mixing" and len(info.mix_stages) > 1:
+      names.append(name)
+    elif predicate_name == "last_stage_mixing" and info.num_stages - 1 in info.mix_stages:
+      names.append(name)
+  return tuple(names)
+
+
+def require_attention(config, method: str) -> ModelInfo:
+  info = model_info(config)
+  if not info.supports_attention:
+    raise ValueError(f"mixing method {method!r} needs a transformer with a class token's attention; model "
+                     f"{info.name!r} has none. Use one of: {', '.join(models_where('attention'))} "
+                     "(e.g. --config.model.name=deit_small)")
+  return info
