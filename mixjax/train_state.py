@@ -89,7 +89,7 @@ def make_init_fn(config, num_classes: int, tx: optax.GradientTransformation, ini
     _, params, batch_stats = _split_model(model)
     aux = {}
     if init_aux is not None:
-      aux = init_aux(jax.random.fold_in(jax.random.key(config.seed), -1), params, batch_stats)
+      aux = init_aux(jax.random.fold_in(jax.random.key(config.seed), 0x7FFFFFFF), params, batch_stats)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), ema_params=params if use_ema else {}, aux=aux)
 

@@ -24,6 +24,13 @@ from mixjax.mixing import gridmix as _gridmix  # noqa: F401
 from mixjax.mixing import resizemix as _resizemix  # noqa: F401
 from mixjax.mixing import smoothmix as _smoothmix  # noqa: F401
 from mixjax.mixing import saliencymix as _saliencymix  # noqa: F401
+from mixjax.mixing import manifoldmix as _manifoldmix  # noqa: F401
+from mixjax.mixing import attentivemix as _attentivemix  # noqa: F401
+from mixjax.mixing import puzzlemix as _puzzlemix  # noqa: F401
+from mixjax.mixing import alignmix as _alignmix  # noqa: F401
+from mixjax.mixing import transmix as _transmix  # noqa: F401
+from mixjax.mixing import tokenmix as _tokenmix  # noqa: F401
+from mixjax.mixing import automix as _automix  # noqa: F401
 
 __all__ = [
     "MixMethod", "MixMode", "ModelAwareMethod", "StepContext", "register_model_aware", "MixPlan", "MixResult", "UnknownMixMethodError",

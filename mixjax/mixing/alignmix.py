@@ -1,0 +1,116 @@
+"""AlignMix (Venkataramanan, Kijak, Amsaleg, Avrithis, "AlignMixup: Improving Representations By Interpolating
+Aligned Features", CVPR 2022), as OpenMixup configures it for ImageNet (spec 2.11).
+
+The model runs once on the clean batch; its last-stage feature map F (h·w positions × C) is replaced, before
+global pooling and the classifier, by an aligned mix with the partner F[π]: an entropic OT plan P between the
+positions (cost ‖f_a,i − f_b,j‖², log-domain Sinkhorn with ``eps`` and at most ``max_iter`` rounds, treated as a
+constant) re-expresses one map in the other's positions (R = hw·P, direction drawn per batch), then
+``λ·F_a + (1−λ)·F̃_b`` (or ``λ·F̃_a + (1−λ)·F_b``). Targets ``λ·y + (1−λ)·y[π]``, λ ~ Beta(α, α).
+
+OpenMixup's ImageNet config trains ``mix_mode=['manifoldmix', 'alignmix']`` with a uniform choice per step;
+``manifoldmix_prob`` (default 0.5) reproduces that inside this one method (ManifoldMix over
+``manifoldmix_layer``, same α); set it to 0 for AlignMix alone. Both are branches of one ``lax.switch``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from mixjax.mixing import per_device
+from mixjax.mixing.manifoldmix import feature_mix_fn, manifold_layers
+from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
+from mixjax.mixing.model_info import model_info, models_where
+from mixjax.mixing.result import MixResult
+from mixjax.mixing.sampling import sample_beta_lam
+from mixjax.mixing.sinkhorn import sinkhorn_plan, squared_distances
+
+
+def align_and_mix(feat_a: jax.Array, feat_b: jax.Array, lam, flip, *, eps: float, max_iter: int,
+                  tol: float = 0.1) -> jax.Array:
+  """Aligned mix of two batches of feature maps [B, h, w, C] (flip: re-express F_a instead of F_b)."""
+  b, h, w, c = feat_a.shape
+  fa = feat_a.reshape(b, h * w, c).astype(jnp.float32)
+  fb = feat_b.reshape(b, h * w, c).astype(jnp.float32)
+  plan, _ = sinkhorn_plan(jax.lax.stop_gradient(squared_distances(fa, fb)), eps=eps, max_iter=max_iter, tol=tol)
+  rescaled = jax.lax.stop_gradient(plan * (h * w))            # R: rows/columns sum to ≈ 1
+  fb_in_a = jnp.einsum("bij,bjc->bic", rescaled, fb)          # F_b re-expressed at F_a's positions
+  fa_in_b = jnp.einsum("bij,bic->bjc", rescaled, fa)          # F_a re-expressed at F_b's positions
+  mixed_a = lam * fa + (1 - lam) * fb_in_a
+  mixed_b = lam * fa_in_b + (1 - lam) * fb
+  mixed = jnp.where(flip, mixed_b, mixed_a)
+  return mixed.reshape(b, h, w, c).astype(feat_a.dtype)
+
+
+def alignmix_fn(mesh, rng: jax.Array, lam: jax.Array, flip: jax.Array, *, eps: float, max_iter: int):
+  """``h → aligned mix of h and h[π]`` on each device's rows (π from ``rng``)."""
+  def local(r, lam_, flip_, h):
+    return align_and_mix(h, h[per_device.local_permutation(r, h.shape[0])], lam_, flip_, eps=eps,
+                         max_iter=max_iter)
+  return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam, flip))
+
+
+class AlignMix(ModelAwareMethod):
+  name = "alignmix"
+  paper = ("Venkataramanan, Kijak, Amsaleg, Avrithis. AlignMixup: Improving Representations By Interpolating "
+           "Aligned Features. CVPR 2022")
+  defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.5, "manifoldmix_layer": (0, 3)}
+
+  def _last_stage(self, config) -> int:
+    info = model_info(config)
+    last = info.num_stages - 1
+    if last not in info.mix_stages:
+      raise ValueError(f"alignmix mixes the last stage's feature map; model {info.name!r} cannot mix there "
+                       f"(mix_stages {info.mix_stages}). Use one of: {', '.join(models_where('last_stage_mixing'))}")
+    return last
+
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
+    last = self._last_stage(ctx.config)
+    prob = float(hp["manifoldmix_prob"])
+    if not 0.0 <= prob <= 1.0:
+      raise ValueError(f"alignmix manifoldmix_prob must be in [0, 1], got {prob}")
+    manifold = manifold_layers(ctx.config, hp["manifoldmix_layer"], "alignmix") if prob > 0 else ()
+    k_lam, k_perm, k_flip, k_mode, k_layer, k_drop = jax.random.split(rng, 6)
+    lam = sample_beta_lam(k_lam, alpha)
+    flip = jax.random.bernoulli(k_flip)
+    stages = manifold + (last,)
+    index = jnp.asarray(len(manifold), jnp.int32)
+    if manifold:
+      use_manifold = jax.random.uniform(k_mode) < prob
+      index = jnp.where(use_manifold, jax.random.randint(k_layer, (), 0, len(manifold)), index)
+    align = alignmix_fn(ctx.mesh, k_perm, lam, flip, eps=float(hp["eps"]), max_iter=int(hp["max_iter"]))
+    plain = feature_mix_fn(ctx.mesh, k_perm, lam)
+
+    # One switch over (manifold stages..., last stage with alignment): each branch a static model call.
+    def branch(stage, fn):
+      return lambda: ctx.model_fn(params, batch_stats, images.astype(ctx.compute_dtype), train=True,
+                                  rng=k_drop, mix_stage=stage, mix_fn=fn)
+    branches = [branch(s, plain) for s in manifold] + [branch(last, align)]
+    logits, new_stats = branches[0]() if len(branches) == 1 else jax.lax.switch(index, branches)
+    mix = MixResult(images=images, labels_a=labels, labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
+                    lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+    metrics = {"lam": lam, "aligned": (index == len(manifold)).astype(jnp.float32)}
+    return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
+
+  def picture(self, rng, images, labels, *, alpha, hp):
+    """The alignment made visible: the partner's 8×8 patches moved by the OT plan between the two images'
+    patch colours (the method aligns feature maps; a random network's features would show nothing), then
+    blended with λ."""
+    k_lam, k_perm = jax.random.split(rng)
+    lam = sample_beta_lam(k_lam, alpha)
+    perm = per_device.local_permutation(k_perm, images.shape[0])
+    b, hh, ww, c = images.shape
+    g = 8
+    patches = images.reshape(b, g, hh // g, g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+    means = images.reshape(b, g, hh // g, g, ww // g, c).mean(axis=(2, 4)).reshape(b, g * g, c)
+    cost = squared_distances(means, means[perm])
+    plan, _ = sinkhorn_plan(cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]),
+                            max_iter=int(hp["max_iter"]))
+    moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
+    moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
+    return MixResult(images=per_device.blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
+                     lam=jnp.broadcast_to(lam, (b,)))
+
+
+register_model_aware(AlignMix())

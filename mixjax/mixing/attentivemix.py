@@ -1,0 +1,199 @@
+"""AttentiveMix+ (Walawalkar, Shen, Liu, Savvides, "Attentive CutMix: An Enhanced Data Augmentation Approach
+for Deep Learning Based Image Classification", ICASSP 2020; OpenMixup's "+" variant, spec 2.5).
+
+A frozen, pretrained extractor (ResNet-18/50 in the benchmark) sees the batch resized to ``feat_size``; its
+last-stage feature map averaged over channels is a g×g attention grid (7×7 at 224). λ ~ Beta(α, α) gives
+top_k = clip(int(g²·λ), 1, g²); each sample keeps its own top_k cells, the rest comes from the partner x[π]
+(local permutation), nearest-upsampled to the image. λ is recomputed as the mask mean (per sample; equal for
+every sample since they share top_k). OpenMixup samples Beta(α, α) although its README says Beta(α, 8); we do
+what the code does. ``top_k > 0`` fixes the count (the original AttentiveMix used 6).
+
+The extractor: ``extractor`` names a model of our zoo (``extractor_kwargs`` its keyword arguments) and
+``extractor_checkpoint`` gives its weights — a run directory / Orbax checkpoint of ours (the model then comes
+from that run's config) or a PyTorch ``state_dict`` (``.pth``/``.pt`` via torch, or ``.npz`` of the same keys),
+imported with ``mixjax.models.load_torch_state_dict`` (torchvision ResNet layout; ``extractor_num_classes`` sets
+the size of its unused head, 1000 for ImageNet checkpoints). Without a checkpoint the step refuses to build,
+unless ``allow_random_extractor=True``: a randomly initialised extractor, for tests and speed benchmarks only —
+meaningless for accuracy. The weights are loaded by ``init_aux`` into ``TrainState.aux`` (so they are
+checkpointed with the run and restored on resume) and never updated.
+
+BatchNorm: the reference never puts its ``backbone_k`` in eval mode, so the frozen extractor normalises with
+batch statistics and keeps updating running statistics nobody uses (spec pitfall 2.5). We run the extractor in
+eval mode (its pretrained running statistics): the attention of one sample then does not depend on the rest
+of its batch. This is a deliberate deviation.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mixjax.mixing import per_device
+from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
+from mixjax.mixing.result import MixResult
+from mixjax.mixing.sampling import sample_beta_lam
+from mixjax.train_state import ModelFn
+
+
+def _extractor_spec(hp: Mapping) -> tuple[str, dict, int]:
+  """(model name, kwargs, num_classes) of the extractor; from the run's config for an Orbax checkpoint."""
+  path = str(hp["extractor_checkpoint"] or "")
+  if path and not _is_torch_file(path):
+    meta = _orbax_meta(path)
+    model = dict(meta["config"]["model"])
+    return model.pop("name"), model, int(meta["config"]["data"]["num_classes"])
+  kwargs = dict(hp["extractor_kwargs"] or {})
+  return str(hp["extractor"]), kwargs, int(hp["extractor_num_classes"])
+
+
+def _is_torch_file(path: str) -> bool:
+  return path.endswith((".pth", ".pt", ".npz"))
+
+
+@functools.lru_cache(maxsize=8)
+def _orbax_meta(path: str) -> dict:
+  from mixjax.checkpoint import Checkpointer, locate_checkpoint
+  directory, step = locate_checkpoint(path)
+  meta = Checkpointer(directory, read_only=True).restore_meta(step)
+  if isinstance(meta.get("config"), str):
+    meta["config"] = json.loads(meta["config"])
+  return meta
+
+
+def _build(hp: Mapping, rngs=None):
+  from mixjax import models
+  name, kwargs, num_classes = _extractor_spec(hp)
+  if rngs is None:
+    return nnx.eval_shape(lambda: models.build_model(name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs))
+  return models.build_model(name, num_classes=num_classes, rngs=rngs, **kwargs)
+
+
+def extractor_fn(hp: Mapping) -> ModelFn:
+  graphdef, _, _ = nnx.split(_build(hp), nnx.Param, nnx.BatchStat)
+  return ModelFn(graphdef)
+
+
+def check_extractor_configured(hp: Mapping) -> None:
+  if not hp["extractor_checkpoint"] and not hp["allow_random_extractor"]:
+    raise ValueError(
+        "attentivemix needs a pretrained extractor: set config.mixing.args.attentivemix.extractor_checkpoint to a "
+        "run directory / Orbax checkpoint of ours or a PyTorch state_dict (.pth/.pt/.npz, torchvision ResNet "
+        "layout; e.g. torchvision's resnet18 with extractor='resnet18'). For tests or speed benchmarks only, "
+        "allow_random_extractor=True uses random weights (meaningless for accuracy).")
+  path = str(hp["extractor_checkpoint"] or "")
+  if path and not os.path.exists(path):
+    raise FileNotFoundError(f"attentivemix extractor_checkpoint {path} does not exist")
+
+
+def load_extractor_weights(hp: Mapping, seed: int = 0):
+  """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed)."""
+  check_extractor_configured(hp)
+  path = str(hp["extractor_checkpoint"] or "")
+  if not path:
+    model = _build(hp, nnx.Rngs(seed))
+  elif _is_torch_file(path):
+    from mixjax import models
+    if path.endswith(".npz"):
+      state_dict = dict(np.load(path))
+    else:
+      try:
+        import torch
+      except ImportError as e:
+        raise ImportError(f"loading {path} needs torch; or save the state_dict as .npz "
+                          "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))") from e
+      state_dict = torch.load(path, map_location="cpu")
+      state_dict = state_dict.get("state_dict", state_dict)
+    model = _build(hp, nnx.Rngs(seed))
+    models.load_torch_state_dict(model, state_dict, strict=False)
+  else:
+    return _orbax_weights(path)
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
+
+
+def _orbax_weights(path: str):
+  import orbax.checkpoint as ocp
+  from mixjax.checkpoint import locate_checkpoint
+  directory, step = locate_checkpoint(path)
+  restored = ocp.PyTreeCheckpointer().restore(os.path.join(directory, str(step), "state"))
+  params = restored["ema_params"] if restored.get("ema_params") else restored["params"]
+  return params, restored.get("batch_stats", {})
+
+
+def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
+  """Channel-mean of the extractor's last-stage map on images resized to feat_size: [B, g, g] float32."""
+  b, h, w, c = images.shape
+  x = images if (h, w) == (feat_size, feat_size) else jax.image.resize(images, (b, feat_size, feat_size, c),
+                                                                         "bilinear")
+  (_, feats), _ = fn(params, stats, x, train=False, return_features=True)
+  last = max((k for k in feats if k.startswith("stage") and k[5:].isdigit()), key=lambda k: int(k[5:]))
+  return jax.lax.stop_gradient(jnp.mean(feats[last].astype(jnp.float32), axis=-1))
+
+
+def attentive_mask(grid: jax.Array, top_k: jax.Array, height: int, width: int) -> jax.Array:
+  """[B, H, W] float mask: 1 on each sample's top_k grid cells (nearest-upsampled), 0 elsewhere."""
+  b, gh, gw = grid.shape
+  flat = grid.reshape(b, gh * gw)
+  rank = jnp.argsort(jnp.argsort(-flat, axis=1), axis=1)
+  cells = (rank < top_k).astype(jnp.float32).reshape(b, gh, gw)
+  rows = (jnp.arange(height) * gh) // height
+  cols = (jnp.arange(width) * gw) // width
+  return cells[:, rows][:, :, cols]
+
+
+def attentive_mix_local(rng, lam, images, grid, labels, *, top_k_fixed: int):
+  b, h, w, _ = images.shape
+  cells = grid.shape[1] * grid.shape[2]
+  top_k = jnp.clip(jnp.floor(cells * lam).astype(jnp.int32), 1, cells) if top_k_fixed <= 0 else top_k_fixed
+  mask = attentive_mask(grid, top_k, h, w)
+  perm = per_device.local_permutation(rng, b)
+  mixed = per_device.blend(images, images[perm], mask[..., None])
+  return mixed, jnp.mean(mask, axis=(1, 2)), labels[perm]
+
+
+class AttentiveMix(ModelAwareMethod):
+  name = "attentivemix"
+  paper = ("Walawalkar, Shen, Liu, Savvides. Attentive CutMix: An Enhanced Data Augmentation Approach for Deep "
+           "Learning Based Image Classification. ICASSP 2020")
+  defaults = {"extractor": "resnet18", "extractor_kwargs": {}, "extractor_num_classes": 1000,
+              "extractor_checkpoint": "", "allow_random_extractor": False, "feat_size": 224, "top_k": 0}
+
+  def init_aux(self, ctx, rng, params, batch_stats, hp):
+    ext_params, ext_stats = load_extractor_weights(hp, seed=int(ctx.config.seed))
+    return {"extractor": {"params": ext_params, "batch_stats": ext_stats}}
+
+  def mix(self, mesh, rng, images, labels, ext, *, alpha, hp) -> MixResult:
+    check_extractor_configured(hp)
+    k_lam, k_perm = jax.random.split(rng)
+    lam = sample_beta_lam(k_lam, alpha)
+    grid = attention_grid(extractor_fn(hp), ext["params"], ext["batch_stats"], images, int(hp["feat_size"]))
+
+    def local(r, lam_, x, gr, y):
+      return attentive_mix_local(r, lam_, x, gr, y, top_k_fixed=int(hp["top_k"]))
+    mixed, lam_n, labels_b = per_device.on_shards(mesh, local, k_perm, images, grid, labels, replicated=(lam,))
+    return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n)
+
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
+    k_mix, k_drop = jax.random.split(rng)
+    mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp)
+    logits, new_stats = ctx.model_fn(params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True,
+                                     rng=k_drop)
+    return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
+
+  def picture(self, rng, images, labels, *, alpha, hp):
+    """With the configured extractor, else a random ResNet-18 (then the chosen cells mean nothing)."""
+    hp = dict(hp)
+    if not hp["extractor_checkpoint"]:
+      hp["allow_random_extractor"] = True
+    ext_params, ext_stats = load_extractor_weights(hp)
+    return self.mix(None, rng, images, labels, {"params": ext_params, "batch_stats": ext_stats}, alpha=alpha,
+                    hp=hp)
+
+
+register_model_aware(AttentiveMix())

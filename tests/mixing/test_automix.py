@@ -1,0 +1,205 @@
+"""AutoMix / SAMix: gradient paths, momentum encoder, mask validity, schedules, exact resume."""
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mixjax import losses, mixing, optim
+from mixjax.mixing.automix import method as am
+from mixjax.mixing.automix import schedules
+from mixjax.train_state import make_init_fn, model_fn_and_shapes
+
+BATCH, SIZE, CLASSES = 8, 32, 10
+
+
+def _ctx(name):
+  c = ml_collections.ConfigDict()
+  c.seed, c.batch_size, c.num_epochs, c.compute_dtype = 0, BATCH, 1, "float32"
+  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar"))
+  c.optimizer = optim.default_optimizer_config()
+  c.ema = ml_collections.ConfigDict(dict(decay=0.0))
+  model_fn, abstract, _ = model_fn_and_shapes(c, CLASSES)
+  ctx = mixing.StepContext(
+      config=c, mesh=None, model_fn=model_fn, num_classes=CLASSES, compute_dtype=jnp.float32,
+      classification_loss=lambda lg, mix: jnp.mean(losses.soft_cross_entropy(lg, mix.targets)),
+      steps_per_epoch=100, total_steps=100)
+  tx = optim.make_optimizer(c.optimizer, abstract, lambda s: 0.1)
+  return ctx, tx
+
+
+@pytest.fixture(scope="module", params=["automix", "samix"])
+def setup(request):
+  name = request.param
+  method = mixing.get_method(name).fn
+  hp = dict(method.defaults, lam_margin=0.0)   # never fall back to plain mixup: the mask path must be live
+  ctx, tx = _ctx(name)
+  init = make_init_fn(ctx.config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
+  state = jax.jit(init)()
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
+  labels = jax.nn.one_hot(jnp.asarray(rng.integers(0, CLASSES, BATCH)), CLASSES)
+  return name, method, hp, ctx, state, images, labels
+
+
+def _max_abs(tree):
+  return max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(tree))
+
+
+def test_gradient_probe_paths_are_separate(setup):
+  """Classifier loss → q only (MixBlock and encoder get exactly 0); MixBlock loss → MixBlock only."""
+  _, method, hp, ctx, state, images, labels = setup
+  key = jax.random.key(3)
+
+  def with_aux(mixblock, encoder_params):
+    return {**state.aux, "mixblock": mixblock,
+            "encoder": {**state.aux["encoder"], "params": encoder_params}}
+
+  def cls_loss(params, mixblock, encoder_params):
+    return method.loss(ctx, key, params, state.batch_stats, with_aux(mixblock, encoder_params), images, labels,
+                       alpha=2.0, hp=hp)[0]
+
+  args = (state.params, state.aux["mixblock"], state.aux["encoder"]["params"])
+  g_q, g_mb, g_k = jax.jit(jax.grad(cls_loss, argnums=(0, 1, 2)))(*args)
+  assert _max_abs(g_q) > 1e-4
+  assert _max_abs(g_mb) == 0.0 and _max_abs(g_k) == 0.0
+
+  def mb_total(params, mixblock, encoder_params):
+    _, metrics = method.update_aux(ctx, key, with_aux(mixblock, encoder_params), params, state.batch_stats,
+                                   images, labels, jnp.int32(5), alpha=2.0, hp=hp)
+    return metrics["mixblock_total"]
+
+  g_q, g_mb, g_k = jax.jit(jax.grad(mb_total, argnums=(0, 1, 2)))(*args)
+  assert _max_abs(g_q) == 0.0 and _max_abs(g_k) == 0.0
+  # Every MixBlock parameter tensor is reached by the MixBlock loss.
+  assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_mb))
+
+
+def test_update_aux_moves_mixblock_and_ema_is_exact(setup):
+  _, method, hp, ctx, state, images, labels = setup
+  step = jnp.int32(60)       # past the constant scope (0.1·T): cosine part of the momentum schedule
+  new_params = jax.tree.map(lambda p: p + 0.01, state.params)
+  aux, metrics = jax.jit(lambda a, p: method.update_aux(ctx, jax.random.key(1), a, p, state.batch_stats, images,
+                                                        labels, step, alpha=2.0, hp=hp))(state.aux, new_params)
+  m = 0.99999 - (0.99999 - 0.999) * 0.5 * (1 + math.cos(math.pi * 0.6))
+  np.testing.assert_allclose(float(metrics["encoder_momentum"]), m, rtol=1e-6)
+  m = np.float32(metrics["encoder_momentum"])
+  jax.tree.map(lambda k, k0, q: np.testing.assert_allclose(np.asarray(k), m * np.asarray(k0) + (1 - m) * np.asarray(q),
+                                                           rtol=1e-6, atol=1e-7),
+               aux["encoder"]["params"], state.aux["encoder"]["params"], new_params)
+  # The encoder moved towards q, the MixBlock took an optimizer step, encoder BN statistics were updated.
+  assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["params"], state.aux["encoder"]["params"])) > 0
+  assert _max_abs(jax.tree.map(jnp.subtract, aux["mixblock"], state.aux["mixblock"])) > 0
+  assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["batch_stats"],
+                               state.aux["encoder"]["batch_stats"])) > 0
+
+
+def test_masks_are_valid_and_label_weights_match(setup):
+  name, method, hp, ctx, state, images, labels = setup
+  shards = 2
+  lam, perm = am.draw_pairing(jax.random.key(7), 2.0, BATCH, shards)
+  feats, _ = am.feature_map(ctx, state.params, state.batch_stats, images, "stage3")
+  mask = am.partner_mask(state.aux["mixblock"], feats, lam, perm, shards, (SIZE, SIZE), am.design_of(hp),
+                         jax.random.key(8))
+  assert mask.shape == (BATCH, SIZE, SIZE)
+  assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0 and float(mask.std()) > 0
+  partner = am.permute_within_shards(images, perm, shards)
+  # Pairing stays inside each device's half of the batch.
+  local = np.asarray(perm)
+  np.testing.assert_array_equal(np.asarray(partner[BATCH // 2 + 1]), np.asarray(images[BATCH // 2 + local[1]]))
+  for label_weight in ("lambda", "mask_mean"):
+    mix = am.mixed_result(images, labels, mask, lam, perm, shards, label_weight)
+    # per-pixel source weights (1 − m, m) sum to one: the mixed pixel is exactly that convex combination
+    w = np.asarray(mask)[..., None]
+    np.testing.assert_allclose(np.asarray(mix.images), (1 - w) * np.asarray(images) + w * np.asarray(partner),
+                               rtol=1e-5, atol=1e-6)
+    expected = (np.full(BATCH, float(lam)) if label_weight == "lambda"
+                else 1.0 - np.asarray(mask).mean(axis=(1, 2)))
+    np.testing.assert_allclose(np.asarray(mix.lam), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
+  # lam_margin fallback: a constant mask whose mean is exactly 1 − λ, so the label weight λ equals the area.
+  hp_margin = dict(hp, lam_margin=0.5)
+  _, (_, _, metrics) = method.loss(ctx, jax.random.key(9), state.params, state.batch_stats, state.aux, images,
+                                   labels, alpha=2.0, hp=hp_margin)
+  assert float(metrics["plain_mixup"]) == 1.0
+  np.testing.assert_allclose(float(metrics["mask_mean"]), 1.0 - float(metrics["lam"]), rtol=1e-6)
+
+
+def test_mask_regulariser_uses_shard_wide_mean():
+  rng = np.random.default_rng(1)
+  mask = rng.uniform(size=(8, 4, 4)).astype(np.float32)
+  mask[:4] *= 0.2       # shard 0 mostly sample a, shard 1 uniform
+  lam = 0.3
+  want = []
+  for shard in (mask[:4], mask[4:]):
+    mean = shard.mean()  # one scalar over all samples and pixels of the shard (not per sample)
+    want.append(max(abs(1 - mean - lam) - 0.1, 0) - 2.0 * np.mean((shard - mean) ** 2))
+  got = am.mask_regulariser(jnp.asarray(mask), jnp.float32(lam), 2, margin=0.1, variance_weight=2.0)
+  np.testing.assert_allclose(float(got), np.mean(want), rtol=1e-5)
+
+
+def test_schedules():
+  total = 1000
+  # Encoder momentum: constant base in the first 10 %, then the cosine measured from t = 0.
+  m = lambda t: float(schedules.encoder_momentum(jnp.int32(t), total, base=0.999, end=0.99999,  # noqa: E731
+                                                 scope_start=0.1))
+  assert m(0) == pytest.approx(0.999) and m(99) == pytest.approx(0.999)
+  assert m(100) == pytest.approx(0.99999 - (0.99999 - 0.999) * 0.5 * (1 + math.cos(math.pi * 0.1)), rel=1e-7)
+  assert m(total) == pytest.approx(0.99999)
+  # Mask-loss weight: plain cosine vs the reference's compounding product.
+  prev = jnp.float32(0.1)
+  for t in range(301):
+    prev = schedules.mask_loss_weight(jnp.int32(t), prev, total, base=0.1, schedule="compounding")
+  product = 0.1 * np.prod([(1 + math.cos(math.pi * s / total)) / 2 for s in range(301)])
+  np.testing.assert_allclose(float(prev), product, rtol=1e-4)
+  cos = float(schedules.mask_loss_weight(jnp.int32(300), prev, total, base=0.1, schedule="cosine"))
+  np.testing.assert_allclose(cos, 0.1 * (1 + math.cos(math.pi * 0.3)) / 2, rtol=1e-6)
+  assert float(prev) < 0.1 * cos     # compounding is far below the intended cosine
+  with pytest.raises(ValueError, match="compounding"):
+    schedules.mask_loss_weight(jnp.int32(0), prev, total, base=0.1, schedule="linear")
+
+
+def test_picture_shows_valid_learned_masks():
+  method = mixing.get_method("samix").fn
+  rng = np.random.default_rng(2)
+  images = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
+  labels = jax.nn.one_hot(jnp.arange(4), 4)
+  mix = method.picture(jax.random.key(0), images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)
+  assert mix.images.shape == images.shape and np.all(np.isfinite(np.asarray(mix.images)))
+  np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
+
+
+def _demo_config(max_steps):
+  spec = importlib.util.spec_from_file_location(
+      "demo_cfg_automix", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config("automix,epochs=1")
+  config.model.width = 8
+  config.max_steps = max_steps
+  config.log_mixed_samples = 0
+  config.checkpoint_every_steps = 2
+  config.data.num_shards = 2
+  return config
+
+
+def test_resume_continues_exactly(tmp_path):
+  """Run B stops after 2 steps and resumes to 4: params, optimizer state and aux equal run A's bitwise."""
+  from mixjax import train
+  from tests.helpers import load_state
+  a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(_demo_config(4), a_dir)
+  train.train_and_evaluate(_demo_config(2), b_dir)
+  assert int(load_state(b_dir)["step"]) == 2
+  train.train_and_evaluate(_demo_config(4), b_dir)
+  a, b = load_state(a_dir), load_state(b_dir)
+  assert int(a["step"]) == int(b["step"]) == 4
+  for key in ("params", "opt_state", "aux", "batch_stats"):
+    jax.tree.map(np.testing.assert_array_equal, a[key], b[key])
+  # aux really holds a trained MixBlock and a moved encoder (the comparison is not vacuous)
+  assert set(a["aux"]) == {"encoder", "mixblock", "mixblock_opt", "mask_loss_weight"}
+  assert max(float(np.abs(x).max()) for x in jax.tree.leaves(a["aux"]["mixblock_opt"])) > 0

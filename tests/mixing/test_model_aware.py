@@ -1,0 +1,244 @@
+"""Model-aware methods (issue 6): ManifoldMix, AlignMix, AttentiveMix+, TransMix, TokenMix — properties of
+their kernels, and each trains the demo config end to end inside the jitted, sharded step."""
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixjax import mixing, train
+from mixjax.mixing import alignmix, attentivemix, manifoldmix, per_device, tokenmix, transmix
+from mixjax.mixing.sinkhorn import sinkhorn_plan, squared_distances
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
+
+# A tiny DeiT for the ViT-only methods on the 32 px demo (8x8 patch grid of 4 px patches).
+TINY_VIT = dict(name="deit_tiny", patch_size=4, img_size=32, depth=4, embed_dim=32, num_heads=2)
+
+
+def demo_config(method, **args):
+  spec = importlib.util.spec_from_file_location("demo_cfg_model_aware", DEMO)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config(method)
+  config.model.width = 8
+  config.max_steps = 2
+  config.batch_size = 32
+  config.log_mixed_samples = 0
+  for key, value in args.items():
+    config.mixing.args[method][key] = value
+  return config
+
+
+E2E = {
+    "manifoldmix": {},
+    "alignmix": {"max_iter": 5},
+    "puzzlemix": {},
+    "attentivemix": {"allow_random_extractor": True, "feat_size": 32,
+                     "extractor_kwargs": {"stem": "cifar", "width": 8}},
+    "transmix": {"mixup_prob": 0.2},
+    "tokenmix": {},
+}
+
+
+@pytest.mark.parametrize("method", sorted(E2E))
+def test_method_trains_demo_end_to_end(method, tmp_path):
+  config = demo_config(method, **E2E[method])
+  if method in ("transmix", "tokenmix"):
+    config.model = TINY_VIT
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results["status"] == "completed"
+  (entry,) = results["history"]
+  assert entry["step"] == 2 and math.isfinite(entry["loss"])
+
+
+# ---------------------------------------------------------------- AlignMix
+
+
+def test_sinkhorn_plan_has_uniform_marginals():
+  rng = np.random.default_rng(0)
+  cost = jnp.asarray(rng.random((3, 9, 9)).astype(np.float32))
+  plan, iters = jax.jit(lambda c: sinkhorn_plan(c, eps=0.1, max_iter=500, tol=1e-6))(cost)
+  plan = np.asarray(plan)
+  np.testing.assert_allclose(plan.sum(1), 1 / 9, rtol=1e-4)     # columns (updated last): exact
+  np.testing.assert_allclose(plan.sum(2), 1 / 9, rtol=1e-3)     # rows: within the tolerance
+  assert 1 < int(iters) < 500
+  # a sharper ε concentrates the plan on cheap pairs: transport cost approaches the assignment optimum
+  assert np.all(np.sum(plan * np.asarray(cost), axis=(1, 2)) < np.asarray(cost).mean(axis=(1, 2)))
+
+
+def test_alignment_undoes_a_spatial_shuffle():
+  """If F_b is F_a with its positions shuffled, aligning F_b back onto F_a recovers F_a exactly (any λ)."""
+  rng = np.random.default_rng(1)
+  fa = rng.normal(size=(2, 3, 3, 16)).astype(np.float32)
+  shuffle = rng.permutation(9)
+  fb = fa.reshape(2, 9, 16)[:, shuffle].reshape(2, 3, 3, 16)
+  fn = jax.jit(lambda a, b, flip: alignmix.align_and_mix(a, b, 0.3, flip, eps=0.1, max_iter=100))
+  np.testing.assert_allclose(np.asarray(fn(fa, fb, False)), fa, atol=1e-3)   # λ·F_a + (1−λ)·F̃_b = F_a
+  np.testing.assert_allclose(np.asarray(fn(fa, fb, True)), fb, atol=1e-3)    # λ·F̃_a + (1−λ)·F_b = F_b
+
+
+def test_alignmix_refuses_models_without_last_stage_mixing():
+  config = demo_config("alignmix")
+  config.model = TINY_VIT
+  with pytest.raises(ValueError, match="resnet18"):
+    alignmix.AlignMix()._last_stage(config)
+
+
+# ---------------------------------------------------------------- ManifoldMix
+
+
+def test_hidden_feature_mix_pairs_within_each_device(four_device_mesh):
+  h = jnp.arange(16, dtype=jnp.float32)[:, None, None, None] * jnp.ones((16, 2, 2, 3))
+  rng = jax.random.key(3)
+  mixed = jax.jit(lambda x: manifoldmix.feature_mix_fn(four_device_mesh, rng, jnp.float32(0.25))(x))(h)
+  partner = jax.jit(lambda y: per_device.partner_labels(four_device_mesh, rng, y))(jnp.arange(16.0)[:, None])
+  partner = np.asarray(partner)[:, 0]
+  assert np.all(partner // 4 == np.arange(16) // 4)
+  np.testing.assert_allclose(np.asarray(mixed)[:, 0, 0, 0], 0.25 * np.arange(16) + 0.75 * partner, rtol=1e-6)
+
+
+def test_manifoldmix_layer_errors_name_valid_models():
+  config = demo_config("manifoldmix")
+  assert manifoldmix.manifold_layers(config, (0, 3)) == (0, 1, 2)
+  config.model = TINY_VIT
+  with pytest.raises(ValueError, match="mix_stages.*resnet18"):
+    manifoldmix.manifold_layers(config, (0, 3))
+
+
+# ---------------------------------------------------------------- AttentiveMix+
+
+
+def test_attentive_mask_keeps_each_samples_top_cells():
+  rng = np.random.default_rng(2)
+  grid = jnp.asarray(rng.random((4, 7, 7)).astype(np.float32))
+  mask = np.asarray(attentivemix.attentive_mask(grid, 6, 28, 28))
+  cells = mask[:, ::4, ::4]
+  for n in range(4):
+    top = np.argsort(-np.asarray(grid[n]).reshape(-1))[:6]
+    expected = np.zeros(49)
+    expected[top] = 1
+    np.testing.assert_array_equal(cells[n].reshape(-1), expected)
+  np.testing.assert_allclose(mask.mean((1, 2)), 6 / 49)
+
+
+def test_attentivemix_label_weight_equals_kept_area():
+  from tests.mixing.conftest import constant_batch, recover_pixel_weight
+  images, labels = constant_batch(8, size=28)
+  grid = jax.random.uniform(jax.random.key(0), (8, 7, 7))
+  mixed, lam, labels_b = attentivemix.attentive_mix_local(jax.random.key(1), jnp.float32(0.4), images, grid,
+                                                          labels, top_k_fixed=0)
+  from mixjax.mixing.result import MixResult
+  weight, self_pair = recover_pixel_weight(MixResult(mixed, labels, labels_b, lam))
+  np.testing.assert_allclose(np.asarray(lam), int(49 * 0.4) / 49, rtol=1e-6)
+  np.testing.assert_allclose(np.nanmean(weight[~self_pair], axis=(1, 2)), np.asarray(lam)[~self_pair], rtol=1e-6)
+
+
+def test_attentivemix_without_checkpoint_is_a_clear_error():
+  hp = dict(attentivemix.AttentiveMix.defaults)
+  with pytest.raises(ValueError, match="extractor_checkpoint"):
+    attentivemix.check_extractor_configured(hp)
+
+
+def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
+  """A torchvision-named state_dict (.npz) round-trips into the extractor's params."""
+  from flax import nnx
+  from mixjax import models
+  hp = dict(attentivemix.AttentiveMix.defaults, extractor_kwargs={"stem": "cifar", "width": 8},
+            extractor_num_classes=10)
+  src = models.build_model("resnet18", num_classes=10, rngs=nnx.Rngs(5), stem="cifar", width=8)
+  params = nnx.to_pure_dict(nnx.state(src, nnx.Param))
+  state_dict = {"conv1.weight": np.transpose(np.asarray(params["stem_conv"]["kernel"]), (3, 2, 0, 1))}
+  path = tmp_path / "r18.npz"
+  np.savez(path, **state_dict)
+  got, _ = attentivemix.load_extractor_weights(dict(hp, extractor_checkpoint=str(path)))
+  np.testing.assert_array_equal(np.asarray(got["stem_conv"]["kernel"]), np.asarray(params["stem_conv"]["kernel"]))
+
+
+# ---------------------------------------------------------------- TransMix
+
+
+def test_transmix_lambda_is_half_area_half_attention_outside_the_box():
+  from mixjax.mixing.picture_models import small_vit
+  fn, params, stats = small_vit(8, 28)                    # patch 2, 14x14 grid
+  images = jax.random.normal(jax.random.key(0), (8, 28, 28, 3))
+  labels = jax.nn.one_hot(jnp.arange(8), 8)
+  method = transmix.TransMix()
+  hp = dict(method.defaults)
+  mixed, region_b, lam0, labels_b, use_mixup = method.draw(None, jax.random.key(4), images, labels, alpha=1.0,
+                                                           hp=hp)
+  (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
+  lam = np.asarray(method.reweight(lam0, region_b, feats["attention"], use_mixup, 0.5, 2))
+  attn = np.asarray(feats["attention"]).mean(1).reshape(8, 14, 14)
+  box = np.asarray(region_b)[:, ::2, ::2]
+  mass_outside = (attn * ~box).sum((1, 2)) / attn.sum((1, 2))
+  area = 1 - np.asarray(region_b).mean((1, 2))
+  np.testing.assert_allclose(np.asarray(lam0), area, rtol=1e-6)
+  np.testing.assert_allclose(lam, 0.5 * area + 0.5 * mass_outside, rtol=1e-5)
+  assert not bool(use_mixup) and 0 < box.mean() < 1
+
+
+def test_attention_lam_counts_only_patches_outside_the_partner_region():
+  attn = jnp.asarray([[[0.1, 0.2, 0.3, 0.4]], [[0.25, 0.25, 0.25, 0.25]]])
+  partner = jnp.asarray([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+  np.testing.assert_allclose(np.asarray(transmix.attention_lam(attn, partner)), [0.3, 0.75], rtol=1e-6)
+
+
+def test_vit_methods_refuse_cnns_naming_vits():
+  config = demo_config("transmix")
+  from mixjax.mixing.model_info import require_attention
+  with pytest.raises(ValueError, match="deit_tiny"):
+    require_attention(config, "transmix")
+
+
+# ---------------------------------------------------------------- TokenMix
+
+
+def test_token_masks_have_the_requested_size():
+  keys = jax.random.split(jax.random.key(0), 16)
+  rand = np.asarray(jax.vmap(lambda k: tokenmix.random_token_mask(k, 8, 8, 20))(keys))
+  np.testing.assert_array_equal(rand.sum((1, 2)), 20)
+  block = np.asarray(jax.jit(jax.vmap(lambda k: tokenmix.block_token_mask(k, 14, 14, 60)))(keys))
+  counts = block.sum((1, 2))
+  assert counts.max() <= 60 and counts.min() >= 40 and np.mean(counts == 60) >= 0.5
+  assert int(tokenmix.tokens_to_mix(jnp.float32(0.5), 196, 14)) == 98 + 14
+
+
+def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
+  from tests.mixing.conftest import constant_batch
+  images, labels = constant_batch(8, size=16)
+  uniform = jnp.ones((8, 16)) / 16                       # 4x4 grid of 4 px patches
+  hp = dict(tokenmix.TokenMix.defaults, mask_type="random")
+  mixed, lam, labels_b, tokens = tokenmix.tokenmix_local(jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5),
+                                                         jnp.bool_(False), images, uniform, labels, patch=4, hp=hp)
+  tokens = np.asarray(tokens).reshape(8, 4, 4)
+  own = np.arange(8) + 1.0
+  partner = np.argmax(np.asarray(labels_b), 1) + 1.0
+  expected = np.where(np.repeat(np.repeat(tokens, 4, 1), 4, 2) > 0, partner[:, None, None], own[:, None, None])
+  np.testing.assert_array_equal(np.asarray(mixed)[..., 0], expected)
+  # uniform attention: λ is the share of tokens kept from x
+  np.testing.assert_allclose(np.asarray(lam), 1 - tokens.mean((1, 2)), rtol=1e-6)
+  peaked = jnp.zeros((8, 16)).at[:, 0].set(1.0)          # all attention on token 0
+  _, lam_p, _, tok_p = tokenmix.tokenmix_local(jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5),
+                                                jnp.bool_(False), images, peaked, labels, patch=4, hp=hp)
+  np.testing.assert_allclose(np.asarray(lam_p), 1 - np.asarray(tok_p)[:, 0], atol=1e-6)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+@pytest.mark.parametrize("method", ["manifoldmix", "puzzlemix", "attentivemix", "alignmix", "transmix",
+                                    "tokenmix"])
+def test_picture_gives_a_consistent_mix(method):
+  entry = mixing.get_method(method)
+  images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  labels = jax.nn.one_hot(jnp.arange(4), 4)
+  hp = dict(entry.defaults)
+  if method == "attentivemix":
+    hp.update(feat_size=32, extractor_kwargs={"stem": "cifar", "width": 8})
+  result = entry.fn.picture(jax.random.key(1), images, labels, alpha=1.0, hp=hp)
+  assert result.images.shape[0] == 4 and np.all(np.isfinite(np.asarray(result.images)))
+  np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-5)

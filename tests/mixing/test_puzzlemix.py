@@ -1,0 +1,123 @@
+"""PuzzleMix on device: the jittable labeling solver against brute force, transport, and the mix itself."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixjax.mixing import puzzlemix
+from mixjax.mixing.puzzlemix_solver import labeling_energy, solve_labeling
+from tests.mixing.conftest import constant_batch, recover_pixel_weight
+
+
+def _energies_numpy(configs, unary, w_v, w_h):
+  """Energy of every labeling in ``configs`` [N, g, g] (brute force, numpy)."""
+  n_labels = unary.shape[-1]
+  t = np.arange(n_labels) / (n_labels - 1)
+  dist = (t[:, None] - t[None]) ** 2
+  g = unary.shape[0]
+  e = np.take_along_axis(np.broadcast_to(unary, configs.shape + (n_labels,)), configs[..., None], -1)[..., 0]
+  e = e.sum((1, 2))
+  e += (w_v * dist[configs[:, :-1, :], configs[:, 1:, :]]).sum((1, 2))
+  e += (w_h * dist[configs[:, :, :-1], configs[:, :, 1:]]).sum((1, 2))
+  return e
+
+
+@pytest.mark.parametrize("g,n_labels", [(3, 3), (3, 2), (4, 2)])
+def test_solver_energy_close_to_brute_force_minimum(g, n_labels):
+  rng = np.random.default_rng(g * 10 + n_labels)
+  configs = np.array(list(itertools.product(range(n_labels), repeat=g * g))).reshape(-1, g, g)
+  solve = jax.jit(jax.vmap(solve_labeling))
+  trials = 40
+  # PuzzleMix-like scales: unaries ~ 1/g², pairwise from 0.1x to 3x of that, some negative (non-submodular).
+  unary = rng.random((trials, g, g, n_labels)).astype(np.float32) / g ** 2
+  scale = rng.choice([0.1, 1.0, 3.0], size=(trials, 1, 1)) / g ** 2
+  w_v = ((rng.random((trials, g - 1, g)) - 0.1) * scale).astype(np.float32)
+  w_h = ((rng.random((trials, g, g - 1)) - 0.1) * scale).astype(np.float32)
+  labels = np.asarray(solve(jnp.asarray(unary), jnp.asarray(w_v), jnp.asarray(w_h)))
+  gaps = []
+  for i in range(trials):
+    ours = _energies_numpy(labels[i][None], unary[i], w_v[i], w_h[i])[0]
+    best = _energies_numpy(configs, unary[i], w_v[i], w_h[i]).min()
+    gaps.append((ours - best) / abs(best))
+  gaps = np.array(gaps)
+  print(f"\npuzzlemix solver {g}x{g}, {n_labels} labels: exact in {np.mean(gaps < 1e-5):.0%} of {trials}, "
+        f"mean relative energy gap {gaps.mean():.2e}, max {gaps.max():.2e}")
+  assert gaps.min() > -1e-5            # never below the true minimum (the energy functions agree)
+  assert np.mean(gaps < 1e-5) >= 0.9   # exact on nearly every grid
+  assert gaps.max() < 0.02
+
+
+def test_solver_energy_matches_numpy_energy():
+  rng = np.random.default_rng(0)
+  unary = rng.random((3, 3, 3)).astype(np.float32)
+  w_v, w_h = rng.random((2, 3)).astype(np.float32), rng.random((3, 2)).astype(np.float32)
+  labels = rng.integers(0, 3, (3, 3))
+  ours = float(labeling_energy(jnp.asarray(labels, jnp.int32), unary, w_v, w_h))
+  np.testing.assert_allclose(ours, _energies_numpy(labels[None], unary, w_v, w_h)[0], rtol=1e-5)
+
+
+def test_transport_moves_blocks_without_duplicating_them():
+  g, b = 4, 6
+  rng = np.random.default_rng(1)
+  mask = jnp.asarray(rng.integers(0, 2, (b, g, g)).astype(np.float32)).at[0].set(1.0)
+  utility = jnp.asarray(rng.random((b, g, g)).astype(np.float32) + 0.5)
+  plan = np.asarray(puzzlemix.transport_plan(mask, utility, t_eps=0.8))
+  assert plan.max(axis=2).max() <= 1 and plan.sum(axis=2).max() <= 1 and plan.sum(axis=1).max() <= 1
+  images = jnp.asarray(rng.random((b, 16, 16, 3)).astype(np.float32))
+  moved = np.asarray(puzzlemix.apply_transport(images, jnp.asarray(plan), g))
+  blocks = lambda x: x.reshape(b, g, 4, g, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+  src, dst = blocks(np.asarray(images)), blocks(moved)
+  for n in range(b):
+    for j in range(g * g):
+      winners = np.nonzero(plan[n, :, j])[0]
+      expected = src[n, winners[0]] if len(winners) else np.zeros_like(src[n, 0])
+      np.testing.assert_array_equal(dst[n, j], expected)
+    shown = np.asarray(mask[n]).reshape(-1) > 0
+    # every displayed destination got a source, so the displayed blocks are distinct source blocks
+    assert plan[n][:, shown].sum(axis=0).min() == 1
+  # sample 0 shows every block: the transport is a full permutation, the multiset of blocks is preserved
+  assert plan[0].sum() == g * g
+  np.testing.assert_array_equal(np.sort(dst[0], axis=0), np.sort(src[0], axis=0))
+
+
+HP = dict(puzzlemix.PuzzleMix.defaults)
+
+
+def _mix(hp, mesh=None, batch=8, seed=0):
+  images, labels = constant_batch(batch, size=32)
+  saliency = jax.random.uniform(jax.random.key(seed + 1), images.shape[:3])
+  fn = jax.jit(lambda r, x, s, y: puzzlemix.PuzzleMix().mix(mesh, r, x, s, y, alpha=1.0, hp=hp,
+                                                            mean=(0.0,) * 3, std=(255.0,) * 3))
+  return fn(jax.random.key(seed), images, saliency, labels)
+
+
+def test_label_weight_equals_mask_mean_and_targets_sum_to_one():
+  hp = dict(HP, transport=False)
+  lams = []
+  for seed in range(3):
+    result = _mix(hp, seed=seed)
+    weight, self_pair = recover_pixel_weight(result)
+    lam = np.asarray(result.lam)
+    for n in np.nonzero(~self_pair)[0]:
+      np.testing.assert_allclose(np.mean(weight[n]), lam[n], atol=1e-5)
+      assert set(np.round(np.unique(weight[n]) * 2, 5)) <= {0.0, 1.0, 2.0}   # 3 labels: shares 1, 1/2, 0
+    lams.append(lam)
+    np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
+  lams = np.concatenate(lams)
+  assert np.ptp(lams) > 0          # per-sample λ, not one per batch
+  assert np.all((lams >= 0) & (lams <= 1))
+
+
+def test_puzzlemix_pairs_within_each_device(four_device_mesh):
+  result = _mix(dict(HP), mesh=four_device_mesh, batch=16)
+  own = np.argmax(np.asarray(result.labels_a), 1)
+  partner = np.argmax(np.asarray(result.labels_b), 1)
+  assert np.all(own // 4 == partner // 4)
+  np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
+
+
+def test_resolution_error_names_the_fix():
+  with pytest.raises(ValueError, match="divisible"):
+    puzzlemix.check_resolution(36, 36, 4, 4)
