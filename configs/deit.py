@@ -21,6 +21,18 @@ DEFAULT_EPOCHS = 300
 _DEIT_EMA = {"ema.decay": 0.99996, "ema.warmup_epochs": 20.0, "optimizer.min_lr": 1e-4}
 
 # Rows of the DeiT-family table (README α column).
+# AutoMix in the ViT-family configs (spec 2.14 + review notes): MixBlock lr = the classifier's, per-iteration
+# cosine to 1e-4 without warmup, updated on 80% of the steps, momentum ramp from 25% of training, the reference's
+# compounding mask-loss schedule. The MixBlock reads a stride-16 feature map: DeiT's blocks 7-9 output ("stage2"
+# of 4), Swin's stage after the second patch merging ("stage2"), ConvNeXt/PVT/MogaNet "stage3".
+_AUTOMIX_VIT = {"mixblock_min_lr": 1e-4, "mixblock_warmup_epochs": 0.0, "mixblock_lr_by_epoch": False,
+                "mixblock_update_prob": 0.8, "momentum_scope_start": 0.25, "mask_loss_schedule": "compounding"}
+_AUTOMIX_PER_MODEL = {
+    **{m: {"args": {"automix": {**_AUTOMIX_VIT, "feature": "stage2"}}}
+       for m in ("deit_tiny", "deit_small", "deit_base", "swin_tiny")},
+    "convnext_tiny": {"args": {"automix": {**_AUTOMIX_VIT, "momentum_end": 0.99996}}},
+}
+
 METHODS = {
     "vanilla":      dict(method="vanilla", alpha=1.0),
     # The recipe's own Mixup 0.8 / CutMix 1.0 50/50 switch; MogaNet-T's "DeiT" row uses Mixup α 0.1.
@@ -39,7 +51,8 @@ METHODS = {
                          per_model={m: {"overrides": _DEIT_EMA} for m in ("deit_tiny", "deit_small", "deit_base")}),
     "tokenmix":     dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0)),
     "smmix":        dict(method=("mixup", "smmix"), alpha=(0.8, 1.0)),
-    "automix":      dict(method="automix", alpha=2.0),
+    "automix":      dict(method="automix", alpha=2.0, args={"automix": _AUTOMIX_VIT},
+                         per_model=_AUTOMIX_PER_MODEL),
     "samix":        dict(method="samix", alpha=2.0),
 }
 

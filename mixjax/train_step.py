@@ -7,6 +7,7 @@ sharded along the mesh's ``data`` axis, so BatchNorm statistics and the loss are
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -34,9 +35,18 @@ def denormalize_images(images: jax.Array, data_cfg) -> jax.Array:
 
 
 def model_aware_mode(config) -> mixing.MixMode | None:
-  """The configured mode when it is a model-aware method (it then computes the loss itself), else None."""
-  mode = mixing.resolve_mixing_config(config.mixing).modes[0]
-  return mode if mode.method.model_aware else None
+  """The configured stateful model-aware mode (it owns ``TrainState.aux``), else None.
+
+  Such a method runs alone (the config check enforces it); stateless model-aware methods may share a
+  multi-mode list with input-level ones.
+  """
+  plan = mixing.resolve_mixing_config(config.mixing)
+  stateful = [m for m in plan.modes if m.method.model_aware and m.method.fn.has_state()]
+  return stateful[0] if stateful else None
+
+
+def _needs_model(config) -> bool:
+  return any(m.method.model_aware for m in mixing.resolve_mixing_config(config.mixing).modes)
 
 
 def make_classification_loss(config) -> Callable:
@@ -75,8 +85,8 @@ def _step_inputs(config, step, batch, num_classes: int):
 
 
 def make_mixed_batch_fn(config, mesh, num_classes: int) -> Callable | None:
-  """(step, uint8 batch) → MixResult of an input-level method (for TensorBoard pictures); None otherwise."""
-  if model_aware_mode(config) is not None:
+  """(step, uint8 batch) → MixResult of input-level methods (for TensorBoard pictures); None otherwise."""
+  if _needs_model(config):
     return None
 
   def mixed_batch(step, batch):
@@ -96,22 +106,52 @@ def make_train_step(config, *, ctx: mixing.StepContext, tx: optax.GradientTransf
   mesh, model_fn, num_classes = ctx.mesh, ctx.model_fn, ctx.num_classes
   dtype = ctx.compute_dtype
   use_ema = bool(config.get("ema", {}).get("decay", 0.0))
+  plan = mixing.resolve_mixing_config(config.mixing)
   aware = model_aware_mode(config)
+
+  def input_level_loss(sub_plan, params, batch_stats, aux, images, labels, mix_rng, drop_rng):
+    del aux
+    mix = mixing.mix_batch_with_plan(sub_plan, mix_rng, images, labels, mesh=mesh)
+    logits, new_stats = model_fn(params, batch_stats, mix.images.astype(dtype), train=True, rng=drop_rng)
+    return ctx.classification_loss(logits, mix), (logits, new_stats, {})
+
+  def model_aware_loss(mode, params, batch_stats, aux, images, labels, mix_rng, drop_rng):
+    del drop_rng
+    return mode.method.fn.loss(ctx, mix_rng, params, batch_stats, aux, images, labels, alpha=mode.alpha,
+                               hp=mode.hyper_parameters)
+
+  if not any(m.method.model_aware for m in plan.modes):
+    # Input-level methods only: one mixing call (it switches between modes itself).
+    branches, probs = [functools.partial(input_level_loss, plan)], None
+  else:
+    # Each mode computes the whole loss; one is drawn per step with lax.switch (all compiled once).
+    branches = [functools.partial(model_aware_loss, m) if m.method.model_aware else
+                functools.partial(input_level_loss, mixing.MixPlan(modes=(m,), probs=(1.0,)))
+                for m in plan.modes]
+    probs = jnp.asarray(plan.probs, jnp.float32)
+
+  def loss_fn(params, state, images, labels, mix_rng, drop_rng):
+    args = (params, state.batch_stats, state.aux, images, labels, mix_rng, drop_rng)
+    if len(branches) == 1:
+      return branches[0](*args)
+    # Metrics differ between modes: give every branch the union of keys (zeros where a mode has none).
+    shapes = [jax.eval_shape(b, *args)[1][2] for b in branches]
+    keys = sorted({k for m in shapes for k in m})
+
+    def padded(branch):
+      def run(*a):
+        loss, (logits, stats, metrics) = branch(*a)
+        return loss, (logits, stats, {k: metrics.get(k, jnp.zeros((), jnp.float32)) for k in keys})
+      return run
+
+    index = jax.random.choice(jax.random.fold_in(mix_rng, 7), len(branches), p=probs)
+    return jax.lax.switch(index, [padded(b) for b in branches], *args)
 
   def step_fn(state: TrainState, batch: dict):
     rng, images, labels = _step_inputs(config, state.step, batch, num_classes)
     mix_rng, drop_rng, aux_rng = (jax.random.fold_in(rng, i) for i in range(3))
-
-    def loss_fn(params):
-      if aware is not None:
-        return aware.method.fn.loss(ctx, mix_rng, params, state.batch_stats, state.aux, images, labels,
-                                    alpha=aware.alpha, hp=aware.hyper_parameters)
-      mix = mixing.mix_batch(config.mixing, mix_rng, images, labels, mesh=mesh)
-      logits, new_stats = model_fn(params, state.batch_stats, mix.images.astype(dtype), train=True,
-                                   rng=drop_rng)
-      return ctx.classification_loss(logits, mix), (logits, new_stats, {})
-
-    (loss, (logits, new_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, new_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state, images, labels, mix_rng, drop_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     aux = state.aux

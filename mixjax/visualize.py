@@ -50,13 +50,23 @@ def to_display(images) -> np.ndarray:
 def mix_photos(method: str, photos: np.ndarray, seed: int,
                alpha: float = 1.0):
   """Mixes normalised photos with ``method``; returns (images in [0, 1],
-  MixResult). ``alpha = 1`` makes the mixing clearly visible."""
+  MixResult). ``alpha = 1`` makes the mixing clearly visible.
+
+  Model-aware methods draw their own picture (``ModelAwareMethod.picture``), with whatever small network they
+  need built on the spot; their default hyper-parameters are used.
+  """
   import jax
   from mixjax import mixing
-  cfg = mixing.default_mixing_config()
-  cfg.method, cfg.alpha = method, alpha
   labels = np.eye(len(photos), dtype=np.float32)
   normalised = (photos - IMAGENET_MEAN) / IMAGENET_STD
+  entry = mixing.get_method(method)
+  if entry.model_aware:
+    result = entry.fn.picture(jax.random.key(seed), jax.numpy.asarray(normalised), jax.numpy.asarray(labels),
+                              alpha=alpha, hp=dict(entry.defaults))
+    result = jax.device_get(result)
+    return to_display(result.images), result
+  cfg = mixing.default_mixing_config()
+  cfg.method, cfg.alpha = method, alpha
   mix = jax.jit(functools.partial(mixing.mix_batch, cfg))
   result = mix(jax.random.key(seed), normalised, labels)
   return to_display(result.images), result
@@ -105,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       description="Render mixed samples of scikit-image photographs.")
   parser.add_argument("--method", required=True,
                       help="a method name or 'all'; valid: "
-                      + ", ".join(mixing.list_methods("input")))
+                      + ", ".join(mixing.list_methods()))
   parser.add_argument("--out", default=None,
                       help="PNG path (default: mix_<method>.png)")
   parser.add_argument("--size", type=int, default=224,
@@ -113,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   if args.method == "all":
-    methods = mixing.list_methods("input")
+    methods = mixing.list_methods()
   else:
     methods = [mixing.get_method(args.method).name]  # unknown → lists names
   out = args.out or f"mix_{args.method}.png"

@@ -6,7 +6,7 @@ train-step hook. Importing this package registers all methods.
 from mixjax.mixing.config import (MixMode, MixPlan, default_mixing_config,
                                   resolve_mixing_config,
                                   validate_mixing_config)
-from mixjax.mixing.dispatch import mix_batch, mix_with_plan
+from mixjax.mixing.dispatch import mix_batch, mix_batch_with_plan, mix_with_plan
 from mixjax.mixing.registry import (MixMethod, UnknownMixMethodError,
                                     get_method, list_methods)
 from mixjax.mixing.result import MixResult
@@ -35,5 +35,5 @@ from mixjax.mixing import automix as _automix  # noqa: F401
 __all__ = [
     "MixMethod", "MixMode", "ModelAwareMethod", "StepContext", "register_model_aware", "MixPlan", "MixResult", "UnknownMixMethodError",
     "decoupled_mixup_loss", "default_mixing_config", "get_method", "list_methods", "mix_batch",
-    "mix_with_plan", "resolve_mixing_config", "validate_mixing_config",
+    "mix_batch_with_plan", "mix_with_plan", "resolve_mixing_config", "validate_mixing_config",
 ]

@@ -7,9 +7,10 @@ positions (cost ‖f_a,i − f_b,j‖², log-domain Sinkhorn with ``eps`` and at
 constant) re-expresses one map in the other's positions (R = hw·P, direction drawn per batch), then
 ``λ·F_a + (1−λ)·F̃_b`` (or ``λ·F̃_a + (1−λ)·F_b``). Targets ``λ·y + (1−λ)·y[π]``, λ ~ Beta(α, α).
 
-OpenMixup's ImageNet config trains ``mix_mode=['manifoldmix', 'alignmix']`` with a uniform choice per step;
-``manifoldmix_prob`` (default 0.5) reproduces that inside this one method (ManifoldMix over
-``manifoldmix_layer``, same α); set it to 0 for AlignMix alone. Both are branches of one ``lax.switch``.
+OpenMixup's ImageNet config trains ``mix_mode=['manifoldmix', 'alignmix']`` with a uniform choice per step; use
+the mode list ``method=('manifoldmix', 'alignmix')`` for that, or ``manifoldmix_prob=0.5`` to draw the same
+switch inside this one method (ManifoldMix over ``manifoldmix_layer``, same α; default 0: AlignMix alone). Both
+are branches of one ``lax.switch``.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class AlignMix(ModelAwareMethod):
   name = "alignmix"
   paper = ("Venkataramanan, Kijak, Amsaleg, Avrithis. AlignMixup: Improving Representations By Interpolating "
            "Aligned Features. CVPR 2022")
-  defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.5, "manifoldmix_layer": (0, 3)}
+  defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.0, "manifoldmix_layer": (0, 3)}
 
   def _last_stage(self, config) -> int:
     info = model_info(config)

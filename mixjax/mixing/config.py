@@ -140,11 +140,12 @@ def resolve_mixing_config(cfg) -> MixPlan:
           f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
           f"{name!r}; valid: {valid}")
 
-  if len(methods) > 1 and any(m.model_aware for m in methods):
+  stateful = [m.name for m in methods if m.model_aware and m.fn.has_state()]
+  if len(methods) > 1 and stateful:
     raise ValueError(
-        f"mixing methods {names}: a model-aware method "
-        f"({', '.join(m.name for m in methods if m.model_aware)}) cannot be "
-        "combined with other modes in a list; use it alone")
+        f"mixing methods {names}: {', '.join(stateful)} keeps its own "
+        "trained state (e.g. a MixBlock) and cannot share the step with "
+        "other modes; use it alone")
 
   modes = []
   for method, alpha in zip(methods, alphas):

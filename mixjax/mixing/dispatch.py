@@ -72,7 +72,14 @@ def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
     ``MixResult`` with the same shapes and dtypes as the inputs, sharded
     like them.
   """
-  plan = resolve_mixing_config(cfg)
+  return mix_batch_with_plan(resolve_mixing_config(cfg), rng, images, labels,
+                             mesh=mesh, axis_name=axis_name)
+
+
+def mix_batch_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
+                        labels: jax.Array, *, mesh: Mesh | None = None,
+                        axis_name: str = "data") -> MixResult:
+  """``mix_batch`` for an already resolved plan of input-level modes."""
   if any(m.method.model_aware for m in plan.modes):
     raise ValueError(f"mixing method {plan.modes[0].method.name!r} needs the model; the train step runs it "
                      "through its ModelAwareMethod.loss, not mix_batch")

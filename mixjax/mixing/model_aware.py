@@ -43,8 +43,21 @@ class ModelAwareMethod:
   defaults: Mapping[str, Any] = {}
   uses_alpha: bool = True
 
+  def has_state(self) -> bool:
+    """Whether the method keeps state in ``TrainState.aux`` (it overrides ``init_aux``/``update_aux``).
+
+    A stateless model-aware method can be one mode of a multi-mode list (e.g. TransMix with Mixup); a
+    stateful one must run alone.
+    """
+    cls = type(self)
+    return cls.init_aux is not ModelAwareMethod.init_aux or cls.update_aux is not ModelAwareMethod.update_aux
+
   def init_aux(self, ctx: StepContext, rng: jax.Array, params, batch_stats, hp: Mapping[str, Any]) -> Any:
-    """Method state kept in ``TrainState.aux`` (checkpointed with the run). Runs inside the jitted init."""
+    """Method state kept in ``TrainState.aux`` (checkpointed with the run). Runs inside the jitted init.
+
+    Weights read from disk here (e.g. AttentiveMix+'s pretrained extractor) are host arrays at trace time and
+    become constants of the init program; a resumed run restores them from its own checkpoint instead.
+    """
     del ctx, rng, params, batch_stats, hp
     return {}
 

@@ -37,8 +37,6 @@ E2E = {
     "manifoldmix": {},
     "alignmix": {"max_iter": 5},
     "puzzlemix": {},
-    "attentivemix": {"allow_random_extractor": True, "feat_size": 32,
-                     "extractor_kwargs": {"stem": "cifar", "width": 8}},
     "transmix": {"mixup_prob": 0.2},
     "tokenmix": {},
 }
@@ -53,6 +51,20 @@ def test_method_trains_demo_end_to_end(method, tmp_path):
   assert results["status"] == "completed"
   (entry,) = results["history"]
   assert entry["step"] == 2 and math.isfinite(entry["loss"])
+
+
+def test_attentivemix_trains_with_an_extractor_from_one_of_our_runs(tmp_path):
+  """The extractor comes from an Orbax checkpoint of a (vanilla) demo run; its weights land in state.aux."""
+  pretrain = demo_config("vanilla")
+  pretrain.max_steps = 1
+  train.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
+  config = demo_config("attentivemix", extractor_checkpoint=str(tmp_path / "pretrain"), feat_size=32)
+  hp = mixing.resolve_mixing_config(config.mixing).modes[0].hyper_parameters
+  params, _ = attentivemix.load_extractor_weights(hp)
+  kernel = np.asarray(params["stem_conv"]["kernel"])
+  assert kernel.shape[-1] == 8                      # the pretrained run's width-8 ResNet-18, from its config
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["status"] == "completed" and math.isfinite(results["history"][-1]["loss"])
 
 
 # ---------------------------------------------------------------- AlignMix
