@@ -12,21 +12,8 @@ from mixjax.recipes import rsb
 
 RECIPE = "rsb_a2"
 
-# Rows of the RSB table (README α column). "rsb" is the recipe's own Mixup 0.1 / CutMix 1.0 50/50 switch.
-METHODS = {
-    "rsb":          dict(method=("mixup", "cutmix"), alpha=(0.1, 1.0)),
-    "vanilla":      dict(method="vanilla", alpha=1.0),
-    "mixup":        dict(method="mixup", alpha=0.2),
-    "cutmix":       dict(method="cutmix", alpha=0.2),
-    "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    "attentivemix": dict(method="attentivemix", alpha=2.0),
-    "saliencymix":  dict(method="saliencymix", alpha=0.2),
-    "fmix":         dict(method="fmix", alpha=0.2),
-    "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
-    "resizemix":    dict(method="resizemix", alpha=1.0),
-    "automix":      dict(method="automix", alpha=2.0),
-    "samix":        dict(method="samix", alpha=2.0),
-}
+# Rows of the RSB table (α per method): one table for the A2 and A3 columns, in mixjax/recipes/rsb.py.
+METHODS = rsb.METHODS
 
 # Per-backbone model arguments: only ResNet-50 uses drop path in A2.
 BACKBONES = {"resnet50": {"drop_path_rate": 0.05}, "efficientnet_b0": {}, "mobilenet_v2": {}}

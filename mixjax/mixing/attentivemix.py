@@ -118,12 +118,21 @@ def load_extractor_weights(hp: Mapping, seed: int = 0):
 
 
 def _orbax_weights(path: str):
+  """Params (EMA params when the run kept them) and BN statistics of a run's checkpoint, as numpy arrays.
+
+  Restored as host arrays so this also works while ``init_aux`` is being traced.
+  """
   import orbax.checkpoint as ocp
   from mixjax.checkpoint import locate_checkpoint
   directory, step = locate_checkpoint(path)
-  restored = ocp.PyTreeCheckpointer().restore(os.path.join(directory, str(step), "state"))
+  item = os.path.join(directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(item)
+  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  restored = checkpointer.restore(item, restore_args=restore_args)
   params = restored["ema_params"] if restored.get("ema_params") else restored["params"]
-  return params, restored.get("batch_stats", {})
+  return params, restored.get("batch_stats") or {}
 
 
 def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
@@ -192,8 +201,8 @@ class AttentiveMix(ModelAwareMethod):
     if not hp["extractor_checkpoint"]:
       hp["allow_random_extractor"] = True
     ext_params, ext_stats = load_extractor_weights(hp)
-    return self.mix(None, rng, images, labels, {"params": ext_params, "batch_stats": ext_stats}, alpha=alpha,
-                    hp=hp)
+    draw = jax.jit(lambda r, x, y, ext: self.mix(None, r, x, y, ext, alpha=alpha, hp=hp))
+    return draw(rng, images, labels, {"params": ext_params, "batch_stats": ext_stats})
 
 
 register_model_aware(AttentiveMix())

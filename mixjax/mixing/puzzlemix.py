@@ -258,9 +258,13 @@ class PuzzleMix(ModelAwareMethod):
   def picture(self, rng, images, labels, *, alpha, hp):
     """Saliency of a small randomly initialised ResNet-18 (the visualiser has no trained run)."""
     from mixjax.mixing.picture_models import small_cnn_saliency
-    saliency = small_cnn_saliency(images, labels)
-    return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN_255,
-                    std=IMAGENET_STD_255)
+
+    @jax.jit
+    def draw(rng, images, labels):
+      saliency = small_cnn_saliency(images, labels)
+      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN_255,
+                      std=IMAGENET_STD_255)
+    return draw(rng, images, labels)
 
 
 register_model_aware(PuzzleMix())

@@ -143,8 +143,12 @@ class TokenMix(ModelAwareMethod):
     fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
     patch = images.shape[1] // 14
     images = images[:, :patch * 14, :patch * 14]
-    (_, feats), _ = fn(params, stats, images, train=False, return_attention=True)
-    return self.mix(None, rng, images, labels, feats["attention"], alpha=alpha, hp=hp, patch=patch)[0]
+
+    @jax.jit
+    def draw(rng, images, labels, params, stats):
+      (_, feats), _ = fn(params, stats, images, train=False, return_attention=True)
+      return self.mix(None, rng, images, labels, feats["attention"], alpha=alpha, hp=hp, patch=patch)[0]
+    return draw(rng, images, labels, params, stats)
 
 
 register_model_aware(TokenMix())

@@ -107,10 +107,14 @@ class TransMix(ModelAwareMethod):
     patch = images.shape[1] // 14
     size = patch * 14
     images = images[:, :size, :size]
-    mixed, region_b, lam0, labels_b, use_mixup = self.draw(None, rng, images, labels, alpha=alpha, hp=hp)
-    (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
-    lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), patch)
-    return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
+
+    @jax.jit
+    def draw(rng, images, labels, params, stats):
+      mixed, region_b, lam0, labels_b, use_mixup = self.draw(None, rng, images, labels, alpha=alpha, hp=hp)
+      (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
+      lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), patch)
+      return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
+    return draw(rng, images, labels, params, stats)
 
 
 register_model_aware(TransMix())

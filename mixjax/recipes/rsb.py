@@ -11,6 +11,25 @@ from mixjax.recipes import base
 
 # wd 0 on BN and biases (`(bn|gn)(\d+)?.(weight|bias)` or "bias"): all of them are 1-D parameters here.
 # Deviation: the reference regex misses the downsample BN's scale (spec §3.2 PITFALL); we exclude it too.
+
+# Rows of the RSB table (README α column), shared by its A2 and A3 columns (configs/rsb_a2.py, rsb_a3.py).
+# "rsb" is the recipe's own Mixup 0.1 / CutMix 1.0 50/50 switch.
+METHODS = {
+    "rsb":          dict(method=("mixup", "cutmix"), alpha=(0.1, 1.0)),
+    "vanilla":      dict(method="vanilla", alpha=1.0),
+    "mixup":        dict(method="mixup", alpha=0.2),
+    "cutmix":       dict(method="cutmix", alpha=0.2),
+    "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
+    "attentivemix": dict(method="attentivemix", alpha=2.0),
+    "saliencymix":  dict(method="saliencymix", alpha=0.2),
+    "fmix":         dict(method="fmix", alpha=0.2),
+    "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
+    "resizemix":    dict(method="resizemix", alpha=1.0),
+    # No reference AutoMix/SAMix config exists for RSB: the registered (paper) defaults.
+    "automix":      dict(method="automix", alpha=2.0),
+    "samix":        dict(method="samix", alpha=2.0),
+}
+
 LAMB = dict(name="lamb", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.02, wd_exclude_1d=True, wd_exclude=(),
             warmup_epochs=5.0, warmup_start_ratio=1e-5, min_lr=1e-6, schedule_by_epoch=True, grad_clip_norm=0.0)
 
