@@ -54,11 +54,6 @@ def partner_labels(mesh, perm_rng: jax.Array, labels: jax.Array) -> jax.Array:
   return on_shards(mesh, lambda r, y: y[local_permutation(r, y.shape[0])], perm_rng, labels)
 
 
-def partner_rows(mesh, perm_rng: jax.Array, x: jax.Array) -> jax.Array:
-  """Any per-sample array permuted like ``partner_labels`` (same key → same pairing)."""
-  return partner_labels(mesh, perm_rng, x)
-
-
 def blend(a: jax.Array, b: jax.Array, weight_a) -> jax.Array:
   """``w·a + (1−w)·b`` in float32, cast back to ``a``'s dtype (bf16 features keep an exact λ)."""
   w = jnp.asarray(weight_a, jnp.float32)

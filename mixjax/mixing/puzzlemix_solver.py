@@ -37,19 +37,20 @@ def labeling_energy(labels: jax.Array, unary: jax.Array, w_v: jax.Array, w_h: ja
 
 def _viterbi(unary: jax.Array, weights: jax.Array, dist: jax.Array) -> jax.Array:
   """Exact minimiser of Σ_c unary[c, ℓ_c] + Σ_c weights[c]·dist[ℓ_c, ℓ_c+1] over one chain [n, L]."""
-  n = unary.shape[0]
-  msg = unary[0]
-  back = []
-  for c in range(1, n):
-    scores = msg[:, None] + weights[c - 1] * dist        # [prev, next]
-    back.append(jnp.argmin(scores, axis=0))
-    msg = unary[c] + jnp.min(scores, axis=0)
+  def forward(msg, inputs):
+    u, w = inputs
+    scores = msg[:, None] + w * dist                      # [previous label, next label]
+    return u + jnp.min(scores, axis=0), jnp.argmin(scores, axis=0)
+
+  msg, back = jax.lax.scan(forward, unary[0], (unary[1:], weights))
+
+  def backward(label, pointers):
+    previous = pointers[label]
+    return previous, previous
+
   last = jnp.argmin(msg)
-  path = [last]
-  for c in range(n - 1, 0, -1):
-    last = back[c - 1][last]
-    path.append(last)
-  return jnp.stack(path[::-1]).astype(jnp.int32)
+  _, earlier = jax.lax.scan(backward, last, back, reverse=True)
+  return jnp.concatenate([earlier, last[None]]).astype(jnp.int32)
 
 
 def _row_sweep(labels, unary, w_v, w_h, dist, parity: int):

@@ -24,9 +24,11 @@ resnet18/34/50/101,         torchvision ``resnet*`` / timm ``resnet*``, ``resnex
 resnext101_32x4d            mmcls/OpenMixup ``backbone.`` / ``head.fc.`` prefixes are accepted
 mobilenet_v2                timm ``mobilenetv2_100`` (``conv_stem``, ``blocks.r.i``, ``conv_head``) or
                             torchvision ``mobilenet_v2`` (``features.*``, ``classifier.1``)
-efficientnet_b0             timm or torchvision ``efficientnet_b0`` (same layouts; both use BN eps 1e-5,
-                            ours 1e-3 as the mmcls port, so logits match only with eps set to 1e-3)
-deit_tiny, deit_small       timm ``deit_{tiny,small}_patch16_224`` (``VisionTransformer``)
+efficientnet_b0             timm ``efficientnet_b0`` or torchvision ``efficientnet_b0`` (the layouts of the
+                            line above); both build BN with eps 1e-5, ours uses 1e-3 like the mmcls port,
+                            so logits agree only for a torch model whose BN eps was set to 1e-3
+deit_tiny, deit_small       timm ``deit_{tiny,small}_patch16_224`` (``VisionTransformer``); build ours with
+                            the checkpoint's ``img_size`` (position-embedding grid)
 convnext_tiny               timm ``convnext_tiny``
 swin_tiny                   timm >= 0.9 ``swin_tiny_patch4_window7_224`` (patch merging at the start of
                             ``layers.{i+1}``, which is our ``merges[i]``)

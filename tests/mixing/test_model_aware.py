@@ -11,7 +11,7 @@ import pytest
 
 from mixjax import mixing, train
 from mixjax.mixing import alignmix, attentivemix, manifoldmix, per_device, tokenmix, transmix
-from mixjax.mixing.sinkhorn import sinkhorn_plan, squared_distances
+from mixjax.mixing.sinkhorn import sinkhorn_plan
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
 

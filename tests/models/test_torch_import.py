@@ -101,4 +101,4 @@ def test_mmcls_prefixes_and_strictness(setup):
     with pytest.raises(ValueError, match="fc.weight"):
         load_torch_state_dict(model, wrong)
     with pytest.raises(NotImplementedError, match="ResNet"):
-        load_torch_state_dict(nnx.eval_shape(lambda: build_model("deit_tiny", num_classes=3, rngs=nnx.Rngs(0))), sd)
+        load_torch_state_dict(nnx.eval_shape(lambda: build_model("pvt_tiny", num_classes=3, rngs=nnx.Rngs(0))), sd)
