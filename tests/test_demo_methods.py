@@ -4,11 +4,17 @@ import json
 import math
 import os
 
+import ml_collections
 import pytest
 
 from mixjax import mixing, train
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
+
+
+# Methods that need a transformer's class-token attention run the demo on a tiny DeiT (4×4 patches of 32 px).
+TINY_VIT = dict(name="deit_tiny", patch_size=4, img_size=32, depth=4, embed_dim=32, num_heads=2)
+NEEDS_VIT = ("transmix", "tokenmix")
 
 
 def _config(method):
@@ -19,6 +25,15 @@ def _config(method):
   config.model.width = 8
   config.max_steps = 2
   config.log_mixed_samples = 4
+  name = config.mixing.method
+  if name in NEEDS_VIT:
+    config.model = ml_collections.ConfigDict(TINY_VIT)
+  if name == "attentivemix":
+    # A randomly initialised extractor exercises the mechanics only (a real run points extractor_checkpoint
+    # at a trained model; tests/mixing/test_model_aware.py does that with a real run's checkpoint).
+    config.mixing.args.attentivemix.allow_random_extractor = True
+    config.mixing.args.attentivemix.feat_size = 32
+    config.mixing.args.attentivemix.extractor_kwargs = {"stem": "cifar", "width": 8}
   return config
 
 

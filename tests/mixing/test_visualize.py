@@ -11,7 +11,7 @@ def test_all_methods_render_to_one_png(tmp_path, capsys):
   assert visualize.main(["--method=all", f"--out={out}", "--size=32"]) == 0
   assert "wrote" in capsys.readouterr().out
   image = matplotlib.image.imread(out)
-  rows = len(mixing.list_methods("input"))
+  rows = len(mixing.list_methods())
   # figure is 2.6 in per row at 80 dpi: the height grows with every method
   assert image.shape[0] == pytest.approx(rows * 2.6 * 80, abs=2)
   assert image.shape[1] == pytest.approx(len(visualize.PHOTOS) * 2.4 * 80,
