@@ -6,11 +6,14 @@ timed over ``--steps`` runs after ``--warmup`` runs (median). Prints a table; no
     python benchmarks/mixing_overhead.py                                  # CPU-sized default
     python benchmarks/mixing_overhead.py --model=resnet50 --size=224 --batch=128 --dtype=bfloat16   # GPU
 
-Goal (issue 3): every input-level method ≤ 1.01× vanilla on ResNet-50-sized steps.
+Goals: every input-level method ≤ 1.01× vanilla on ResNet-50-sized steps (issue 3); PuzzleMix ≤ 1.7×, the
+other model-aware methods ≤ 1.2× (issue 6); AutoMix/SAMix ≤ 2.2× (issue 7). TransMix/TokenMix need a ViT
+(``--model=deit_tiny``); AttentiveMix+ needs ``--set=attentivemix.allow_random_extractor=True`` (or a checkpoint).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
 import time
 
@@ -33,6 +36,11 @@ def build_step(method: str, args):
   c.mixing = mixing.default_mixing_config()
   c.mixing.method = method
   c.mixing.alpha = 1.0
+  for item in args.set:  # e.g. attentivemix.allow_random_extractor=True
+    key, value = item.split("=", 1)
+    name, hp = key.split(".", 1)
+    if name == method:
+      c.mixing.args[name][hp] = ast.literal_eval(value)
   c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
@@ -75,6 +83,9 @@ def main():
   p.add_argument("--classes", type=int, default=1000)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--methods", default="all", help="comma-separated, or all")
+  p.add_argument("--set", action="append", default=[],
+                 help="method hyper-parameter, METHOD.KEY=VALUE (repeatable), e.g. "
+                      "attentivemix.allow_random_extractor=True")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   args = p.parse_args()
