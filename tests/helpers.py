@@ -16,6 +16,18 @@ FAST_OVERRIDES = ("--config.model.width=8", "--config.num_epochs=2", "--config.l
                   "--config.log_mixed_samples=0")
 
 
+def demo_config(arg: str | None = None):
+  """``configs/demo.py:<arg>`` loaded in process, shrunk to the width-8 ResNet-18 every test uses (no pictures)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("mixjax_demo_config", os.path.join(REPO, "configs", "demo.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.model.width = 8
+  config.log_mixed_samples = 0
+  return config
+
+
 def cli_env(num_devices: int = 4) -> dict:
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"

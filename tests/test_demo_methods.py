@@ -1,15 +1,13 @@
 """Every registered mixing method trains the demo config end to end (a few steps, in process, 4 devices)."""
-import importlib.util
 import json
 import math
-import os
 
 import ml_collections
 import pytest
 
 from mixjax import mixing, train
+from tests.helpers import demo_config
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
 
 
 # Methods that need a transformer's class-token attention run the demo on a tiny DeiT (4×4 patches of 32 px).
@@ -18,11 +16,7 @@ NEEDS_VIT = ("transmix", "tokenmix")
 
 
 def _config(method):
-  spec = importlib.util.spec_from_file_location("demo_cfg_methods", DEMO)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config(method)
-  config.model.width = 8
+  config = demo_config(method)
   config.max_steps = 2
   config.log_mixed_samples = 4
   name = config.mixing.method

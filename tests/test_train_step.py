@@ -1,7 +1,4 @@
 """The jitted train step on its own: EMA rule, bf16 compute with float32 params, donation, determinism."""
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,16 +6,11 @@ import pytest
 
 from mixjax.sharding import host_batch_to_global, make_mesh
 from mixjax.train_step import build_step_functions
+from tests.helpers import demo_config
 
 
 def _demo_config(method="vanilla"):
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
-  spec = importlib.util.spec_from_file_location("demo_cfg_step", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config(method)
-  config.model.width = 8
-  return config
+  return demo_config(method)
 
 
 def _setup(config, steps_per_epoch=10):

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import (FAST_OVERRIDES, checkpoint_steps, cli_env, free_port, load_state, main_cmd,
-                           run_cli)
+from tests.helpers import (FAST_OVERRIDES, checkpoint_steps, cli_env, demo_config, free_port, load_state,
+                           main_cmd, run_cli)
 
 DEMO = "configs/demo.py"
 
@@ -65,14 +65,8 @@ def test_rerun_resumes_and_does_not_retrain(four_device_run):
 
 
 def _demo_config(arg):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("demo_cfg", os.path.join(os.path.dirname(__file__), "..", DEMO))
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config(arg)
-  config.model.width = 8
+  config = demo_config(arg)
   config.max_steps = SHARDING_STEPS
-  config.log_mixed_samples = 0
   config.data.num_shards = 2
   return config
 

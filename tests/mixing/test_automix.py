@@ -1,7 +1,5 @@
 """AutoMix / SAMix: gradient paths, momentum encoder, mask validity, schedules, exact resume."""
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ from mixjax import losses, mixing, optim
 from mixjax.mixing.automix import method as am
 from mixjax.mixing.automix import schedules
 from mixjax.train_state import make_init_fn, model_fn_and_shapes
+from tests.helpers import demo_config
 
 BATCH, SIZE, CLASSES = 8, 32, 10
 
@@ -174,14 +173,8 @@ def test_picture_shows_valid_learned_masks():
 
 
 def _demo_config(max_steps):
-  spec = importlib.util.spec_from_file_location(
-      "demo_cfg_automix", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config("automix,epochs=1")
-  config.model.width = 8
+  config = demo_config("automix,epochs=1")
   config.max_steps = max_steps
-  config.log_mixed_samples = 0
   config.checkpoint_every_steps = 2
   config.data.num_shards = 2
   return config

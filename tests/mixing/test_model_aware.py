@@ -1,8 +1,6 @@
 """Model-aware methods (issue 6): ManifoldMix, AlignMix, AttentiveMix+, TransMix, TokenMix — properties of
 their kernels, and each trains the demo config end to end inside the jitted, sharded step."""
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,19 +10,15 @@ import pytest
 from mixjax import mixing, train
 from mixjax.mixing import alignmix, attentivemix, manifoldmix, per_device, tokenmix, transmix
 from mixjax.mixing.sinkhorn import sinkhorn_plan
+from tests.helpers import demo_config as load_demo_config
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
 
 # A tiny DeiT for the ViT-only methods on the 32 px demo (8x8 patch grid of 4 px patches).
 TINY_VIT = dict(name="deit_tiny", patch_size=4, img_size=32, depth=4, embed_dim=32, num_heads=2)
 
 
 def demo_config(method, **args):
-  spec = importlib.util.spec_from_file_location("demo_cfg_model_aware", DEMO)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config(method)
-  config.model.width = 8
+  config = load_demo_config(method)
   config.max_steps = 2
   config.batch_size = 32
   config.log_mixed_samples = 0
