@@ -34,14 +34,15 @@ def _flag(argv, name):
                                              ("slurm", ["sbatch"]), ("tpu", ["bash", "launch/tpu_pod.sh"])])
 def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefix):
   out = tmp_path / "sweep.sh"
-  assert sweep.main(["--recipe=configs/rsb_a3.py", "--methods=rsb,cutmix,puzzlemix",
-                     "--models=resnet50,mobilenet_v2", "--epochs=100,50", f"--launcher={launcher}",
+  # comixup stands for a table row whose method is not built yet: its cells must be written as comments.
+  assert "comixup" not in availability.mixing.list_methods()
+  assert sweep.main(["--recipe=configs/pytorch_style.py", "--methods=mixup,cutmix,comixup",
+                     "--models=resnet50,resnet18", "--epochs=100,50", f"--launcher={launcher}",
                      f"--out={out}", "--extra=--config.data.data_dir=/data/tfds"]) == 0
   assert subprocess.run(["bash", "-n", str(out)]).returncode == 0
   assert os.stat(out).st_mode & stat.S_IXUSR
   _, commands, skipped = _commands(out)
-  expected_pending = 0 if "puzzlemix" in availability.mixing.list_methods() else 2 * 2
-  assert len(commands) == 2 * 3 * 2 - expected_pending and len(skipped) == expected_pending
+  assert len(commands) == 2 * 2 * 2 and len(skipped) == 2 * 2
   seen = set()
   for command in commands:
     argv = shlex.split(command.split(" || ")[0])
@@ -52,9 +53,9 @@ def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefi
     assert argv[-1] == "--config.data.data_dir=/data/tfds"
     recipe, arg = cells.split_config_string(config)
     c = cells.load_recipe(recipe).get_config(arg)  # the command's config resolves (implemented cell)
-    assert workdir == f"runs/rsb_a3/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
+    assert workdir == f"runs/pytorch_style/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
     seen.add((c.recipe.method, c.recipe.model, c.num_epochs))
-  assert seen == {(m, model, e) for m in ("rsb", "cutmix") for model in ("resnet50", "mobilenet_v2")
+  assert seen == {(m, model, e) for m in ("mixup", "cutmix") for model in ("resnet50", "resnet18")
                   for e in (100, 50)}
 
 
