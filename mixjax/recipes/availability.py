@@ -13,8 +13,8 @@ from mixjax.recipes.errors import NotImplementedYetError
 # recipes put into ``config.mixing.method``.
 PLANNED_METHODS = {
     "manifoldmix": "issue 6", "attentivemix": "issue 6", "puzzlemix": "issue 6", "alignmix": "issue 6",
-    "transmix": "issue 6", "tokenmix": "issue 6", "smmix": "issue 6", "comixup": "issue 6",
-    "supermix": "issue 6", "grafting": "issue 6", "automix": "issue 7", "samix": "issue 7",
+    "transmix": "issue 6", "tokenmix": "issue 6", "smmix": "not scheduled", "comixup": "not scheduled",
+    "supermix": "not scheduled", "grafting": "not scheduled", "automix": "issue 7", "samix": "issue 7",
 }
 
 
