@@ -50,9 +50,7 @@ def build_config(arg=None):
                 pp_train=f"{base.random_resized_crop(64)}|flip_lr", pp_eval="decode|resize(64)",
                 shuffle_buffer=100_000)
   base.model_kwargs(c, BACKBONES.get(model, {"stem": "cifar"}))
-  base.set_optimizer(c, name="sgd", lr=0.2, base_batch_size=100, momentum=0.9, nesterov=False,
-                     weight_decay=1e-4, wd_exclude_1d=False, wd_exclude=(), warmup_epochs=0.0, min_lr=0.0,
-                     schedule_by_epoch=True, grad_clip_norm=0.0)
+  base.set_pytorch_sgd(c, lr=0.2, base_batch_size=100)
   base.apply_row(c, base.resolve_row(METHODS, args["method"], model))
   return c
 

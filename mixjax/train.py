@@ -108,7 +108,7 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
     total_steps = min(total_steps, int(config.max_steps))
   eval_batch_size = config.get("eval_batch_size") or config.batch_size
   check_batch_size(eval_batch_size, mesh)
-  eval_batches, num_eval_batches = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
+  eval_batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
   logging.info("Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.", info.name,
                info.num_train_examples, info.num_eval_examples, info.num_classes, steps_per_epoch, total_steps)
 

@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from mixjax.sharding import host_batch_to_global, make_mesh
 from mixjax.train_step import build_step_functions

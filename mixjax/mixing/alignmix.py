@@ -75,7 +75,6 @@ class AlignMix(ModelAwareMethod):
     k_lam, k_perm, k_flip, k_mode, k_layer, k_drop = jax.random.split(rng, 6)
     lam = sample_beta_lam(k_lam, alpha)
     flip = jax.random.bernoulli(k_flip)
-    stages = manifold + (last,)
     index = jnp.asarray(len(manifold), jnp.int32)
     if manifold:
       use_manifold = jax.random.uniform(k_mode) < prob

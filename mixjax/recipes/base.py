@@ -139,6 +139,14 @@ def set_optimizer(c: ml_collections.ConfigDict, **values) -> None:
     c.optimizer[key] = tuple(value) if isinstance(value, list) else value
 
 
+def set_pytorch_sgd(c: ml_collections.ConfigDict, *, lr: float, base_batch_size: int) -> None:
+  """The PyTorch-style optimizer (spec §3.1, also Tiny-ImageNet): SGD momentum 0.9 without Nesterov, weight
+  decay 1e-4 on every parameter, no warmup, cosine to 0 stepped per epoch, no clipping."""
+  set_optimizer(c, name="sgd", lr=lr, base_batch_size=base_batch_size, momentum=0.9, nesterov=False,
+                weight_decay=1e-4, wd_exclude_1d=False, wd_exclude=(), warmup_epochs=0.0, min_lr=0.0,
+                schedule_by_epoch=True, grad_clip_norm=0.0)
+
+
 def apply_row(c: ml_collections.ConfigDict, row: Mapping[str, Any]) -> None:
   """Writes a resolved row into ``c.mixing`` / ``c.loss`` / overrides."""
   method = row["method"]

@@ -6,7 +6,6 @@ So the 4-device result must equal mixing each shard on its own with the same
 rng, and every partner must come from the same shard.
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P

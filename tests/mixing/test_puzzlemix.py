@@ -16,7 +16,6 @@ def _energies_numpy(configs, unary, w_v, w_h):
   n_labels = unary.shape[-1]
   t = np.arange(n_labels) / (n_labels - 1)
   dist = (t[:, None] - t[None]) ** 2
-  g = unary.shape[0]
   e = np.take_along_axis(np.broadcast_to(unary, configs.shape + (n_labels,)), configs[..., None], -1)[..., 0]
   e = e.sum((1, 2))
   e += (w_v * dist[configs[:, :-1, :], configs[:, 1:, :]]).sum((1, 2))
