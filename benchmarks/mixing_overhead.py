@@ -44,7 +44,7 @@ def build_step(method: str, args):
   c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
-  c.num_epochs = 1
+  c.epochs = 1
   mesh = make_mesh()
   fns = build_step_functions(c, mesh=mesh, num_classes=args.classes, steps_per_epoch=100)
   state, step = fns.init_state(), fns.train_step

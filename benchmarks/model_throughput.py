@@ -33,7 +33,7 @@ def jax_images_per_sec(model: str, args) -> float:
   from mixjax.train_step import build_step_functions
 
   c = ml_collections.ConfigDict()
-  c.seed, c.batch_size, c.num_epochs, c.compute_dtype = 0, args.batch, 1, args.dtype
+  c.seed, c.batch_size, c.epochs, c.compute_dtype = 0, args.batch, 1, args.dtype
   c.data = ml_collections.ConfigDict(dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)))
   c.model = ml_collections.ConfigDict(dict(name=model))
   c.mixing = mixing.default_mixing_config()

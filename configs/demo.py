@@ -27,8 +27,8 @@ def get_config(arg=None):
   args = parse_arg(arg, allowed=dict(method="vanilla", model="resnet18", epochs=30))
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_epochs = args["epochs"]
-  c.max_steps = 0              # >0: stop after this many steps (smoke tests); the lr schedule keeps num_epochs
+  c.epochs = args["epochs"]
+  c.max_steps = 0              # >0: stop after this many steps (smoke tests); the lr schedule keeps epochs
   c.batch_size = 128           # global batch, split over all devices of all processes
   c.compute_dtype = "float32"  # or bfloat16 (params stay float32)
 

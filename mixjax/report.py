@@ -71,7 +71,7 @@ def load_run(path: str) -> Run:
              recipe=recipe.get("name") or "custom",
              method=recipe.get("method") or _method_name(config),
              model=recipe.get("model") or (config.get("model") or {}).get("name", "?"),
-             epochs=int(recipe.get("epochs") or results.get("total_epochs") or config.get("num_epochs") or 0),
+             epochs=int(recipe.get("epochs") or results.get("total_epochs") or config.get("epochs") or 0),
              results=results)
 
 

@@ -103,8 +103,8 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
   # ---------------------------------------------------------------- data
   info = data.get_dataset_info(config.data)
   steps_per_epoch = data.train_steps_per_epoch(config.data, info, config.batch_size)
-  total_steps = steps_per_epoch * config.num_epochs
-  if config.get("max_steps"):  # stop early (smoke tests, profiling); the schedule still spans num_epochs
+  total_steps = steps_per_epoch * config.epochs
+  if config.get("max_steps"):  # stop early (smoke tests, profiling); the schedule still spans epochs
     total_steps = min(total_steps, int(config.max_steps))
   eval_batch_size = config.get("eval_batch_size") or config.batch_size
   check_batch_size(eval_batch_size, mesh)
@@ -162,7 +162,7 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
 
   def write_summary(status: str) -> dict:
     results = summarize(history, epochs_done=int(jax.device_get(state.step)) // steps_per_epoch,
-                        total_epochs=config.num_epochs, config_json=config_json, status=status)
+                        total_epochs=config.epochs, config_json=config_json, status=status)
     if is_main:
       write_results(workdir, results)
     return results

@@ -232,9 +232,9 @@ def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int
   """Model, optimizer, schedule, initial state and the jitted steps of ``config``."""
   model_fn, abstract_params, _ = model_fn_and_shapes(config, num_classes)
   schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
-                                    steps_per_epoch=steps_per_epoch, total_epochs=config.num_epochs)
+                                    steps_per_epoch=steps_per_epoch, total_epochs=config.epochs)
   tx = optim.make_optimizer(config.optimizer, abstract_params, schedule)
-  total_steps = total_steps or steps_per_epoch * config.num_epochs
+  total_steps = total_steps or steps_per_epoch * config.epochs
   ctx = make_step_context(config, mesh=mesh, model_fn=model_fn, num_classes=num_classes,
                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   init_fn = make_init_fn(config, num_classes, tx, init_aux=make_aux_init_fn(ctx))

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small, fast variant of the demo: a width-8 ResNet-18 for 2 epochs of the digits (11 steps each).
-FAST_OVERRIDES = ("--config.model.width=8", "--config.num_epochs=2", "--config.log_every_steps=5",
+FAST_OVERRIDES = ("--config.model.width=8", "--config.epochs=2", "--config.log_every_steps=5",
                   "--config.log_mixed_samples=0")
 
 

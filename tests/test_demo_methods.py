@@ -52,5 +52,5 @@ def test_decouple_loss_trains(tmp_path):
 
 def test_demo_config_arg_selects_method_model_epochs():
   config = _config("cutmix,model=resnet34,epochs=7")
-  assert (config.mixing.method, config.model.name, config.num_epochs) == ("cutmix", "resnet34", 7)
+  assert (config.mixing.method, config.model.name, config.epochs) == ("cutmix", "resnet34", 7)
   assert config.mixing.alpha == 1.0

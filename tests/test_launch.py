@@ -54,7 +54,7 @@ def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefi
     recipe, arg = cells.split_config_string(config)
     c = cells.load_recipe(recipe).get_config(arg)  # the command's config resolves (implemented cell)
     assert workdir == f"runs/pytorch_style/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
-    seen.add((c.recipe.method, c.recipe.model, c.num_epochs))
+    seen.add((c.recipe.method, c.recipe.model, c.epochs))
   assert seen == {(m, model, e) for m in ("mixup", "cutmix") for model in ("resnet50", "resnet18")
                   for e in (100, 50)}
 

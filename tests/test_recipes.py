@@ -74,7 +74,7 @@ def test_every_table_cell_resolves_or_is_not_implemented_yet(capsys):
     # The config names the cell: recipe, method row, model and epochs.
     assert (c.recipe.name, c.recipe.method, c.recipe.model, c.recipe.epochs) == (
         cell.column.recipe, cell.row, cell.column.model, cell.column.epochs), cell.config_string
-    assert (c.model.name, c.num_epochs) == (cell.column.model, cell.column.epochs)
+    assert (c.model.name, c.epochs) == (cell.column.model, cell.column.epochs)
     expected = _expected_alpha(cell)
     if expected is not None:
       got = _as_tuple(c.mixing.alpha)
@@ -135,7 +135,7 @@ def test_per_backbone_exceptions_and_row_overrides():
   assert "drop_path_rate" not in a2.get_config("rsb,model=mobilenet_v2").model
   assert a2.get_config("rsb").data.repeated_aug
   tiny = cells.load_recipe("tiny_imagenet").get_config("mixup")
-  assert (tiny.model.stem, tiny.data.num_classes, tiny.num_epochs) == ("cifar", 200, 400)
+  assert (tiny.model.stem, tiny.data.num_classes, tiny.epochs) == ("cifar", 200, 400)
 
 
 def test_weight_decay_exclusions_follow_the_recipe():
@@ -222,7 +222,7 @@ def test_recipe_trains_two_steps_on_tiny_data(recipe, tmp_path):
   c.data.shuffle_buffer = 256
   for key, value in model_kwargs.items():
     c.model[key] = value
-  c.batch_size, c.max_steps, c.num_epochs = 32, 2, 1
+  c.batch_size, c.max_steps, c.epochs = 32, 2, 1
   c.log_mixed_samples, c.log_every_steps = 0, 1
   c.compute_dtype = "float32"  # bfloat16 convolutions compile and run slowly on the CPU test machine
   results = train.train_and_evaluate(c, str(tmp_path))

@@ -12,7 +12,7 @@ from mixjax.recipes import cells, tables
 
 def _demo_config(method):
   c = cells.load_recipe("demo").get_config(method)  # configs/demo.py, loaded like --config does
-  c.model.width, c.num_epochs, c.log_mixed_samples = 8, 2, 0
+  c.model.width, c.epochs, c.log_mixed_samples = 8, 2, 0
   return c
 
 

@@ -133,7 +133,7 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
   stream is a pure function of (seed, step) and the step rng is fold_in(seed, step); on one CPU XLA program the
   arithmetic is deterministic.
   """
-  args = (*FAST_OVERRIDES, "--config.num_epochs=3", "--config.checkpoint_every_steps=4")
+  args = (*FAST_OVERRIDES, "--config.epochs=3", "--config.checkpoint_every_steps=4")
   ref_dir, kill_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
   _assert_ok(run_cli(main_cmd(DEMO + ":cutmix", ref_dir, *args)))
   proc = subprocess.Popen(main_cmd(DEMO + ":cutmix", kill_dir, *args), env=cli_env(4),
@@ -155,7 +155,7 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
 
 def test_sigterm_checkpoints_before_exit(tmp_path):
   workdir = str(tmp_path / "term")
-  proc = subprocess.Popen(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.num_epochs=50"),
+  proc = subprocess.Popen(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
                           env=cli_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
   while time.time() < deadline and not checkpoint_steps(workdir):
@@ -223,7 +223,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(four_device_run, tmp_path
   shutil.copytree(src, workdir)
   good = load_state(workdir)
   proc = run_cli(main_cmd(DEMO + ":mixup", workdir, *FAST_OVERRIDES, "--config.data.num_shards=2",
-                          "--config.num_epochs=4", "--config.optimizer.lr=1e30"))
+                          "--config.epochs=4", "--config.optimizer.lr=1e30"))
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "became" in proc.stderr and "last good checkpoint (step 22)" in proc.stderr
   assert checkpoint_steps(workdir) == [11, 22]

@@ -81,7 +81,7 @@ def skeleton(*, recipe: str, method: str, model: str, epochs: int, report_metric
   """The config keys every recipe shares (same layout as configs/demo.py), with neutral values."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_epochs = epochs
+  c.epochs = epochs
   c.max_steps = 0
   c.batch_size = 256
   c.compute_dtype = "float32"

@@ -18,7 +18,7 @@ BATCH, SIZE, CLASSES = 8, 32, 10
 
 def _ctx(name):
   c = ml_collections.ConfigDict()
-  c.seed, c.batch_size, c.num_epochs, c.compute_dtype = 0, BATCH, 1, "float32"
+  c.seed, c.batch_size, c.epochs, c.compute_dtype = 0, BATCH, 1, "float32"
   c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar"))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))

@@ -22,7 +22,7 @@ def _preview_config(batch: int, steps: int) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.batch_size = batch
-  c.num_epochs = 1
+  c.epochs = 1
   c.compute_dtype = "float32"
   c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8))
   c.optimizer = optim.default_optimizer_config()
