@@ -8,15 +8,58 @@ ignored (and cleaned up at the next start).
 """
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
+import sys
+import time
+from typing import Any, Callable
 
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mixjax.errors import UserError
 
-class CheckpointNotFoundError(FileNotFoundError):
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
   pass
+
+
+class CheckpointSaveError(UserError):
+  """A checkpoint could not be written (disk full, permissions, a vanished directory); the run must stop."""
+
+  hard_exit = True  # Orbax may leave non-daemon threads waiting for the failed save (see mixjax.cli)
+
+  def __init__(self, message: str):
+    super().__init__(message, hint="fix the file system problem, then rerun the same command: it resumes from "
+                     "the last checkpoint that was written")
+
+
+class NoIntactCheckpointError(UserError):
+  """Every checkpoint of a run directory failed to restore (each one was moved aside, none deleted)."""
+
+
+def _quiet_abandoned_reads() -> None:
+  """After a failed restore, TensorStore reads still in flight finish into a closed event loop and their
+  coroutines are collected later; Python would print each as an "Exception ignored" traceback. The failure was
+  already reported in one line, so those leftovers are dropped (every other unraisable error still prints)."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_mixjax_quiet", False):
+    return
+
+  def hook(unraisable):
+    text = f"{unraisable.exc_value} {unraisable.object!r}"
+    if ("Event loop is closed" in text or "_read_array_index" in text
+        or "Encountered error while reading array" in text):
+      return
+    previous(unraisable)
+
+  hook._mixjax_quiet = True
+  sys.unraisablehook = hook
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
 class Checkpointer:
@@ -32,6 +75,7 @@ class Checkpointer:
         create=not read_only,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    self._pending: int | None = None  # the step of the last save not yet checked for errors
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -40,9 +84,30 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Starts an asynchronous save (the device→host copy happens before this returns)."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    """Starts an asynchronous save (the device→host copy happens before this returns).
+
+    A failure of this save or of the previous (background) one raises :class:`CheckpointSaveError`.
+    """
+    self.check_for_errors()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # anything Orbax/TensorStore/the file system raise
+      raise CheckpointSaveError(f"Saving checkpoint step {step} in {self.directory} failed: {_first_line(e)}") from e
+    self._pending = step
+
+  def check_for_errors(self) -> None:
+    """Raises :class:`CheckpointSaveError` once a background save has failed (cheap; call it every step).
+
+    A save that finished is checked by waiting on it (immediate then), which re-raises its error.
+    """
+    if self._pending is None or self._manager.is_saving_in_progress():
+      return
+    step, self._pending = self._pending, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise CheckpointSaveError(f"Saving checkpoint step {step} in {self.directory} failed: {_first_line(e)}") from e
 
   def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict]:
     """Restores ``step`` (latest if None) into the shardings given by ``abstract_state``."""
@@ -59,7 +124,55 @@ class Checkpointer:
     return dict(restored.meta)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    step, self._pending = self._pending, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise CheckpointSaveError(f"Saving checkpoint step {step} in {self.directory} failed: {_first_line(e)}") from e
+
+  def restore_newest_intact(self, abstract_state: Any, *, check_meta: Callable[[dict, int], None] | None = None,
+                            warn: Callable[[str], None] = print) -> tuple[Any, dict, int]:
+    """Restores the newest step that restores cleanly; damaged newer steps are moved aside, never deleted.
+
+    ``check_meta(meta, step)`` runs on each step's metadata before its state is read (a config fingerprint
+    check raises there, and that error is the user's, not damage). Returns (state, meta, step).
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
+      raise CheckpointNotFoundError(f"No checkpoint found in {self.directory}.")
+    for step in steps:
+      try:
+        meta = self.restore_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e, warn)
+        continue
+      if check_meta is not None:
+        check_meta(meta, step)
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e, warn)
+        continue
+      return state, meta, step
+    raise NoIntactCheckpointError(
+        f"None of the checkpoints in {self.directory} could be restored; they were moved to "
+        f"{self.damaged_directory}.", hint="start over with --noauto_resume, or another --workdir")
+
+  @property
+  def damaged_directory(self) -> str:
+    return os.path.join(os.path.dirname(self.directory.rstrip("/")), "checkpoints_damaged")
+
+  def _set_aside(self, step: int, error: BaseException, warn: Callable[[str], None]) -> None:
+    """Moves a step that failed to restore to ``checkpoints_damaged/`` and forgets it."""
+    _quiet_abandoned_reads()
+    gc.collect()
+    source = epath.Path(self.directory) / str(step)
+    epath.Path(self.damaged_directory).mkdir(parents=True, exist_ok=True)
+    target = epath.Path(self.damaged_directory) / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    source.rename(target)
+    self._manager.reload()
+    warn(f"Checkpoint step {step} cannot be restored ({_first_line(error)}); moved it to {target} and "
+         "trying the previous one.")
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once a multi-host preemption notice reached this step (needs jax.distributed)."""
@@ -67,6 +180,13 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+  def abandon(self) -> None:
+    """Closes after a failure: waits for what is in flight and swallows its errors (already reported)."""
+    try:
+      self._manager.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
 
 
 def locate_checkpoint(path: str) -> tuple[str, int]:

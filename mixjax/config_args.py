@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 
+from mixjax.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
   """A config value that cannot work; the message says which key and what would."""
 
 

@@ -8,19 +8,11 @@ evaluated (``--noema`` for the raw ones).
 from __future__ import annotations
 
 import json
-import sys
 
-import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from mixjax import data, multihost
-from mixjax.log_filter import quiet_library_logs
-from mixjax.checkpoint import Checkpointer, locate_checkpoint
-from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
-from mixjax.train_step import build_step_functions, run_evaluation
+from mixjax import cli, compilation_cache, paths
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config the checkpoint was trained with.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Step dir, checkpoints dir or run dir (latest step).")
 _EMA = flags.DEFINE_bool("ema", True, "Evaluate the EMA weights when the config enables EMA.")
 _OUTPUT = flags.DEFINE_string("output", None, "Optional path of a JSON file for the result.")
@@ -29,6 +21,11 @@ _MULTIHOST = flags.DEFINE_enum("multihost", "auto", ["auto", "on", "off"], "jax.
 
 def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dict:
   """Restores ``checkpoint`` into the model of ``config`` and evaluates it on the eval split."""
+  from mixjax import data
+  from mixjax.checkpoint import Checkpointer, locate_checkpoint
+  from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
+  from mixjax.train_step import build_step_functions, run_evaluation
+  paths.resolve_config_paths(config)
   mesh = make_mesh()
   info = data.get_dataset_info(config.data)
   eval_batch_size = config.get("eval_batch_size") or config.batch_size
@@ -36,7 +33,7 @@ def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dic
   # The train-side pieces only shape the restore target (the optimizer state is in the same checkpoint).
   fns = build_step_functions(config, mesh=mesh, num_classes=info.num_classes,
                              steps_per_epoch=data.train_steps_per_epoch(config.data, info, config.batch_size))
-  directory, step = locate_checkpoint(checkpoint)
+  directory, step = locate_checkpoint(paths.absolute(checkpoint))
   state, _ = Checkpointer(directory, read_only=True).restore(step, fns.abstract_state)
   params = state.ema_params if (use_ema and config.ema.get("decay", 0.0)) else state.params
   batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
@@ -45,21 +42,29 @@ def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dic
   return result
 
 
-def main(argv) -> int:
-  del argv
-  if _CONFIG.value is None or not _CHECKPOINT.value:
-    raise app.UsageError("Both --config and --checkpoint are required.")
+def main() -> int:
+  from mixjax import config_check, config_loading
+  from mixjax.log_filter import quiet_library_logs
   quiet_library_logs()
+  config = config_loading.config_from_args(cli.ConfigArgs.spec, cli.ConfigArgs.overrides)
+  if not _CHECKPOINT.value:
+    raise cli.UserError("--checkpoint is required: a step directory, a checkpoints directory or a run directory.",
+                        hint="e.g. --checkpoint=runs/demo")
+  paths.resolve_config_paths(config)
+  config_check.check_config(config)
+  compilation_cache.enable()
+  import jax
+  from mixjax import multihost
   multihost.initialize(mode=_MULTIHOST.value)
-  result = evaluate_checkpoint(_CONFIG.value, _CHECKPOINT.value, use_ema=_EMA.value)
+  result = evaluate_checkpoint(config, _CHECKPOINT.value, use_ema=_EMA.value)
   if jax.process_index() == 0:
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} examples of "
           f"{result['dataset']}:{result['split']} (checkpoint step {result['step']})")
     if _OUTPUT.value:
-      with open(_OUTPUT.value, "w") as f:
+      with open(paths.absolute(_OUTPUT.value), "w") as f:
         json.dump(result, f, indent=2)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -9,7 +9,17 @@ _CHATTY = ("/orbax/", "/etils/", "/tensorflow_datasets/", "/jax/_src/")
 
 class _LibraryInfoFilter(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in _CHATTY)
+    if not any(p in record.pathname for p in _CHATTY):
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    # A library's own error report stays, as one line: mixjax says what failed and what to do, without the
+    # library's traceback (the same error reaches mixjax's handling, which has the full chain if it is a bug).
+    if record.exc_info or record.exc_text:
+      error = record.exc_info[1] if record.exc_info else None
+      record.msg = f"{record.getMessage().splitlines()[0]}" + (f" ({type(error).__name__}: {error})" if error else "")
+      record.args, record.exc_info, record.exc_text = None, None, None
+    return True
 
 
 def quiet_library_logs() -> None:

@@ -5,21 +5,24 @@ Flags map onto OpenMixup's ``tools/train.py``: auto-resume from ``--workdir`` is
 ``--load_checkpoint=CKPT`` loads weights only with a fresh optimizer. ``--config.key=value`` overrides any key.
 ``--dry_run`` resolves the config and builds the model abstractly, prints the parameter count and the config,
 and exits without reading data.
+
+Order of work: the config is loaded and checked (names, ranges) before jax initialises its devices or
+TensorFlow loads, so a mistake is one line within seconds; then the compilation cache, the processes, the run.
 """
 from __future__ import annotations
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from mixjax import cli, compilation_cache, paths
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config file, e.g. configs/demo.py:cutmix.",
-                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard events, results.json.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Resolve config and model, print them, exit (no data read).")
 _AUTO_RESUME = flags.DEFINE_bool("auto_resume", True, "Resume from the latest checkpoint in --workdir.")
 _RESUME_FROM = flags.DEFINE_string("resume_from", None, "Checkpoint to resume the full train state from.")
 _LOAD_CHECKPOINT = flags.DEFINE_string("load_checkpoint", None, "Checkpoint to load weights from (fresh optimizer).")
+_ACCEPT_CHANGE = flags.DEFINE_bool(
+    "accept_config_change", False,
+    "Resume although the config differs from the run's in settings that change the training trajectory.")
 _MULTIHOST = flags.DEFINE_enum("multihost", "auto", ["auto", "on", "off"],
                                "jax.distributed: auto-detect (TPU pod, Slurm, MPI, explicit flags), on, off.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
@@ -28,9 +31,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 
 
 def dry_run(config) -> None:
-  """Validates the config and builds the model abstractly; prints parameters and the resolved config."""
-  from mixjax import train, train_state
-  train.validate_config(config)
+  """Builds the model abstractly (no devices touched); prints parameters and the resolved config."""
+  from mixjax import train_state
   num_classes = int(config.data.get("num_classes", 0) or 1000)
   _, params, _ = train_state.model_fn_and_shapes(config, num_classes)
   print(f"model: {config.model.name}  parameters: {train_state.parameter_count(params):,} "
@@ -38,42 +40,30 @@ def dry_run(config) -> None:
   print(config)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-  """Errors caused by the command or config (printed as one clear line), as opposed to bugs (tracebacks)."""
-  from mixjax import checkpoint, config_args, data, mixing, models, train
-  return (config_args.ConfigError, mixing.UnknownMixMethodError, models.UnknownModelError,
-          data.DatasetNotFoundError, data.CorruptImageError, checkpoint.CheckpointNotFoundError,
-          train.NonFiniteLossError)
-
-
-def main(argv) -> int:
-  del argv
-  try:
-    return _main()
-  except _user_errors() as e:
-    logging.error("%s", e)
-    print(f"ERROR ({type(e).__name__}): {e}", file=sys.stderr)
-    return 2
-
-
-def _main() -> int:
+def main() -> int:
+  from mixjax import config_check, config_loading
   from mixjax.log_filter import quiet_library_logs
   quiet_library_logs()
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+  config = config_loading.config_from_args(cli.ConfigArgs.spec, cli.ConfigArgs.overrides)
+  paths.resolve_config_paths(config)
+  config_check.check_config(config, data_paths=not _DRY_RUN.value)
   if _DRY_RUN.value:
     dry_run(config)
     return 0
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required (checkpoints, events and results.json go there).")
+    raise cli.UserError("--workdir is required (checkpoints, events and results.json go there).",
+                        hint="e.g. --workdir=runs/demo")
+  compilation_cache.enable()
   from mixjax import multihost
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_MULTIHOST.value)
   from mixjax import train
-  train.train_and_evaluate(config, _WORKDIR.value, auto_resume=_AUTO_RESUME.value,
-                           resume_from=_RESUME_FROM.value, load_checkpoint=_LOAD_CHECKPOINT.value)
+  results = train.train_and_evaluate(
+      config, paths.absolute(_WORKDIR.value), auto_resume=_AUTO_RESUME.value,
+      resume_from=paths.absolute(_RESUME_FROM.value), load_checkpoint=paths.absolute(_LOAD_CHECKPOINT.value),
+      accept_config_change=_ACCEPT_CHANGE.value)
+  logging.info("results.json: status %s.", results["status"])
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -1,13 +1,19 @@
 """Training and evaluation, top to bottom, in the phases of one run.
 
-  setup → data → model & optimizer → checkpoint / resume → steps → loop → finish
+  setup → data → model & optimizer → restore → loop → finish
 
 Everything a researcher changes lives in the config; this file only wires the pieces. The loop never waits for
-the devices except when it logs, evaluates or checkpoints (metrics are fetched in batches), and the single jitted
-step is compiled once per run.
+the devices except when it logs, evaluates or checkpoints (metrics are fetched in batches) and to keep at most
+two steps in flight (so a preemption notice is honoured within a step); the single jitted step is compiled once
+per run (and loaded from the persistent compilation cache when the same program was compiled before).
+
+Run-directory safety: the run holds ``<workdir>/.lock`` (a second run on it refuses), a resume must use the
+config it was trained with (:mod:`mixjax.run_dir`), a checkpoint that fails to restore is moved aside and the
+previous one used, and a failed save stops the run with ``results.json`` saying why.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,26 +26,21 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mixjax import data, losses, mixing, optim, recipes
-from mixjax.checkpoint import Checkpointer, locate_checkpoint
-from mixjax.config_args import ConfigError
+from mixjax import config_check, data, paths, run_dir
+from mixjax.checkpoint import Checkpointer, CheckpointSaveError, locate_checkpoint
+from mixjax.errors import UserError
 from mixjax.results import summarize, write_results
 from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
 from mixjax.train_step import build_step_functions, denormalize_images, run_evaluation
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
   """The training loss became NaN/inf; the run stopped without checkpointing the bad state."""
 
 
 def validate_config(config) -> None:
-  """Fails fast, before any data is read, on names that do not exist (or benchmark cells not built yet)."""
-  recipes.check_implemented(config)
-  mixing.validate_mixing_config(config.mixing)
-  if config.loss.name not in (*losses.LOSSES, "decouple"):
-    raise ConfigError(f"Unknown loss {config.loss.name!r}. Valid losses: {', '.join(losses.LOSSES)}, decouple.")
-  if config.optimizer.name not in optim.OPTIMIZERS:
-    raise ConfigError(f"Unknown optimizer {config.optimizer.name!r}. Valid: {', '.join(optim.OPTIMIZERS)}.")
+  """Every name and value check (see :mod:`mixjax.config_check`), before any data is read."""
+  config_check.check_config(config)
 
 
 def config_to_json(config) -> dict:
@@ -47,10 +48,12 @@ def config_to_json(config) -> dict:
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM (the usual preemption notice); the loop checkpoints and exits at the next step."""
+  """Set by SIGTERM (the usual preemption notice); the loop checkpoints and exits at the next step boundary."""
 
   def __init__(self):
     self.raised = False
+    self.step_at_signal: int | None = None
+    self.current_step = 0
     self._previous = None
 
   def __enter__(self):
@@ -62,11 +65,40 @@ class _PreemptionFlag:
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.raised = True
+    if not self.raised:
+      self.raised, self.step_at_signal = True, self.current_step
 
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class _Schedule:
+  """When the loop evaluates and saves (the predicates are the whole policy)."""
+  steps_per_epoch: int
+  total_steps: int
+  eval_every_epochs: int
+  checkpoint_every_epochs: int
+  checkpoint_every_steps: int
+  log_every_steps: int
+
+  def epoch_end(self, step: int) -> bool:
+    return step % self.steps_per_epoch == 0
+
+  def should_eval(self, step: int) -> bool:
+    return self.epoch_end(step) and ((step // self.steps_per_epoch) % self.eval_every_epochs == 0
+                                     or step == self.total_steps)
+
+  def should_save(self, step: int, preempted: bool) -> bool:
+    if preempted or step == self.total_steps:
+      return True
+    if self.epoch_end(step) and (step // self.steps_per_epoch) % self.checkpoint_every_epochs == 0:
+      return True
+    return bool(self.checkpoint_every_steps) and step % self.checkpoint_every_steps == 0
+
+  def should_log(self, step: int, preempted: bool) -> bool:
+    return (step % self.log_every_steps == 0 or self.epoch_end(step) or preempted or step == self.total_steps)
 
 
 def _write_mixed_samples(writer, mixed_batch_fn, batch, config, step: int) -> None:
@@ -82,170 +114,249 @@ def _write_mixed_samples(writer, mixed_batch_fn, batch, config, step: int) -> No
 
 
 def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume_from: str | None = None,
-                       load_checkpoint: str | None = None, devices=None) -> dict:
+                       load_checkpoint: str | None = None, accept_config_change: bool = False,
+                       devices=None) -> dict:
   """Trains ``config`` in ``workdir`` (resuming from its checkpoints by default) and returns results.json.
 
-  ``devices`` restricts the mesh to some devices (default: all devices of all processes).
+  ``devices`` restricts the mesh to some devices (default: all devices of all processes). Relative paths are
+  resolved against the working directory.
   """
-  # ---------------------------------------------------------------- setup
+  workdir = paths.absolute(workdir)
+  paths.resolve_config_paths(config)
   validate_config(config)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  config_json = config_to_json(config)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_json, f, indent=2, sort_keys=True)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
-  mesh = make_mesh(devices)
-  check_batch_size(config.batch_size, mesh)
-  logging.info("Mesh: %s over %d processes.", dict(mesh.shape), jax.process_count())
+  with run_dir.WorkdirLock(workdir, enabled=is_main) as lock:
+    return _Run(config, workdir, lock=lock, devices=devices).run(
+        auto_resume=auto_resume, resume_from=paths.absolute(resume_from),
+        load_checkpoint=paths.absolute(load_checkpoint), accept_config_change=accept_config_change)
 
-  # ---------------------------------------------------------------- data
-  info = data.get_dataset_info(config.data)
-  steps_per_epoch = data.train_steps_per_epoch(config.data, info, config.batch_size)
-  total_steps = steps_per_epoch * config.epochs
-  if config.get("max_steps"):  # stop early (smoke tests, profiling); the schedule still spans epochs
-    total_steps = min(total_steps, int(config.max_steps))
-  eval_batch_size = config.get("eval_batch_size") or config.batch_size
-  check_batch_size(eval_batch_size, mesh)
-  eval_batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
-  logging.info("Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.", info.name,
-               info.num_train_examples, info.num_eval_examples, info.num_classes, steps_per_epoch, total_steps)
 
-  # ---------------------------------------------------------------- model, optimizer & steps
-  fns = build_step_functions(config, mesh=mesh, num_classes=info.num_classes, steps_per_epoch=steps_per_epoch)
-  logging.info("Model %s: %.3fM parameters.", config.model.name, fns.num_params / 1e6)
-  abstract_state = fns.abstract_state
+class _Run:
+  """One run's pieces; :meth:`run` goes through the phases in order."""
 
-  # ---------------------------------------------------------------- checkpoint / resume
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2))
-  meta: dict[str, Any] = {}
-  if resume_from:
-    directory, step = locate_checkpoint(resume_from)
-    state, meta = Checkpointer(directory, read_only=True).restore(step, abstract_state)
-    logging.info("Resumed the full train state from %s step %d.", directory, step)
-  elif auto_resume and ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(None, abstract_state)
-    logging.info("Auto-resumed from %s step %d.", ckpt.directory, int(state.step))
-  else:
-    state = fns.init_state()
-    if load_checkpoint:
-      directory, step = locate_checkpoint(load_checkpoint)
-      loaded, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
-      state = state.replace(params=loaded.params, batch_stats=loaded.batch_stats,
-                            ema_params=loaded.ema_params if config.ema.decay else {})
-      logging.info("Loaded weights (fresh optimizer) from %s step %d.", directory, step)
-  history: list[dict] = list(meta.get("history", []))
-  start_step = int(jax.device_get(state.step))
+  def __init__(self, config, workdir: str, *, lock: run_dir.WorkdirLock, devices):
+    # ---------------------------------------------------------------- setup
+    self.config, self.workdir, self.lock = config, workdir, lock
+    self.is_main = jax.process_index() == 0
+    self.config_json = config_to_json(config)
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main, asynchronous=True)
+    self.mesh = make_mesh(devices)
+    check_batch_size(config.batch_size, self.mesh)
+    logging.info("Mesh: %s over %d processes.", dict(self.mesh.shape), jax.process_count())
 
-  train_step, eval_step = fns.train_step, fns.eval_step
-  use_ema = bool(config.ema.get("decay", 0.0))
+    # ---------------------------------------------------------------- data
+    self.info = data.get_dataset_info(config.data)
+    steps_per_epoch = data.train_steps_per_epoch(config.data, self.info, config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.get("max_steps"):  # stop early (smoke tests, profiling); the schedule still spans epochs
+      total_steps = min(total_steps, int(config.max_steps))
+    self.schedule = _Schedule(steps_per_epoch, total_steps, config.eval_every_epochs,
+                              config.checkpoint_every_epochs, config.get("checkpoint_every_steps") or 0,
+                              config.log_every_steps)
+    eval_batch_size = config.get("eval_batch_size") or config.batch_size
+    check_batch_size(eval_batch_size, self.mesh)
+    self.eval_batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
+    for warning in self.info.warnings:
+      logging.warning("Data: %s", warning)
+    logging.info("Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.", self.info.name,
+                 self.info.num_train_examples, self.info.num_eval_examples, self.info.num_classes, steps_per_epoch,
+                 total_steps)
 
-  def evaluate(epoch: int, step: int) -> dict:
+    # ---------------------------------------------------------------- model & optimizer
+    self.fns = build_step_functions(config, mesh=self.mesh, num_classes=self.info.num_classes,
+                                    steps_per_epoch=steps_per_epoch)
+    logging.info("Model %s: %.3fM parameters.", config.model.name, self.fns.num_params / 1e6)
+    self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2))
+    self.use_ema = bool(config.ema.get("decay", 0.0))
+    self.history: list[dict] = []
+    self.state = None
+    self.extra: dict[str, Any] = {"data_warnings": list(self.info.warnings)} if self.info.warnings else {}
+
+  # ------------------------------------------------------------------ restore
+  def restore(self, *, auto_resume: bool, resume_from: str | None, load_checkpoint: str | None,
+              accept_config_change: bool) -> None:
+    config, abstract_state = self.config, self.fns.abstract_state
+
+    def check_meta(meta: dict, step: int) -> None:
+      run_dir.check_resume_config(meta.get("config"), self.config_json, where=f"the checkpoint at step {step}",
+                                  accept_change=accept_config_change)
+
+    meta: dict[str, Any] = {}
+    if resume_from:
+      directory, step = locate_checkpoint(resume_from)
+      source = Checkpointer(directory, read_only=True)
+      check_meta(source.restore_meta(step), step)
+      self.state, meta = source.restore(step, abstract_state)
+      logging.info("Resumed the full train state from %s step %d.", directory, step)
+    elif auto_resume and self.ckpt.all_steps():
+      self.state, meta, step = self.ckpt.restore_newest_intact(abstract_state, check_meta=check_meta,
+                                                               warn=logging.warning)
+      logging.info("Auto-resumed from %s step %d.", self.ckpt.directory, step)
+    else:
+      self.state = self.fns.init_state()
+      if load_checkpoint:
+        directory, step = locate_checkpoint(load_checkpoint)
+        loaded, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
+        self.state = self.state.replace(params=loaded.params, batch_stats=loaded.batch_stats,
+                                        ema_params=loaded.ema_params if config.ema.decay else {})
+        logging.info("Loaded weights (fresh optimizer) from %s step %d.", directory, step)
+    self.history = list(meta.get("history", []))
+    if self.is_main:
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        json.dump(self.config_json, f, indent=2, sort_keys=True)
+
+  # ------------------------------------------------------------------ evaluation, saving, summary
+  def evaluate(self, epoch: int, step: int) -> dict:
     t0 = time.time()
-    params = state.ema_params if use_ema else state.params
-    result = run_evaluation(eval_step, params, state.batch_stats, prefetch_to_device(eval_batches(), mesh))
+    state = self.state
+    params = state.ema_params if self.use_ema else state.params
+    result = self._evaluate(params, state.batch_stats)
     entry = {"epoch": epoch, "step": step, "top1": result["top1"], "top5": result["top5"], "loss": result["loss"]}
     scalars = {"eval/top1": result["top1"], "eval/top5": result["top5"], "eval/loss": result["loss"]}
-    if use_ema:
-      raw = run_evaluation(eval_step, state.params, state.batch_stats, prefetch_to_device(eval_batches(), mesh))
-      entry["top1_raw"] = raw["top1"]
-      scalars["eval/top1_raw"] = raw["top1"]
-    writer.write_scalars(step, scalars)
+    if self.use_ema:
+      entry["top1_raw"] = scalars["eval/top1_raw"] = self._evaluate(state.params, state.batch_stats)["top1"]
+    for name, (variant_params, variant_stats) in self.fns.eval_variants(state).items():
+      entry[f"top1_{name}"] = scalars[f"eval/top1_{name}"] = self._evaluate(variant_params, variant_stats)["top1"]
+    self.writer.write_scalars(step, scalars)
     logging.info("Epoch %d (step %d): eval top-1 %.2f%%, top-5 %.2f%% on %d examples (%.1fs).", epoch, step,
                  result["top1"], result["top5"], result["count"], time.time() - t0)
     return entry
 
-  def save(step: int) -> None:
-    ckpt.save(step, state, {"step": step, "epoch": step // steps_per_epoch, "history": history,
-                            "config": config_json})
+  def _evaluate(self, params, batch_stats) -> dict:
+    return run_evaluation(self.fns.eval_step, params, batch_stats,
+                          prefetch_to_device(self.eval_batches(), self.mesh))
 
-  def write_summary(status: str) -> dict:
-    results = summarize(history, epochs_done=int(jax.device_get(state.step)) // steps_per_epoch,
-                        total_epochs=config.epochs, config_json=config_json, status=status)
-    if is_main:
-      write_results(workdir, results)
+  def save(self, step: int) -> None:
+    self.ckpt.save(step, self.state, {"step": step, "epoch": step // self.schedule.steps_per_epoch,
+                                      "history": self.history, "config": self.config_json})
+
+  def write_summary(self, status: str, **extra) -> dict:
+    epochs_done = int(jax.device_get(self.state.step)) // self.schedule.steps_per_epoch
+    results = summarize(self.history, epochs_done=epochs_done, total_epochs=self.config.epochs,
+                        config_json=self.config_json, status=status, extra={**self.extra, **extra})
+    if self.is_main:
+      write_results(self.workdir, results)
     return results
 
-  # ---------------------------------------------------------------- loop
-  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer if is_main else None,
-                                           every_secs=30.0)
-  pending: list[dict] = []
-  last_flush = (time.time(), start_step)
+  # ------------------------------------------------------------------ phases
+  def run(self, **restore_args) -> dict:
+    try:
+      self.restore(**restore_args)
+      try:
+        status, stop = self.loop()
+      except (CheckpointSaveError, NonFiniteLossError) as e:
+        self.write_summary("failed", reason=str(e))
+        raise
+      return self.finish(status, stop)
+    except BaseException:
+      # Nothing may keep the process alive after an error: background saves and event writers end here.
+      self.ckpt.abandon()
+      self.writer.close()
+      raise
 
-  def flush_metrics(step: int) -> None:
-    """Fetches the accumulated step metrics (one device sync), checks them, writes their means."""
-    nonlocal pending, last_flush
-    if not pending:
+  def loop(self) -> tuple[str, dict]:
+    """The steps; returns the status and, after a preemption, the steps at signal and at save."""
+    config, schedule, fns = self.config, self.schedule, self.fns
+    start_step = int(jax.device_get(self.state.step))
+    if start_step >= schedule.total_steps:
+      logging.info("All %d steps are already done in %s; nothing to train.", schedule.total_steps, self.workdir)
+      return "completed", {}
+    report = periodic_actions.ReportProgress(num_train_steps=schedule.total_steps,
+                                             writer=self.writer if self.is_main else None, every_secs=30.0)
+    metrics_log = _MetricsLog(self, start_step)
+    train_iter = prefetch_to_device(
+        data.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
+                                 start_step=start_step), self.mesh, size=config.get("prefetch_to_device", 2))
+    in_flight = None
+    with _PreemptionFlag() as preemption:
+      for step in range(start_step + 1, schedule.total_steps + 1):
+        preemption.current_step = step - 1
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = next(train_iter)
+          if step == start_step + 1:
+            if start_step == 0:
+              _write_mixed_samples(self.writer, fns.mixed_batch, batch, config, start_step)
+            logging.info("Compiling the train step (the first step takes a while; minutes for a large model on "
+                         "a CPU, less when the compilation cache has it)...")
+            t0 = time.time()
+          self.state, metrics = fns.train_step(self.state, batch)
+        if step == start_step + 1:
+          jax.block_until_ready(metrics["loss"])
+          logging.info("First step done in %.1f s (compile included); training.", time.time() - t0)
+        # At most two steps in flight: the host never runs far ahead of the devices, so a SIGTERM, a NaN or a
+        # failed background save is acted on within a step.
+        if in_flight is not None:
+          jax.block_until_ready(in_flight)
+        in_flight = metrics["loss"]
+        preemption.current_step = step
+        self.ckpt.check_for_errors()
+        metrics_log.append(metrics)
+        report(step)
+        preempted = preemption.raised or (jax.process_count() > 1 and self.ckpt.reached_preemption(step))
+        if schedule.should_log(step, preempted):
+          metrics_log.flush(step)
+          self.lock.heartbeat()
+        if schedule.should_eval(step):
+          self.history.append(self.evaluate(step // schedule.steps_per_epoch, step))
+          self.write_summary("running")
+        if schedule.should_save(step, preempted):
+          self.save(step)
+        if preempted:
+          logging.warning("Preemption notice (SIGTERM) received during step %s: checkpointed step %d, exiting.",
+                          preemption.step_at_signal, step)
+          return "preempted", {"signal_step": preemption.step_at_signal, "saved_step": step}
+    return "completed", {}
+
+  def finish(self, status: str, stop: dict) -> dict:
+    schedule = self.schedule
+    self.ckpt.wait()
+    if status == "completed" and int(jax.device_get(self.state.step)) >= schedule.total_steps and (
+        not self.history or self.history[-1]["step"] < schedule.total_steps):
+      self.history.append(self.evaluate(schedule.total_steps // schedule.steps_per_epoch, schedule.total_steps))
+    results = self.write_summary(status, **({"preemption": stop} if stop else {}))
+    self.writer.flush()
+    self.ckpt.close()
+    if self.history:
+      logging.info("Done (%s): top-1 last %.2f%%, best %.2f%%.", status, results["top1_last"],
+                   results["top1_best"])
+    return results
+
+
+class _MetricsLog:
+  """Step metrics kept on device until a flush, then fetched in one transfer, checked and written."""
+
+  def __init__(self, run: _Run, start_step: int):
+    self.run = run
+    self.pending: list[dict] = []
+    self.last = (time.time(), start_step)
+
+  def append(self, metrics: dict) -> None:
+    self.pending.append(metrics)
+
+  def flush(self, step: int) -> None:
+    if not self.pending:
       return
-    fetched = jax.device_get(pending)
-    pending = []
+    fetched = jax.device_get(self.pending)
+    self.pending = []
     losses_seen = np.array([m["loss"] for m in fetched])
     if any(m["nonfinite"] for m in fetched):
       bad = step - len(fetched) + 1 + int(np.argmax(~np.isfinite(losses_seen)))
+      ckpt = self.run.ckpt
       ckpt.wait()
-      good = ckpt.latest_step()
       raise NonFiniteLossError(
           f"Training loss became {losses_seen[~np.isfinite(losses_seen)][0]} at step {bad}. The run stopped; the "
-          f"last good checkpoint (step {good}) in {ckpt.directory} is kept and was not overwritten. Lower the "
-          "learning rate (--config.optimizer.lr), enable clipping (--config.optimizer.grad_clip_norm=1.0) or "
-          "use float32 compute, then rerun the same command to resume from it.")
+          f"last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept and was not overwritten.",
+          hint="lower the learning rate (--config.optimizer.lr), enable clipping (--config.optimizer.grad_clip_norm"
+               "=1.0) or use float32 compute, then rerun the same command to resume from it")
     now = time.time()
-    seconds, steps = now - last_flush[0], step - last_flush[1]
-    last_flush = (now, step)
+    seconds, steps = now - self.last[0], step - self.last[1]
+    self.last = (now, step)
     keys = ["loss", "top1", "grad_norm"] + [k for k in fetched[-1] if k.startswith("mix/")]
     scalars = {(k if k.startswith("mix/") else f"train/{k}"): float(np.mean([m[k] for m in fetched]))
                for k in keys}
     scalars["train/top1"] *= 100.0
     scalars["train/lr"] = float(fetched[-1]["lr"])
     if steps > 0 and seconds > 0:
-      scalars["train/images_per_sec"] = steps * config.batch_size / seconds
-    writer.write_scalars(step, scalars)
-
-  if start_step >= total_steps:
-    logging.info("All %d steps are already done in %s; nothing to train.", total_steps, workdir)
-  train_iter = prefetch_to_device(
-      data.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
-                               start_step=start_step), mesh, size=config.get("prefetch_to_device", 2))
-  status = "completed"
-  with _PreemptionFlag() as preemption:
-    for step in range(start_step + 1, total_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = next(train_iter)
-        if step == start_step + 1 and start_step == 0:
-          _write_mixed_samples(writer, fns.mixed_batch, batch, config, start_step)
-        state, metrics = train_step(state, batch)
-      pending.append(metrics)
-      report(step)
-      epoch_end = step % steps_per_epoch == 0
-      preempted = preemption.raised or (jax.process_count() > 1 and ckpt.reached_preemption(step))
-      if step % config.log_every_steps == 0 or epoch_end or preempted or step == total_steps:
-        flush_metrics(step)
-      if epoch_end:
-        epoch = step // steps_per_epoch
-        if epoch % config.eval_every_epochs == 0 or step == total_steps:
-          history.append(evaluate(epoch, step))
-          write_summary("running")
-        if epoch % config.checkpoint_every_epochs == 0 or step == total_steps:
-          save(step)
-      elif (preempted or step == total_steps
-            or (config.get("checkpoint_every_steps") and step % config.checkpoint_every_steps == 0)):
-        flush_metrics(step)
-        save(step)
-      if preempted:
-        logging.warning("Preemption notice (SIGTERM) received: checkpointed step %d, exiting.", step)
-        status = "preempted"
-        break
-
-  # ---------------------------------------------------------------- finish
-  ckpt.wait()
-  if status == "completed" and int(jax.device_get(state.step)) >= total_steps and (
-      not history or history[-1]["step"] < total_steps):
-    history.append(evaluate(total_steps // steps_per_epoch, total_steps))
-  results = write_summary(status)
-  writer.flush()
-  ckpt.close()
-  if history:
-    logging.info("Done (%s): top-1 last %.2f%%, best %.2f%%.", status, results["top1_last"],
-                 results["top1_best"])
-  return results
+      scalars["train/images_per_sec"] = steps * self.run.config.batch_size / seconds
+    self.run.writer.write_scalars(step, scalars)

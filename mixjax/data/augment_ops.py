@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from mixjax.data.pp_ops import _decoded, _take_seed
 from mixjax.data.pp_registry import register
+from mixjax.config_args import ConfigError
 
 # timm's img_mean hparam: the ImageNet mean in RGB, round(255 * (0.485, 0.456, 0.406)).
 IMAGENET_FILL_RGB = (124, 116, 104)
@@ -38,7 +39,7 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 def _uint8_image(example: dict, op_name: str) -> tf.Tensor:
   image = _decoded(example, op_name)
   if image.dtype != tf.uint8:
-    raise ValueError(f"pp op {op_name!r} expects a uint8 image, got {image.dtype.name}; "
+    raise ConfigError(f"pp op {op_name!r} expects a uint8 image, got {image.dtype.name}; "
                      f"put it before any op that changes the pixel type.")
   return image
 
@@ -58,14 +59,14 @@ def _triple(name: str, value) -> tuple[float, float, float]:
     value = (value,) * 3
   if not (isinstance(value, Sequence) and len(value) == 3
           and all(isinstance(v, (int, float)) for v in value)):
-    raise ValueError(f"{name} must be a number or an (R, G, B) triple, got {value!r}.")
+    raise ConfigError(f"{name} must be a number or an (R, G, B) triple, got {value!r}.")
   return tuple(float(v) for v in value)
 
 
 def _check_fill(fill) -> tuple[float, float, float]:
   fill = _triple("fill", fill)
   if not all(0 <= v <= 255 for v in fill):
-    raise ValueError(f"fill must be an (R, G, B) colour in 0..255, got {fill!r}.")
+    raise ConfigError(f"fill must be an (R, G, B) colour in 0..255, got {fill!r}.")
   return fill
 
 
@@ -317,7 +318,7 @@ def _check_op_names(ops) -> tuple[str, ...]:
   ops = tuple(ops)
   unknown = [name for name in ops if name not in RAND_AUGMENT_OPS]
   if not ops or unknown:
-    raise ValueError(f"Unknown RandAugment op(s) {unknown or ops!r}; valid: "
+    raise ConfigError(f"Unknown RandAugment op(s) {unknown or ops!r}; valid: "
                      f"{sorted(RAND_AUGMENT_OPS)}.")
   return ops
 
@@ -377,16 +378,16 @@ def randaugment(num_ops=2, magnitude=9, magnitude_std=0.5, increasing=True, prob
   DeiT/RSB transforms); tf's projective transform offers bilinear and nearest.
   """
   if not isinstance(num_ops, int) or num_ops < 0:
-    raise ValueError(f"num_ops must be an int >= 0, got {num_ops!r}.")
+    raise ConfigError(f"num_ops must be an int >= 0, got {num_ops!r}.")
   if not 0 <= magnitude_max or not 0 <= magnitude:
-    raise ValueError(f"magnitude ({magnitude!r}) and magnitude_max ({magnitude_max!r}) "
+    raise ConfigError(f"magnitude ({magnitude!r}) and magnitude_max ({magnitude_max!r}) "
                      f"must be >= 0 (timm's scale is 0..10).")
   if not magnitude_std >= 0:
-    raise ValueError(f"magnitude_std must be >= 0 (or inf for uniform), got {magnitude_std!r}.")
+    raise ConfigError(f"magnitude_std must be >= 0 (or inf for uniform), got {magnitude_std!r}.")
   if not 0 <= prob <= 1:
-    raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
+    raise ConfigError(f"prob must be in [0, 1], got {prob!r}.")
   if interpolation not in _INTERPOLATIONS:
-    raise ValueError(f"interpolation must be one of {list(_INTERPOLATIONS)}, "
+    raise ConfigError(f"interpolation must be one of {list(_INTERPOLATIONS)}, "
                      f"got {interpolation!r}.")
   fill = _check_fill(fill)
   ops = _check_op_names(ops if ops is not None else
@@ -417,18 +418,18 @@ def parse_timm_rand_augment(config: str) -> dict:
   """
   parts = config.split("-") if isinstance(config, str) else []
   if not parts or parts[0] != "rand":
-    raise ValueError(f"RandAugment config must look like 'rand-m9-mstd0.5-inc1', got {config!r}.")
+    raise ConfigError(f"RandAugment config must look like 'rand-m9-mstd0.5-inc1', got {config!r}.")
   kwargs = dict(magnitude=10, num_ops=2, magnitude_std=0.0, increasing=False)
   for part in parts[1:]:
     match = re.fullmatch(r"([a-z]+)(\d.*)", part)
     if not match or match.group(1) not in _TIMM_KEYS:
-      raise ValueError(f"Unknown section {part!r} in RandAugment config {config!r}; "
+      raise ConfigError(f"Unknown section {part!r} in RandAugment config {config!r}; "
                        f"valid keys: {list(_TIMM_KEYS)} followed by a number.")
     key, value = match.groups()
     try:
       number = float(value)
     except ValueError:
-      raise ValueError(f"Section {part!r} of RandAugment config {config!r} needs a number "
+      raise ConfigError(f"Section {part!r} of RandAugment config {config!r} needs a number "
                        f"after {key!r}.") from None
     if key == "m":
       kwargs["magnitude"] = number
@@ -459,10 +460,10 @@ _ERASE_MODES = ("const", "rand", "pixel")
 
 def _pair(name, value, positive=True):
   if not (isinstance(value, Sequence) and len(value) == 2):
-    raise ValueError(f"{name} must be a (low, high) pair, got {value!r}.")
+    raise ConfigError(f"{name} must be a (low, high) pair, got {value!r}.")
   lo, hi = (float(v) for v in value)
   if not (0 < lo if positive else 0 <= lo) or lo > hi:
-    raise ValueError(f"{name} must be (low, high) with {'0 <' if positive else '0 <='} "
+    raise ConfigError(f"{name} must be (low, high) with {'0 <' if positive else '0 <='} "
                      f"low <= high, got {value!r}.")
   return lo, hi
 
@@ -510,16 +511,16 @@ def random_erasing(prob=0.25, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 3.3
   Noise is rounded and clipped into 0..255, which timm's float tensors are not.
   """
   if not 0 <= prob <= 1:
-    raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
+    raise ConfigError(f"prob must be in [0, 1], got {prob!r}.")
   if mode not in _ERASE_MODES:
-    raise ValueError(f"Unknown random_erasing mode {mode!r}; valid: {list(_ERASE_MODES)}.")
+    raise ConfigError(f"Unknown random_erasing mode {mode!r}; valid: {list(_ERASE_MODES)}.")
   area = _pair("area", area)
   if area[1] > 1:
-    raise ValueError(f"area is a fraction of the image, (low, high) <= 1, got {area!r}.")
+    raise ConfigError(f"area is a fraction of the image, (low, high) <= 1, got {area!r}.")
   aspect = _pair("aspect", aspect)
   min_count, max_count = (count, count) if isinstance(count, int) else count
   if not (isinstance(min_count, int) and isinstance(max_count, int) and 1 <= min_count <= max_count):
-    raise ValueError(f"count must be an int >= 1 or a (min, max) pair of ints, got {count!r}.")
+    raise ConfigError(f"count must be an int >= 1 or a (min, max) pair of ints, got {count!r}.")
   mean, std = _triple("mean", mean), _triple("std", std)
 
   def op(example):
@@ -558,17 +559,17 @@ def _jitter_range(name, value, centre, bound=None):
   """torchvision's ColorJitter._check_input: v means [max(0, c - v), c + v]; None if a no-op."""
   if isinstance(value, (int, float)):
     if value < 0:
-      raise ValueError(f"color_jitter {name} must be >= 0, got {value!r}.")
+      raise ConfigError(f"color_jitter {name} must be >= 0, got {value!r}.")
     lo, hi = centre - value, centre + value
     lo = max(0.0, lo) if centre else lo
   elif (isinstance(value, Sequence) and len(value) == 2
         and all(isinstance(v, (int, float)) for v in value)):
     lo, hi = value
   else:
-    raise ValueError(f"color_jitter {name} must be a number or a (low, high) pair, got {value!r}.")
+    raise ConfigError(f"color_jitter {name} must be a number or a (low, high) pair, got {value!r}.")
   if lo > hi or (centre and lo < 0) or (bound is not None and not -bound <= lo <= hi <= bound):
     limits = f"[-{bound}, {bound}]" if bound is not None else "[0, inf)"
-    raise ValueError(f"color_jitter {name} range must be ordered and lie in {limits}, "
+    raise ConfigError(f"color_jitter {name} range must be ordered and lie in {limits}, "
                      f"got {value!r}.")
   return None if lo == hi == centre else (float(lo), float(hi))
 

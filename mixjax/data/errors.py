@@ -3,11 +3,12 @@
 They carry the fix in their message, so a user who hits one knows what to run
 or which config flag to set without reading a tf.data traceback.
 """
+from mixjax.errors import UserError
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(UserError, RuntimeError):
   """The requested dataset is unknown or not prepared on disk."""
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(UserError, RuntimeError):
   """An image record could not be decoded."""

@@ -38,6 +38,7 @@ from mixjax.data import pp_registry
 from mixjax.data.errors import CorruptImageError
 from mixjax.data.pp_ops import SEED_KEY
 from mixjax.data.sources import DatasetInfo, open_source
+from mixjax.config_args import ConfigError
 
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 _MAX_EPOCHS = 2**20  # Epoch counter range folded into the shuffle seed.
@@ -52,14 +53,14 @@ def _processes(process_index, process_count) -> tuple[int, int]:
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} outside [0, {process_count}).")
+    raise ConfigError(f"process_index {process_index} outside [0, {process_count}).")
   return process_index, process_count
 
 
 def _num_shards(data_cfg, process_count: int) -> int:
   num_shards = data_cfg.get("num_shards") or process_count
   if num_shards % process_count:
-    raise ValueError(
+    raise ConfigError(
         f"data.num_shards={num_shards} must be a multiple of the number of "
         f"processes ({process_count}); set --config.data.num_shards to a "
         f"multiple of {process_count} (e.g. {process_count * max(1, num_shards // process_count)}).")
@@ -68,7 +69,7 @@ def _num_shards(data_cfg, process_count: int) -> int:
 
 def _per_shard_batch(global_batch_size: int, num_shards: int) -> int:
   if global_batch_size <= 0 or global_batch_size % num_shards:
-    raise ValueError(
+    raise ConfigError(
         f"global batch size {global_batch_size} must be a positive multiple of "
         f"data.num_shards={num_shards} (each shard contributes an equal part).")
   return global_batch_size // num_shards
@@ -89,7 +90,7 @@ def train_steps_per_epoch(data_cfg, info: DatasetInfo, global_batch_size: int,
   per_shard = _per_shard_batch(global_batch_size, num_shards)
   steps = (info.num_train_examples // num_shards) // per_shard
   if steps == 0:
-    raise ValueError(
+    raise ConfigError(
         f"Global batch {global_batch_size} is larger than the train split "
         f"{data_cfg.train_split!r} of {info.name!r} ({info.num_train_examples} "
         f"examples over {num_shards} shards); lower the batch size.")
@@ -113,7 +114,7 @@ def _preprocess_fn(spec: str, with_mask: bool) -> Callable[[dict], dict]:
 def _check_output(ds: tf.data.Dataset, spec_field: str, spec: str):
   image = ds.element_spec["image"]
   if image.dtype != tf.uint8 or not image.shape.is_fully_defined():
-    raise ValueError(
+    raise ConfigError(
         f"data.{spec_field}={spec!r} must end with a fixed-size uint8 image "
         f"(got {image.dtype.name} of shape {image.shape}); end it with a "
         f"resizing op such as resize(224), central_crop(224) or "
@@ -134,7 +135,7 @@ def _parallel(data_cfg) -> int:
 def _repeated_aug(data_cfg) -> int:
   repeats = data_cfg.get("repeated_aug", 1)
   if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-    raise ValueError(f"data.repeated_aug must be an int >= 1 (1 turns it off, DeiT/RSB "
+    raise ConfigError(f"data.repeated_aug must be an int >= 1 (1 turns it off, DeiT/RSB "
                      f"use 3), got {repeats!r}.")
   return repeats
 
@@ -145,7 +146,7 @@ def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_ste
   raw, size = source.shard(data_cfg.train_split, shard, num_shards, drop_remainder=True)
   steps = size // per_shard
   if steps == 0:
-    raise ValueError(
+    raise ConfigError(
         f"Shard {shard} of {data_cfg.train_split!r} holds {size} examples, fewer "
         f"than its batch of {per_shard}; lower the batch size or num_shards.")
   if data_cfg.get("cache", False):
@@ -219,9 +220,10 @@ def _finish(ds: tf.data.Dataset, data_cfg) -> tf.data.Dataset:
 class _Batches:
   """numpy batches of a dataset; decode failures become CorruptImageError."""
 
-  def __init__(self, ds: tf.data.Dataset, dataset_name: str, split: str):
+  def __init__(self, ds: tf.data.Dataset, dataset_name: str, split: str, source=None):
     self._it = iter(tfds.as_numpy(ds))
     self._where = f"dataset {dataset_name!r}, split {split!r}"
+    self._source, self._split = source, split
 
   def __iter__(self):
     return self
@@ -233,11 +235,13 @@ class _Batches:
       if not _DECODE_ERROR.search(e.message or ""):
         raise
       detail = (e.message or "").strip().splitlines()[0][:300]
+      found = (self._source.find_corrupt(self._split)
+               if hasattr(self._source, "find_corrupt") else [])
+      which = f"File {found[0]} ({self._where})" if found else f"An image in {self._where}"
       raise CorruptImageError(
-          f"An image in {self._where} could not be decoded ({detail}). "
-          f"Re-encode or delete the bad file, or pass "
-          f"--config.data.skip_corrupt=True to drop undecodable records "
-          f"(via tf.data ignore_errors).") from None
+          f"{which} could not be decoded ({detail}).",
+          hint="re-encode or delete the bad file, or pass "
+               "--config.data.skip_corrupt=True to skip undecodable images") from None
 
 
 # ---------------------------------------------------------------- public ---
@@ -254,7 +258,7 @@ def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
   """
   process_index, process_count = _processes(process_index, process_count)
   if start_step < 0:
-    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    raise ConfigError(f"start_step must be >= 0, got {start_step}.")
   num_shards = _num_shards(data_cfg, process_count)
   per_shard = _per_shard_batch(global_batch_size, num_shards)
   source = open_source(data_cfg)
@@ -265,7 +269,7 @@ def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
       for shard in range(process_index * per_process, (process_index + 1) * per_process)
   ]
   ds = _finish(_merge_shards(shards), data_cfg)
-  return _Batches(ds, data_cfg.name, data_cfg.train_split)
+  return _Batches(ds, data_cfg.name, data_cfg.train_split, source)
 
 
 def make_eval_iterator(data_cfg, *, global_batch_size: int, process_index=None,
@@ -291,5 +295,5 @@ def make_eval_iterator(data_cfg, *, global_batch_size: int, process_index=None,
   ds = _finish(_merge_shards(shards), data_cfg)
 
   def batches() -> Iterator[dict]:
-    return _Batches(ds, data_cfg.name, data_cfg.eval_split)
+    return _Batches(ds, data_cfg.name, data_cfg.eval_split, source)
   return batches, num_batches

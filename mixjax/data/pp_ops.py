@@ -20,6 +20,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from mixjax.data.pp_registry import register
+from mixjax.config_args import ConfigError
 
 SEED_KEY = "_seed"
 _RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area", "lanczos3",
@@ -34,26 +35,26 @@ def _hw(size) -> tuple[int, int]:
     return size, size
   if isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) for s in size):
     return int(size[0]), int(size[1])
-  raise ValueError(f"size must be an int or an (height, width) pair of ints, got {size!r}.")
+  raise ConfigError(f"size must be an int or an (height, width) pair of ints, got {size!r}.")
 
 
 def _check_method(method: str) -> str:
   if method not in _RESIZE_METHODS:
-    raise ValueError(f"Unknown resize method {method!r}; valid: {list(_RESIZE_METHODS)}.")
+    raise ConfigError(f"Unknown resize method {method!r}; valid: {list(_RESIZE_METHODS)}.")
   return method
 
 
 def _check_range(name: str, pair) -> tuple[float, float]:
   lo, hi = (float(v) for v in pair)
   if not 0 < lo <= hi:
-    raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {pair!r}.")
+    raise ConfigError(f"{name} must be (low, high) with 0 < low <= high, got {pair!r}.")
   return lo, hi
 
 
 def _take_seed(example: dict, op_name: str):
   """Splits example["_seed"]: one half for this op, one for the ops after it."""
   if SEED_KEY not in example:
-    raise ValueError(
+    raise ConfigError(
         f"pp op {op_name!r} is random and needs a per-example seed under "
         f"{SEED_KEY!r}; use it inside mixjax.data's train/eval pipelines.")
   seeds = tf.random.experimental.stateless_split(example[SEED_KEY], num=2)
@@ -63,7 +64,7 @@ def _take_seed(example: dict, op_name: str):
 def _encoded(example: dict, op_name: str) -> tf.Tensor:
   image = example["image"]
   if image.dtype != tf.string:
-    raise ValueError(f"pp op {op_name!r} expects encoded image bytes but the "
+    raise ConfigError(f"pp op {op_name!r} expects encoded image bytes but the "
                      f"image is already decoded; use it first in the spec.")
   return image
 
@@ -71,7 +72,7 @@ def _encoded(example: dict, op_name: str) -> tf.Tensor:
 def _decoded(example: dict, op_name: str) -> tf.Tensor:
   image = example["image"]
   if image.dtype == tf.string:
-    raise ValueError(f"pp op {op_name!r} needs a decoded image; put 'decode' "
+    raise ConfigError(f"pp op {op_name!r} needs a decoded image; put 'decode' "
                      f"(or 'decode_jpeg_and_random_resized_crop') before it.")
   return image
 
@@ -232,7 +233,7 @@ def _resize_short_side(image: tf.Tensor, short: int, method: str) -> tf.Tensor:
 def resize_small(size, method="bilinear"):
   """Resizes so the short side is `size`, keeping the aspect ratio."""
   if not isinstance(size, int):
-    raise ValueError(f"resize_small takes an int size (the short side), got {size!r}.")
+    raise ConfigError(f"resize_small takes an int size (the short side), got {size!r}.")
   method = _check_method(method)
 
   def op(example):
@@ -264,9 +265,9 @@ def resize_center_crop(size, crop_ratio=0.875, method="bicubic"):
   With the defaults and size 224 this is resize 256 then crop 224.
   """
   if not isinstance(size, int):
-    raise ValueError(f"resize_center_crop takes an int size, got {size!r}.")
+    raise ConfigError(f"resize_center_crop takes an int size, got {size!r}.")
   if not 0 < crop_ratio <= 1:
-    raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio!r}.")
+    raise ConfigError(f"crop_ratio must be in (0, 1], got {crop_ratio!r}.")
   method = _check_method(method)
   short = int(round(size / crop_ratio))
 

@@ -8,6 +8,7 @@ where `example` is a dict of tensors holding at least "image".
 
 import ast
 from typing import Callable
+from mixjax.config_args import ConfigError
 
 Example = dict
 PPOp = Callable[[Example], Example]
@@ -19,7 +20,7 @@ def register(name: str):
   """Decorator that makes an op factory available under `name` in specs."""
   def wrap(factory):
     if name in _OPS:
-      raise ValueError(f"pp op {name!r} is registered twice.")
+      raise ConfigError(f"pp op {name!r} is registered twice.")
     _OPS[name] = factory
     return factory
   return wrap
@@ -33,7 +34,7 @@ def _lookup(name: str, spec: str) -> Callable[..., PPOp]:
   # Importing the op libraries registers the built-in ops.
   from mixjax.data import augment_ops, pp_ops  # pylint: disable=g-import-not-at-top,unused-import
   if name not in _OPS:
-    raise ValueError(
+    raise ConfigError(
         f"Unknown pp op {name!r} in spec {spec!r}. Valid ops: {registered_ops()}.")
   return _OPS[name]
 
@@ -48,11 +49,11 @@ def _flatten_pipe(node: ast.expr) -> list[ast.expr]:
 def parse_spec(spec: str) -> list[tuple[str, tuple, dict]]:
   """Returns [(op_name, args, kwargs), ...] for a spec string."""
   if not isinstance(spec, str) or not spec.strip():
-    raise ValueError(f"Preprocessing spec must be a non-empty string, got {spec!r}.")
+    raise ConfigError(f"Preprocessing spec must be a non-empty string, got {spec!r}.")
   try:
     tree = ast.parse(spec.strip(), mode="eval")
   except SyntaxError as e:
-    raise ValueError(
+    raise ConfigError(
         f"Malformed preprocessing spec {spec!r}: {e.msg}. Expected "
         f"'op1(arg, key=value)|op2|...' with literal arguments.") from None
   calls = []
@@ -62,18 +63,18 @@ def parse_spec(spec: str) -> list[tuple[str, tuple, dict]]:
       calls.append((node.id, (), {}))
       continue
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-      raise ValueError(
+      raise ConfigError(
           f"Malformed preprocessing spec {spec!r}: {text!r} is not an op "
           f"name or an op call like 'resize(224)'.")
     try:
       args = tuple(ast.literal_eval(a) for a in node.args)
       kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
     except ValueError:
-      raise ValueError(
+      raise ConfigError(
           f"Malformed preprocessing spec {spec!r}: arguments of {text!r} "
           f"must be Python literals (numbers, strings, tuples).") from None
     if None in kwargs:
-      raise ValueError(f"Malformed preprocessing spec {spec!r}: '**' is not allowed in {text!r}.")
+      raise ConfigError(f"Malformed preprocessing spec {spec!r}: '**' is not allowed in {text!r}.")
     calls.append((node.func.id, args, kwargs))
   return calls
 
@@ -90,7 +91,7 @@ def build(spec: str) -> PPOp:
     try:
       ops.append(factory(*args, **kwargs))
     except TypeError as e:
-      raise ValueError(f"Bad arguments for pp op {name!r} in spec {spec!r}: {e}") from None
+      raise ConfigError(f"Bad arguments for pp op {name!r} in spec {spec!r}: {e}") from None
 
   def apply(example: Example) -> Example:
     for op in ops:

@@ -6,15 +6,19 @@ as `{"image": <encoded bytes>, "label": int64}`. Images are never decoded
 here; preprocessing decides how (and how much of) each image to decode.
 """
 
+import collections
 import dataclasses
 import difflib
+import functools
 import os
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from mixjax.data import digits
 from mixjax.data.errors import DatasetNotFoundError
+from mixjax.config_args import ConfigError
 
 IMAGE_FOLDER = "image_folder"
 
@@ -26,6 +30,8 @@ class DatasetInfo:
   num_classes: int
   num_train_examples: int
   num_eval_examples: int
+  # Things a user should know about the data (empty classes, skipped files); logged and kept in results.json.
+  warnings: tuple = ()
 
 
 def resolve_data_dir(data_cfg) -> str:
@@ -63,7 +69,7 @@ class TfdsSource:
     try:
       return self._builder.info.splits[split].num_examples
     except (KeyError, ValueError) as e:
-      raise ValueError(
+      raise ConfigError(
           f"Split {split!r} does not exist in dataset {self.name!r}; its "
           f"splits are {sorted(self._builder.info.splits.keys())} (slices "
           f"such as 'train[:90%]' work too). Set --config.data.train_split / "
@@ -82,23 +88,41 @@ class TfdsSource:
     return ds, self._builder.info.splits[sub_split].num_examples
 
 
+EVAL_SPLIT_CANDIDATES = ("val", "validation", "test")
+_NAMES_SHOWN = 5
+
+
+def _some(names, n: int = _NAMES_SHOWN) -> str:
+  names = list(names)
+  return ", ".join(names[:n]) + (f", … ({len(names) - n} more)" if len(names) > n else "")
+
+
 class ImageFolderSource:
   """`<folder_root>/<split>/<class>/<image>` read via `tfds.folder_dataset.ImageFolder`.
 
   ImageFolder fixes the example order (sorted, then a per-split seeded shuffle)
-  and the class ids (sorted folder names); shards are contiguous index ranges
-  of that order, read straight from the file list so a shard never touches
-  the files of another.
+  and the class ids (sorted folder names of all splits); shards are contiguous
+  index ranges of that order, read straight from the file list so a shard
+  never touches the files of another. With ``skip_corrupt`` the files that do
+  not decode are found once at start (one parallel decode pass), named in a
+  warning and left out of the order, so the stream stays deterministic.
   """
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, *, skip_corrupt: bool = False):
     self.name = IMAGE_FOLDER
     self._builder = tfds.folder_dataset.ImageFolder(root)
     self._root = root
+    self._skip_corrupt = skip_corrupt
+    self._usable: dict[str, list] = {}
+    self.warnings: list[str] = []
 
   @property
   def num_classes(self) -> int:
     return self._builder.info.features["label"].num_classes
+
+  @property
+  def splits(self) -> list[str]:
+    return sorted(self._builder._split_examples)  # pylint: disable=protected-access
 
   def num_examples(self, split: str) -> int:
     return len(self._examples(split))
@@ -109,11 +133,46 @@ class ImageFolderSource:
     # files cheaply.
     examples = self._builder._split_examples  # pylint: disable=protected-access
     if split not in examples:
-      raise ValueError(
+      raise DatasetNotFoundError(
           f"Split {split!r} is not a sub-folder of image folder "
           f"{self._root!r}; found {sorted(examples)}. Image folders support "
-          f"whole splits only (no 'train[:10%]' slices).")
-    return examples[split]
+          f"whole splits only (no 'train[:10%]' slices).",
+          hint="set --config.data.train_split / --config.data.eval_split to one of those folders")
+    if split not in self._usable:
+      usable = examples[split]
+      if self._skip_corrupt:
+        bad = set(find_undecodable([ex.image_path for ex in usable]))
+        if bad:
+          self.warnings.append(
+              f"skip_corrupt: {len(bad)} of {len(usable)} images of split {split!r} do not decode and are "
+              f"skipped: {_some(sorted(bad))}")
+          usable = [ex for ex in usable if ex.image_path not in bad]
+      self._usable[split] = usable
+    return self._usable[split]
+
+  def check_classes(self, train_split: str, eval_split: str) -> None:
+    """Warns about classes with no training images and classes found in only one of the two splits."""
+    names = self._builder.info.features["label"].names
+    counts = {split: collections.Counter(ex.label for ex in self._examples(split))
+              for split in (train_split, eval_split)}
+    empty = [n for n in names if counts[train_split][n] == 0]
+    only_eval = [n for n in names if counts[train_split][n] == 0 and counts[eval_split][n] > 0]
+    only_train = [n for n in names if counts[eval_split][n] == 0 and counts[train_split][n] > 0]
+    warnings = []
+    if empty:
+      warnings.append(
+          f"{len(empty)} of {len(names)} classes have no training images in {train_split!r} (the model still "
+          f"has {len(names)} outputs; these are never learned): {_some(empty)}")
+    if only_eval and only_eval != empty:
+      warnings.append(f"{len(only_eval)} classes appear only in split {eval_split!r}: {_some(only_eval)}")
+    if only_train:
+      warnings.append(
+          f"{len(only_train)} classes appear only in split {train_split!r} (never evaluated): {_some(only_train)}")
+    self.warnings.extend(w for w in warnings if w not in self.warnings)
+
+  def find_corrupt(self, split: str) -> list[str]:
+    """The files of ``split`` that do not decode (slow: decodes the split; used to name a corrupt file)."""
+    return find_undecodable([ex.image_path for ex in self._examples(split)], stop_at_first=True)
 
   def shard(self, split: str, index: int, count: int, drop_remainder: bool
             ) -> tuple[tf.data.Dataset, int]:
@@ -126,6 +185,51 @@ class ImageFolderSource:
         (tf.constant(paths, tf.string), tf.constant(labels, tf.int64)))
     ds = ds.map(lambda path, label: {"image": tf.io.read_file(path), "label": label})
     return ds, end - start
+
+
+def find_undecodable(paths: list[str], *, stop_at_first: bool = False) -> list[str]:
+  """Paths among ``paths`` whose image fails to decode, found with one parallel tf.data decode pass."""
+  if not paths:
+    return []
+  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
+
+  def decodes(index, path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    with tf.control_dependencies([image]):
+      return tf.identity(index)
+
+  ds = ds.map(decodes, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+  bad, expected = [], 0
+  for index in ds.as_numpy_iterator():
+    bad.extend(paths[expected:int(index)])
+    expected = int(index) + 1
+    if stop_at_first and bad:
+      return bad
+  bad.extend(paths[expected:])
+  return bad
+
+
+@functools.lru_cache(maxsize=8)
+def _image_folder(root: str, skip_corrupt: bool) -> ImageFolderSource:
+  """One source per folder per process: the listing and the corrupt-file scan are done once."""
+  return ImageFolderSource(root, skip_corrupt=skip_corrupt)
+
+
+def resolve_image_folder_eval_split(source: ImageFolderSource, data_cfg) -> None:
+  """Uses the first of val / validation / test when the configured eval split is not a sub-folder."""
+  splits = source.splits
+  if data_cfg.eval_split in splits:
+    return
+  for candidate in EVAL_SPLIT_CANDIDATES:
+    if candidate in splits and candidate != data_cfg.train_split:
+      logging.info("Image folder %s has no %r split; evaluating on %r.", source._root, data_cfg.eval_split,
+                   candidate)
+      data_cfg.eval_split = candidate
+      return
+  raise DatasetNotFoundError(
+      f"Image folder {source._root!r} has no evaluation split: looked for {data_cfg.eval_split!r} and "
+      f"{', '.join(EVAL_SPLIT_CANDIDATES)}; its sub-folders are {splits}.",
+      hint="name the folder with --config.data.eval_split=NAME")
 
 
 def _imagenet_instructions(data_dir: str) -> str:
@@ -151,7 +255,7 @@ def _tfds_instructions(name: str, data_dir: str) -> str:
 
 def _unknown_name(name: str) -> str:
   close = difflib.get_close_matches(
-      name, list(tfds.list_builders()) + [digits.NAME, IMAGE_FOLDER], n=3)
+      name, list(tfds.core.registered.list_imported_builders()) + [digits.NAME, IMAGE_FOLDER], n=3)
   hint = f" Did you mean one of {close}?" if close else ""
   return (
       f"Unknown dataset name {name!r}: it is not a TFDS builder (see "
@@ -177,11 +281,16 @@ def open_source(data_cfg):
           f"an existing directory laid out as <root>/<split>/<class>/<image>"
           f" (.jpg/.jpeg/.png), e.g. <root>/train/cat/1.jpg and "
           f"<root>/val/cat/2.jpg; got folder_root={root!r}.")
-    return ImageFolderSource(os.path.expanduser(root))
+    source = _image_folder(os.path.expanduser(root), bool(data_cfg.get("skip_corrupt", False)))
+    resolve_image_folder_eval_split(source, data_cfg)
+    return source
 
   data_dir = resolve_data_dir(data_cfg)
   if name == digits.NAME:
     return TfdsSource(name, digits.prepared_builder(data_dir))
+  if name.split("/")[0].split(":")[0] == "mixjax_photos":  # ImageNet-shaped JPEGs made locally (data/photos.py)
+    from mixjax.data import photos  # pylint: disable=g-import-not-at-top
+    return TfdsSource(name, photos.prepared_builder(data_dir, name))
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
@@ -199,9 +308,14 @@ def get_dataset_info(data_cfg) -> DatasetInfo:
   Prepares the demo dataset on first use; never downloads anything else.
   """
   source = open_source(data_cfg)
+  num_train = source.num_examples(data_cfg.train_split)
+  num_eval = source.num_examples(data_cfg.eval_split)
+  if isinstance(source, ImageFolderSource):
+    source.check_classes(data_cfg.train_split, data_cfg.eval_split)
   return DatasetInfo(
       name=data_cfg.name,
       num_classes=source.num_classes,
-      num_train_examples=source.num_examples(data_cfg.train_split),
-      num_eval_examples=source.num_examples(data_cfg.eval_split),
+      num_train_examples=num_train,
+      num_eval_examples=num_eval,
+      warnings=tuple(getattr(source, "warnings", ())),
   )

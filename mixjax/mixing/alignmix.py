@@ -93,24 +93,32 @@ class AlignMix(ModelAwareMethod):
     metrics = {"lam": lam, "aligned": (index == len(manifold)).astype(jnp.float32)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
 
-  def picture(self, rng, images, labels, *, alpha, hp):
+  mixes_features = True
+  picture_note = ("mixes last-stage feature maps aligned by optimal transport; shown: the same alignment on "
+                  "the photos' 8×8 colour patches, blended with λ")
+
+  def picture_fn(self, images, labels, *, alpha, hp):
     """The alignment made visible: the partner's 8×8 patches moved by the OT plan between the two images'
     patch colours (the method aligns feature maps; a random network's features would show nothing), then
     blended with λ."""
-    k_lam, k_perm = jax.random.split(rng)
-    lam = sample_beta_lam(k_lam, alpha)
-    perm = per_device.local_permutation(k_perm, images.shape[0])
     b, hh, ww, c = images.shape
     g = 8
-    patches = images.reshape(b, g, hh // g, g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
-    means = images.reshape(b, g, hh // g, g, ww // g, c).mean(axis=(2, 4)).reshape(b, g * g, c)
-    cost = squared_distances(means, means[perm])
-    plan, _ = sinkhorn_plan(cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]),
-                            max_iter=int(hp["max_iter"]))
-    moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
-    moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
-    return MixResult(images=per_device.blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
-                     lam=jnp.broadcast_to(lam, (b,)))
+
+    @jax.jit
+    def draw(rng, images, labels):
+      k_lam, k_perm = jax.random.split(rng)
+      lam = sample_beta_lam(k_lam, alpha)
+      perm = per_device.local_permutation(k_perm, b)
+      patches = images.reshape(b, g, hh // g, g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+      means = images.reshape(b, g, hh // g, g, ww // g, c).mean(axis=(2, 4)).reshape(b, g * g, c)
+      cost = squared_distances(means, means[perm])
+      plan, _ = sinkhorn_plan(cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]),
+                              max_iter=int(hp["max_iter"]))
+      moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
+      moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
+      return MixResult(images=per_device.blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
+                       lam=jnp.broadcast_to(lam, (b,)))
+    return lambda rng: draw(rng, images, labels)
 
 
 register_model_aware(AlignMix())

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
+from mixjax.config_args import ConfigError
 from mixjax.mixing.registry import MixMethod, get_method, list_methods
 from mixjax.mixing.result import MixResult
 
@@ -77,36 +78,36 @@ def _get(cfg, key, default=None):
 
 
 def resolve_mixing_config(cfg) -> MixPlan:
-  """Validates ``cfg`` and returns the plan; raises ``ValueError`` naming the
+  """Validates ``cfg`` and returns the plan; raises ``ConfigError`` naming the
   fix for any mistake (unknown method or hyper-parameter, list lengths that
   disagree, bad α or probabilities)."""
   raw_method = _plain(_get(cfg, "method"))
   if raw_method is None:
-    raise ValueError("mixing config needs 'method' (one of: "
+    raise ConfigError("mixing config needs 'method' (one of: "
                      f"{', '.join(list_methods())}, or a list of them)")
   names = (list(raw_method) if isinstance(raw_method, tuple)
            else [raw_method])
   if not names:
-    raise ValueError("mixing 'method' list is empty; give at least one of: "
+    raise ConfigError("mixing 'method' list is empty; give at least one of: "
                      f"{', '.join(list_methods())}")
   for name in names:
     if not isinstance(name, str):
-      raise ValueError(f"mixing method names must be strings, got {name!r}")
+      raise ConfigError(f"mixing method names must be strings, got {name!r}")
   methods = [get_method(name) for name in names]
 
   raw_alpha = _plain(_get(cfg, "alpha", 1.0))
   alphas = (list(raw_alpha) if isinstance(raw_alpha, tuple)
             else [raw_alpha] * len(names))
   if len(alphas) != len(names):
-    raise ValueError(
+    raise ConfigError(
         f"mixing 'alpha' has {len(alphas)} entries but 'method' has "
         f"{len(names)} ({names}); give one α per method or a single float")
   for method, alpha in zip(methods, alphas):
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-      raise ValueError(f"mixing alpha for {method.name!r} must be a number, "
+      raise ConfigError(f"mixing alpha for {method.name!r} must be a number, "
                        f"got {alpha!r}")
     if method.uses_alpha and not alpha > 0:
-      raise ValueError(f"mixing alpha for {method.name!r} must be > 0 for "
+      raise ConfigError(f"mixing alpha for {method.name!r} must be > 0 for "
                        f"Beta(α, α), got {alpha}; use method 'vanilla' to "
                        "turn mixing off")
 
@@ -116,33 +117,33 @@ def resolve_mixing_config(cfg) -> MixPlan:
   else:
     probs = (list(raw_prob) if isinstance(raw_prob, tuple) else [raw_prob])
     if len(probs) != len(names):
-      raise ValueError(
+      raise ConfigError(
           f"mixing 'prob' has {len(probs)} entries but 'method' has "
           f"{len(names)} ({names}); give one probability per method, or "
           "None for a uniform choice")
     if any((not isinstance(p, (int, float))) or p < 0 for p in probs):
-      raise ValueError(f"mixing 'prob' entries must be numbers >= 0, got "
+      raise ConfigError(f"mixing 'prob' entries must be numbers >= 0, got "
                        f"{probs}")
     if not math.isclose(sum(probs), 1.0, abs_tol=1e-4):
-      raise ValueError(f"mixing 'prob' must sum to 1, got {probs} "
+      raise ConfigError(f"mixing 'prob' must sum to 1, got {probs} "
                        f"(sum {sum(probs)})")
 
   raw_args = _plain(_get(cfg, "args", None)) or {}
   if not isinstance(raw_args, Mapping):
-    raise ValueError(f"mixing 'args' must map method names to dicts, got "
+    raise ConfigError(f"mixing 'args' must map method names to dicts, got "
                      f"{raw_args!r}")
   for name, overrides in raw_args.items():
     method = get_method(name)  # unknown name → error listing valid ones
     unknown = set(overrides or {}) - set(method.defaults)
     if unknown:
       valid = ", ".join(sorted(method.defaults)) or "(none)"
-      raise ValueError(
+      raise ConfigError(
           f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
           f"{name!r}; valid: {valid}")
 
   stateful = [m.name for m in methods if m.model_aware and m.fn.has_state()]
   if len(methods) > 1 and stateful:
-    raise ValueError(
+    raise ConfigError(
         f"mixing methods {names}: {', '.join(stateful)} keeps its own "
         "trained state (e.g. a MixBlock) and cannot share the step with "
         "other modes; use it alone")
@@ -157,6 +158,6 @@ def resolve_mixing_config(cfg) -> MixPlan:
 
 
 def validate_mixing_config(cfg) -> None:
-  """Raises ``ValueError`` (``UnknownMixMethodError`` for names) on a bad
+  """Raises ``ConfigError`` (``UnknownMixMethodError`` for names) on a bad
   mixing config; call it when the config is loaded, before compiling."""
   resolve_mixing_config(cfg)

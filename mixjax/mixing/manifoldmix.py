@@ -75,13 +75,19 @@ class ManifoldMix(ModelAwareMethod):
     stage = jnp.asarray(stages, jnp.float32)[index]
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": lam, "layer": stage})
 
-  def picture(self, rng, images, labels, *, alpha, hp):
+  mixes_features = True
+  picture_note = "mixes hidden features at a random stage; shown: stage 0 (the input), where it is a pixel blend"
+
+  def picture_fn(self, images, labels, *, alpha, hp):
     """Only layer 0 (the input) is visible: the picture is the input-level mix ManifoldMix does there."""
-    k_lam, k_perm = jax.random.split(rng)
-    lam = sample_beta_lam(k_lam, alpha)
-    perm = per_device.local_permutation(k_perm, images.shape[0])
-    return MixResult(images=per_device.blend(images, images[perm], lam), labels_a=labels,
-                     labels_b=labels[perm], lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+    @jax.jit
+    def draw(rng, images, labels):
+      k_lam, k_perm = jax.random.split(rng)
+      lam = sample_beta_lam(k_lam, alpha)
+      perm = per_device.local_permutation(k_perm, images.shape[0])
+      return MixResult(images=per_device.blend(images, images[perm], lam), labels_a=labels,
+                       labels_b=labels[perm], lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+    return lambda rng: draw(rng, images, labels)
 
 
 register_model_aware(ManifoldMix())

@@ -70,14 +70,27 @@ class ModelAwareMethod:
     """
     raise NotImplementedError
 
-  def picture(self, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float,
-              hp: Mapping[str, Any]) -> MixResult:
-    """Mixed samples for ``python -m mixjax.visualize`` (real photographs in, MixResult out).
+  # For ``python -m mixjax.visualize``: whether the method mixes hidden features rather than pixels (its picture
+  # can then only show a pixel-space stand-in), and a short line saying what its picture shows.
+  mixes_features: bool = False
+  picture_note: str = ""
 
-    Builds whatever model the method needs itself (e.g. a small network, briefly trained where the method
-    learns), since the visualiser has no run to take one from.
+  def picture_fn(self, images: jax.Array, labels: jax.Array, *, alpha: float,
+                 hp: Mapping[str, Any]) -> Callable[[jax.Array], MixResult]:
+    """``rng → MixResult``: the method's mixes of ``images`` (real photographs) as one compiled function of the
+    key, for ``python -m mixjax.visualize``.
+
+    Builds whatever model the method needs itself (a small random network, briefly trained where the method
+    learns) once, since the visualiser has no run to take one from; the visualiser then tries several keys
+    without compiling again.
     """
     raise NotImplementedError(f"{self.name} has no picture() yet")
+
+  def picture(self, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float,
+              hp: Mapping[str, Any]) -> MixResult:
+    """Mixed samples for ``python -m mixjax.visualize`` (real photographs in, MixResult out): one draw of
+    ``picture_fn``."""
+    return self.picture_fn(images, labels, alpha=alpha, hp=hp)(rng)
 
   def update_aux(self, ctx: StepContext, rng: jax.Array, aux, params, batch_stats, images: jax.Array,
                  labels: jax.Array, step: jax.Array, *, alpha: float, hp: Mapping[str, Any]):

@@ -18,12 +18,13 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Mapping
 
+from mixjax.errors import UserError, did_you_mean
 from mixjax.mixing.result import MixResult
 
 MixFn = Callable[..., MixResult]
 
 
-class UnknownMixMethodError(ValueError):
+class UnknownMixMethodError(UserError, ValueError):
   """Raised for a method name that is not registered; lists the valid ones."""
 
 
@@ -98,5 +99,5 @@ def get_method(name: str) -> MixMethod:
     return _METHODS[name]
   except (KeyError, TypeError):
     raise UnknownMixMethodError(
-        f"unknown mixing method {name!r}; valid names: "
-        f"{', '.join(list_methods())}") from None
+        f"unknown mixing method {name!r};{did_you_mean(name, _METHODS)} Valid names: "
+        f"{', '.join(sorted(_METHODS))}.") from None

@@ -137,18 +137,21 @@ class TokenMix(ModelAwareMethod):
                                      rng=k_drop)
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
 
-  def picture(self, rng, images, labels, *, alpha, hp):
+  picture_note = "λ from an untrained 4-block ViT's class-token attention"
+
+  def picture_fn(self, images, labels, *, alpha, hp):
     """Token masks relabelled by a small random ViT's attention (its attention is untrained)."""
-    from mixjax.mixing.picture_models import small_vit
+    from mixjax.mixing.picture_models import small_vit, vit_input_side, vit_patch
+    side = vit_input_side(images.shape[1])
     fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
-    patch = images.shape[1] // 14
-    images = images[:, :patch * 14, :patch * 14]
+    patch = vit_patch(images.shape[1])
+    images = images[:, :side, :side]
 
     @jax.jit
     def draw(rng, images, labels, params, stats):
       (_, feats), _ = fn(params, stats, images, train=False, return_attention=True)
       return self.mix(None, rng, images, labels, feats["attention"], alpha=alpha, hp=hp, patch=patch)[0]
-    return draw(rng, images, labels, params, stats)
+    return lambda rng: draw(rng, images, labels, params, stats)
 
 
 register_model_aware(TokenMix())

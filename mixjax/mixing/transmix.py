@@ -100,13 +100,15 @@ class TransMix(ModelAwareMethod):
     metrics = {"lam": jnp.mean(lam), "lam_area": jnp.mean(lam0)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
 
-  def picture(self, rng, images, labels, *, alpha, hp):
+  picture_note = "λ = ½ box area + ½ class-token attention outside the box, of an untrained 4-block ViT"
+
+  def picture_fn(self, images, labels, *, alpha, hp):
     """CutMix boxes relabelled by a small random ViT's attention (its attention is untrained)."""
-    from mixjax.mixing.picture_models import small_vit
+    from mixjax.mixing.picture_models import small_vit, vit_input_side, vit_patch
+    side = vit_input_side(images.shape[1])
     fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
-    patch = images.shape[1] // 14
-    size = patch * 14
-    images = images[:, :size, :size]
+    patch = vit_patch(images.shape[1])
+    images = images[:, :side, :side]
 
     @jax.jit
     def draw(rng, images, labels, params, stats):
@@ -114,7 +116,7 @@ class TransMix(ModelAwareMethod):
       (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
       lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), patch)
       return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
-    return draw(rng, images, labels, params, stats)
+    return lambda rng: draw(rng, images, labels, params, stats)
 
 
 register_model_aware(TransMix())

@@ -9,12 +9,14 @@ from typing import Callable
 
 from flax import nnx
 
+from mixjax.errors import UserError, did_you_mean
+
 ModelBuilder = Callable[..., nnx.Module]
 
 _MODELS: dict[str, ModelBuilder] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """Raised for a model name that is not registered; the message lists the registered names."""
 
 
@@ -41,4 +43,5 @@ def get_model_builder(name: str) -> ModelBuilder:
         return _MODELS[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; registered models are: {', '.join(list_models())}") from None
+            f"unknown model {name!r};{did_you_mean(name, list_models())} Registered models: "
+            f"{', '.join(list_models())}.") from None
