@@ -11,8 +11,18 @@ regexes below. Per-backbone batch / warmup / min lr / clipping / drop path / EMA
 metric: best top-1 (the README averages the best of 3 trials).
 
 Not reproduced: MogaNet's PreciseBN hook (BN statistics re-estimated every epoch); fp16 (we use bfloat16).
+
+Initialisation: every backbone here uses its timm/mmcls-style init (trunc-normal 0.02 Linear layers, LayerNorm
+1/0, …; ``init=`` on the model). The reference's mixup configs for DeiT-S/B, Swin-T and ConvNeXt-T never run
+their initialiser (no model-level ``init_cfg``, and ``tools/train.py`` never calls ``init_weights``; spec §4), so
+those reference runs trained from PyTorch's layer defaults with zero ``cls_token``/``pos_embed``; DeiT-T, PVT-T
+and MogaNet-T (model-level ``init_cfg``) and every AutoMix/SAMix run (``AutoMixup`` calls ``init_weights``) do
+initialise. ``--config.model.init=torch_default`` is the reference's uninitialised variant where a model offers it.
 """
 from mixjax.recipes import base
+
+# SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
+_SALIENCYMIX_CELL = {"saliencymix": {"saliency": "reference"}}
 
 RECIPE = "deit"
 DEFAULT_MODEL = "deit_small"
@@ -21,17 +31,29 @@ DEFAULT_EPOCHS = 300
 _DEIT_EMA = {"ema.decay": 0.99996, "ema.warmup_epochs": 20.0, "optimizer.min_lr": 1e-4}
 
 # Rows of the DeiT-family table (README α column).
-# AutoMix in the ViT-family configs (spec 2.14 + review notes): MixBlock lr = the classifier's, per-iteration
-# cosine to 1e-4 without warmup, updated on 80% of the steps, momentum ramp from 25% of training, the reference's
-# compounding mask-loss schedule. The MixBlock reads a stride-16 feature map: DeiT's blocks 7-9 output ("stage2"
-# of 4), Swin's stage after the second patch merging ("stage2"), ConvNeXt/PVT/MogaNet "stage3".
+# AutoMix in the ViT-family configs (spec 2.14 + review notes 3-4; automix/deit/deit_s_l6_a2_near_lam_cat_
+# switch0_8_8x128_ep300.py, automix/swin/swin_t_l2_a2_near_lam_cat_switch0_8_8x128_ep300.py, …/pvt/, …/convnext/):
+# MixBlock lr = the classifier's, per-iteration cosine to 1e-4 without warmup (addtional_scheduler, no warmup=
+# key), updated on 80% of the steps (switch_off=0.8), momentum ramp from 25% of training (adjust_scope
+# [0.25, 1]), the reference's compounding mask-loss schedule (CustomCosineAnnealingHook). The MixBlock reads a
+# stride-16 feature map: DeiT's block-6 output ("stage2" = blocks 4-6 done; the config's out_indices=(5, 11),
+# "use 6-layer for MixBlock"), Swin's stage after the second patch merging ("stage2", 14×14×384: the config's
+# 7×7×768 map with ×16 upsampling cannot reach 224 px, spec 2.14 PITFALL), ConvNeXt/PVT/MogaNet "stage3".
+# DeiT-S AutoMix trains with drop path 0.1 (the AutoMix config; the recipe's mixup rows use 0).
 _AUTOMIX_VIT = {"mixblock_min_lr": 1e-4, "mixblock_warmup_epochs": 0.0, "mixblock_lr_by_epoch": False,
                 "mixblock_update_prob": 0.8, "momentum_scope_start": 0.25, "mask_loss_schedule": "compounding"}
-_AUTOMIX_PER_MODEL = {
-    **{m: {"args": {"automix": {**_AUTOMIX_VIT, "feature": "stage2"}}}
-       for m in ("deit_tiny", "deit_small", "deit_base", "swin_tiny")},
-    "convnext_tiny": {"args": {"automix": {**_AUTOMIX_VIT, "momentum_end": 0.99996}}},
-}
+# SAMix: the snapshot has no ViT-family SAMix config; the same AutoMixup training loop as the AutoMix rows above
+# (same feature tap, schedules, switch-off, drop path), with SAMix's MixBlock design (registered defaults) and,
+# as in every reference SAMix config, no η-balanced MixBlock loss (head_mix_k neg_weight 1: spec 2.15).
+_SAMIX_VIT = {**_AUTOMIX_VIT, "mixblock_loss_eta": 0.0}
+
+
+def _learned_mask_per_model(name: str, hp: dict) -> dict:
+  return {
+      **{m: {"args": {name: {**hp, "feature": "stage2"}}} for m in ("deit_tiny", "deit_base", "swin_tiny")},
+      "deit_small": {"args": {name: {**hp, "feature": "stage2"}}, "model": {"drop_path_rate": 0.1}},
+      "convnext_tiny": {"args": {name: {**hp, "momentum_end": 0.99996}}},
+  }
 
 METHODS = {
     "vanilla":      dict(method="vanilla", alpha=1.0),
@@ -41,10 +63,13 @@ METHODS = {
     "mixup":        dict(method="mixup", alpha=0.2),
     "cutmix":       dict(method="cutmix", alpha=0.2),
     "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    "attentivemix": dict(method="attentivemix", alpha=2.0),   # AttentiveMix+ with a pretrained R-50
-    "saliencymix":  dict(method="saliencymix", alpha=0.2),
+    # AttentiveMix+ with a pretrained torchvision ResNet-50 extractor (deit_small_smooth_attentivemix_a2_4xb256_
+    # ep300.py: backbone_k torchvision://resnet50); give its weights with args.attentivemix.extractor_checkpoint.
+    "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet50"}}),
+    "saliencymix":  dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
     "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
-    "fmix":         dict(method="fmix", alpha=0.2),
+    # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+    "fmix":         dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
     "resizemix":    dict(method="resizemix", alpha=1.0),
     # TransMix: Mixup 0.8 (p 0.2) / TransMix-on-CutMix 1.0 (p 0.8); the DeiT configs add EMA and min lr 1e-4.
     "transmix":     dict(method=("mixup", "transmix"), alpha=(0.8, 1.0), prob=(0.2, 0.8),
@@ -52,8 +77,9 @@ METHODS = {
     "tokenmix":     dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0)),
     "smmix":        dict(method=("mixup", "smmix"), alpha=(0.8, 1.0)),
     "automix":      dict(method="automix", alpha=2.0, args={"automix": _AUTOMIX_VIT},
-                         per_model=_AUTOMIX_PER_MODEL),
-    "samix":        dict(method="samix", alpha=2.0),
+                         per_model=_learned_mask_per_model("automix", _AUTOMIX_VIT)),
+    "samix":        dict(method="samix", alpha=2.0, args={"samix": _SAMIX_VIT},
+                         per_model=_learned_mask_per_model("samix", _SAMIX_VIT)),
 }
 
 # Settings every backbone starts from; BACKBONES lists only what differs.

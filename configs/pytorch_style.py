@@ -13,6 +13,9 @@ never call init_weights, spec §4); BN is computed over the global batch (the re
 """
 from mixjax.recipes import base
 
+# SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
+_SALIENCYMIX_CELL = {"saliencymix": {"saliency": "reference"}}
+
 RECIPE = "pytorch_style"
 DEFAULT_MODEL = "resnet50"
 DEFAULT_EPOCHS = 100
@@ -27,9 +30,13 @@ METHODS = {
     "cutmix":       dict(method="cutmix", alpha=1.0, per_model=_R18_SMALL_ALPHA),
     "deit":         dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0)),          # 50/50 switch per step
     "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    "saliencymix":  dict(method="saliencymix", alpha=1.0, per_model=_R18_SMALL_ALPHA),
-    "attentivemix": dict(method="attentivemix", alpha=2.0),                     # AttentiveMix+ (pretrained R-18)
-    "fmix":         dict(method="fmix", alpha=1.0, per_model=_R18_SMALL_ALPHA),
+    "saliencymix":  dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL, per_model=_R18_SMALL_ALPHA),
+    # AttentiveMix+ with a pretrained torchvision ResNet-18 extractor (r50_attentivemix_CE_none_4xb64.py:
+    # backbone_k from resnet18_pytorch.pth); its weights: args.attentivemix.extractor_checkpoint.
+    "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+    # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+    "fmix":         dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}},
+                         per_model=_R18_SMALL_ALPHA),
     "gridmix":      dict(method="gridmix", alpha=0.2),
     "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
     "comixup":      dict(method="comixup", alpha=2.0),
@@ -40,12 +47,15 @@ METHODS = {
     "grafting":     dict(method="grafting", alpha=1.0),
     # AutoMix/SAMix as the reference configs run them (spec 2.14-2.15): the compounding mask-loss schedule,
     # MixBlock SGD momentum 0.9 (the R-50 100-epoch reference config uses 0.0), SAMix without the η-balanced
-    # MixBlock loss. The registered defaults are the papers' versions.
+    # MixBlock loss, and the ResNet's last BN of each residual block zero-initialised (AutoMixup runs mmcv's
+    # init_weights with zero_init_residual=True). The registered defaults are the papers' versions.
     "automix":      dict(method="automix", alpha=2.0,
-                         args={"automix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9}}),
+                         args={"automix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9}},
+                         model={"zero_init_residual": True}),
     "samix":        dict(method="samix", alpha=2.0,
                          args={"samix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9,
-                                         "mixblock_loss_eta": 0.0}}),
+                                         "mixblock_loss_eta": 0.0}},
+                         model={"zero_init_residual": True}),
     # DecoupleMix: the decoupled mixup loss on Mixup α = 1 (decouple/r50_mixups_CE_soft_decouple_4xb64.py).
     "decouplemix":  dict(method="mixup", alpha=1.0, loss={"name": "decouple"}),
 }

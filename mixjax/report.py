@@ -11,6 +11,10 @@ number of the OpenMixup README (:mod:`mixjax.recipes.tables`) and the difference
 Metric (spec §5): CNN recipes report the median top-1 of the last 5 evaluations for runs of ≤ 100 epochs and of
 the last 10 otherwise; the DeiT-family recipe (and transformer backbones in general) report the best top-1.
 A run that has not finished is marked ``†`` with its epochs done.
+
+``python -m mixjax.report --published`` prints the published tables alone, in the benchmark document's layout
+(its section headings, row order and labels with 📖 and ``*``, the α column, the same columns; "-" and empty
+cells as there), so they can be diffed against ``../shared/reference/benchmark_tables.md``.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import os
 import sys
 
 from mixjax.recipes import tables
+from mixjax.results import reported_top1
 
 METRICS = ("auto", "median", "best", "last")
 
@@ -115,7 +120,7 @@ def render(runs: list[Run], metric: str = "auto") -> str:
       by_cell.setdefault((r.method, r.model), []).append(r)
     fields = sorted({metric_for(r, metric) for r in members})
     out += [f"### {recipe}, {epochs} epochs — top-1 (%) by {', '.join(fields)}; "
-            "in brackets: published (OpenMixup README), difference", ""]
+            "in brackets: published (benchmark document; docs page for cells outside it), difference", ""]
     out.append("| Method | " + " | ".join(tables.MODEL_LABELS.get(m, m) for m in models) + " |")
     out.append("|---|" + "---|" * len(models))
     for method in methods:
@@ -127,7 +132,7 @@ def render(runs: list[Run], metric: str = "auto") -> str:
           cells.append(format_cell(None, published))
           continue
         run = candidates[-1]  # several runs of one cell: the last path in sorted order
-        value = run.results.get(metric_for(run, metric))
+        value = reported_top1(run.results, metric_for(run, metric))
         done, total = run.results.get("epochs_done"), run.results.get("total_epochs")
         unfinished = "" if run.results.get("status") == "completed" and done == total else f"†{done}/{total}"
         cells.append(format_cell(value, published, unfinished))
@@ -138,12 +143,21 @@ def render(runs: list[Run], metric: str = "auto") -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description="Benchmark tables from finished runs' results.json.")
-  parser.add_argument("--runs", nargs="+", action="extend", required=True,
+  parser.add_argument("--runs", nargs="+", action="extend", default=[],
                       help="run dirs, folders of runs, or globs")
+  parser.add_argument("--published", action="store_true",
+                      help="print the benchmark document's published tables (its layout) and exit")
   parser.add_argument("more_runs", nargs="*", help="more run dirs (so --runs=A B C works too)")
   parser.add_argument("--metric", default="auto", choices=METRICS,
                       help="auto: median of last 5/10 for CNN recipes, best for transformers (spec §5)")
   args = parser.parse_args(argv)
+  if args.published:
+    print(tables.document_markdown(tables.IMAGENET_TABLES), end="")
+    return 0
+  if not args.runs and not args.more_runs:
+    parser.print_usage(sys.stderr)
+    print("ERROR: give --runs=DIR [DIR...] (or --published).", file=sys.stderr)
+    return 2
   try:
     paths = find_result_files(args.runs + args.more_runs)
   except FileNotFoundError as e:

@@ -214,6 +214,24 @@ def run_evaluation(eval_step: Callable, params, batch_stats, batches) -> dict:
           "loss": float(totals["loss_sum"]) / count, "count": int(count)}
 
 
+def _no_eval_variants(state: TrainState) -> dict:
+  del state
+  return {}
+
+
+def make_eval_variants_fn(config) -> Callable[[TrainState], dict]:
+  """``eval_variants(state) -> {name: (params, batch_stats)}``: weights to evaluate beside the classifier's.
+
+  Empty for ordinary methods; a stateful model-aware method that keeps another network in ``state.aux``
+  names it through its ``eval_variants(aux)`` (AutoMix/SAMix: ``{"momentum": (k params, k BN statistics)}``).
+  """
+  mode = model_aware_mode(config)
+  variants = getattr(mode.method.fn, "eval_variants", None) if mode is not None else None
+  if variants is None:
+    return _no_eval_variants
+  return lambda state: dict(variants(state.aux))
+
+
 class StepFunctions(NamedTuple):
   """Everything a run compiles, built once from the config (shared by training, evaluation and benchmarks)."""
   ctx: mixing.StepContext
@@ -225,6 +243,8 @@ class StepFunctions(NamedTuple):
   eval_step: Callable
   mixed_batch: Callable | None           # for TensorBoard pictures (input-level methods only)
   num_params: int
+  # {name: (params, batch_stats)} to evaluate beside state.params (AutoMix/SAMix: {"momentum": ...}).
+  eval_variants: Callable[[TrainState], dict] = _no_eval_variants
 
 
 def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int,
@@ -247,4 +267,5 @@ def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int
       train_step=make_train_step(config, ctx=ctx, tx=tx, schedule=schedule),
       eval_step=make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=num_classes),
       mixed_batch=make_mixed_batch_fn(config, mesh, num_classes),
-      num_params=parameter_count(abstract_params))
+      num_params=parameter_count(abstract_params),
+      eval_variants=make_eval_variants_fn(config))

@@ -83,3 +83,25 @@ def test_unfinished_runs_are_marked():
 def test_missing_runs_dir_is_a_clear_error(tmp_path, capsys):
   assert report.main([f"--runs={tmp_path / 'nope'}"]) == 2
   assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_without_runs_or_published_is_a_clear_error(capsys):
+  assert report.main([]) == 2
+  assert "--published" in capsys.readouterr().err
+  assert report.main(["--published"]) == 0
+  out = capsys.readouterr().out
+  assert "| SAMix*        | 2        | 70.83" in out and "DeiT-B" not in out   # the document's tables only
+
+
+def test_automix_reports_the_better_encoder_like_the_reference():
+  """q and k are both evaluated; the reported median is the better of their medians (OpenMixup's summary rule)."""
+  from mixjax.results import reported_top1, summarize
+  history = [{"epoch": e, "step": e, "top1": q, "top5": 0.0, "loss": 0.0, "top1_momentum": k}
+             for e, (q, k) in enumerate([(50, 40), (60, 62), (61, 63), (59, 64), (62, 65), (60, 66)], 1)]
+  results = summarize(history, epochs_done=6, total_epochs=6, config_json={}, status="completed")
+  assert results["top1_median_last5"] == 60 and results["top1_momentum_median_last5"] == 64
+  assert reported_top1(results, "top1_median_last5") == 64
+  assert reported_top1(results, "top1_best") == 66
+  plain = summarize([{k: v for k, v in h.items() if k != "top1_momentum"} for h in history], epochs_done=6,
+                    total_epochs=6, config_json={}, status="completed")
+  assert "top1_momentum_best" not in plain and reported_top1(plain, "top1_median_last5") == 60

@@ -11,8 +11,12 @@ what the code does. ``top_k > 0`` fixes the count (the original AttentiveMix use
 The extractor: ``extractor`` names a model of our zoo (``extractor_kwargs`` its keyword arguments) and
 ``extractor_checkpoint`` gives its weights — a run directory / Orbax checkpoint of ours (the model then comes
 from that run's config) or a PyTorch ``state_dict`` (``.pth``/``.pt`` via torch, or ``.npz`` of the same keys),
-imported with ``mixjax.models.load_torch_state_dict`` (torchvision ResNet layout; ``extractor_num_classes`` sets
-the size of its unused head, 1000 for ImageNet checkpoints). Without a checkpoint the step refuses to build,
+imported with ``mixjax.models.load_torch_state_dict`` (torchvision ResNet layout). For a state_dict the
+architecture is read off the checkpoint itself (block type, blocks per stage, groups: ResNet-18/34/50/101,
+ResNeXt-101 32x4d) and so is the size of its unused head, so ``extractor='auto'`` (the default) takes e.g.
+torchvision's ResNet-50 weights as they are (the DeiT recipes' AttentiveMix+ extractor, ``torchvision://resnet50``
+in the reference); an explicit ``extractor`` that disagrees with the checkpoint is refused naming both, instead
+of failing later with a shape mismatch. ``extractor_num_classes`` applies only when nothing else says it. Without a checkpoint the step refuses to build,
 unless ``allow_random_extractor=True``: a randomly initialised extractor, for tests and speed benchmarks only —
 meaningless for accuracy. The weights are loaded by ``init_aux`` into ``TrainState.aux`` (so they are
 checkpointed with the run and restored on resume) and never updated.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Mapping
 
 import jax
@@ -41,15 +46,80 @@ from mixjax.mixing.sampling import sample_beta_lam
 from mixjax.train_state import ModelFn
 
 
+AUTO = "auto"
+DEFAULT_RANDOM_EXTRACTOR = "resnet18"   # extractor='auto' without a checkpoint to read it from
+
+# (block type, blocks per stage, groups) of the torchvision ResNet layouts → our model names.
+_TORCH_RESNETS = {
+    ("basic", (2, 2, 2, 2), 1): "resnet18", ("basic", (3, 4, 6, 3), 1): "resnet34",
+    ("bottleneck", (3, 4, 6, 3), 1): "resnet50", ("bottleneck", (3, 4, 23, 3), 1): "resnet101",
+    ("bottleneck", (3, 4, 23, 3), 32): "resnext101_32x4d",
+}
+_LAYER_KEY = re.compile(r"(?:^|\.)layer([1-4])\.(\d+)\.(conv[123])\.weight$")
+
+
+def infer_torch_resnet(shapes: Mapping[str, tuple]) -> tuple[str, int]:
+  """(model name, head classes) of a torchvision-layout ResNet/ResNeXt state_dict, given its key → shape map
+  (keys may carry a prefix such as ``module.`` or ``backbone.``)."""
+  blocks: dict[int, set] = {}
+  bottleneck, groups = False, 1
+  for key, shape in shapes.items():
+    m = _LAYER_KEY.search(key)
+    if not m:
+      continue
+    stage, index, conv = int(m.group(1)), int(m.group(2)), m.group(3)
+    blocks.setdefault(stage, set()).add(index)
+    if conv == "conv3":
+      bottleneck = True
+    if conv == "conv2" and stage == 1 and index == 0 and len(shape) == 4:
+      # torch conv weight (out, in / groups, k, k); conv2 of a block maps its width to itself.
+      groups = max(1, int(shape[0]) // max(1, int(shape[1])))
+  if sorted(blocks) != [1, 2, 3, 4]:
+    raise ValueError("the extractor state_dict is not a torchvision-layout ResNet (no layer1..layer4 convs)")
+  depths = tuple(len(blocks[i]) for i in (1, 2, 3, 4))
+  key = ("bottleneck" if bottleneck else "basic", depths, groups if bottleneck else 1)
+  if key not in _TORCH_RESNETS:
+    raise ValueError(f"the extractor state_dict is a {key[0]} ResNet with blocks {depths} and groups {key[2]}, "
+                     f"which is none of {sorted(set(_TORCH_RESNETS.values()))}")
+  heads = [shape for k, shape in shapes.items() if k.endswith("fc.weight") and len(shape) == 2]
+  return _TORCH_RESNETS[key], (int(heads[0][0]) if heads else -1)
+
+
+@functools.lru_cache(maxsize=4)
+def _torch_shapes(path: str) -> dict:
+  return {k: tuple(np.shape(v)) for k, v in _read_torch_state_dict(path).items()}
+
+
+def _read_torch_state_dict(path: str) -> dict:
+  if path.endswith(".npz"):
+    return dict(np.load(path))
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f"loading {path} needs torch; or save the state_dict as .npz "
+                      "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))") from e
+  state_dict = torch.load(path, map_location="cpu")
+  return state_dict.get("state_dict", state_dict)
+
+
 def _extractor_spec(hp: Mapping) -> tuple[str, dict, int]:
-  """(model name, kwargs, num_classes) of the extractor; from the run's config for an Orbax checkpoint."""
+  """(model name, kwargs, num_classes) of the extractor: from the run's config for an Orbax checkpoint, from
+  the state_dict's own shapes for a torch checkpoint (checked against an explicit ``extractor``)."""
   path = str(hp["extractor_checkpoint"] or "")
+  name = str(hp["extractor"] or AUTO)
+  kwargs = dict(hp["extractor_kwargs"] or {})
   if path and not _is_torch_file(path):
     meta = _orbax_meta(path)
     model = dict(meta["config"]["model"])
     return model.pop("name"), model, int(meta["config"]["data"]["num_classes"])
-  kwargs = dict(hp["extractor_kwargs"] or {})
-  return str(hp["extractor"]), kwargs, int(hp["extractor_num_classes"])
+  if path and any(_LAYER_KEY.search(k) for k in _torch_shapes(path)):
+    found, classes = infer_torch_resnet(_torch_shapes(path))
+    if name not in (AUTO, found):
+      raise ValueError(f"attentivemix extractor={name!r} but extractor_checkpoint {path} holds a {found} "
+                       f"(torchvision layout); set extractor={found!r} or extractor='auto'")
+    return found, kwargs, classes if classes > 0 else int(hp["extractor_num_classes"])
+  # No checkpoint (random extractor), or a partial state_dict without residual stages: the named model.
+  return (DEFAULT_RANDOM_EXTRACTOR if name == AUTO else name), kwargs, int(hp["extractor_num_classes"])
 
 
 def _is_torch_file(path: str) -> bool:
@@ -99,16 +169,7 @@ def load_extractor_weights(hp: Mapping, seed: int = 0):
     model = _build(hp, nnx.Rngs(seed))
   elif _is_torch_file(path):
     from mixjax import models
-    if path.endswith(".npz"):
-      state_dict = dict(np.load(path))
-    else:
-      try:
-        import torch
-      except ImportError as e:
-        raise ImportError(f"loading {path} needs torch; or save the state_dict as .npz "
-                          "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))") from e
-      state_dict = torch.load(path, map_location="cpu")
-      state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = _read_torch_state_dict(path)
     model = _build(hp, nnx.Rngs(seed))
     models.load_torch_state_dict(model, state_dict, strict=False)
   else:
@@ -170,7 +231,7 @@ class AttentiveMix(ModelAwareMethod):
   name = "attentivemix"
   paper = ("Walawalkar, Shen, Liu, Savvides. Attentive CutMix: An Enhanced Data Augmentation Approach for Deep "
            "Learning Based Image Classification. ICASSP 2020")
-  defaults = {"extractor": "resnet18", "extractor_kwargs": {}, "extractor_num_classes": 1000,
+  defaults = {"extractor": AUTO, "extractor_kwargs": {}, "extractor_num_classes": 1000,
               "extractor_checkpoint": "", "allow_random_extractor": False, "feat_size": 224, "top_k": 0}
 
   def init_aux(self, ctx, rng, params, batch_stats, hp):
@@ -195,14 +256,19 @@ class AttentiveMix(ModelAwareMethod):
                                      rng=k_drop)
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
 
-  def picture(self, rng, images, labels, *, alpha, hp):
-    """With the configured extractor, else a random ResNet-18 (then the chosen cells mean nothing)."""
+  picture_note = "cells picked by an untrained ResNet-18 (width 8) extractor"
+
+  def picture_fn(self, images, labels, *, alpha, hp):
+    """With the configured extractor, else a random ResNet-18 of width 8 (then the chosen cells mean nothing,
+    and a narrow one picks them as well as a wide one)."""
     hp = dict(hp)
     if not hp["extractor_checkpoint"]:
       hp["allow_random_extractor"] = True
+      hp["extractor_kwargs"] = dict(hp["extractor_kwargs"] or {"width": 8})
     ext_params, ext_stats = load_extractor_weights(hp)
-    draw = jax.jit(lambda r, x, y, ext: self.mix(None, r, x, y, ext, alpha=alpha, hp=hp))
-    return draw(rng, images, labels, {"params": ext_params, "batch_stats": ext_stats})
+    ext = {"params": ext_params, "batch_stats": ext_stats}
+    draw = jax.jit(lambda r, x, y, e: self.mix(None, r, x, y, e, alpha=alpha, hp=hp))
+    return lambda rng: draw(rng, images, labels, ext)
 
 
 register_model_aware(AttentiveMix())

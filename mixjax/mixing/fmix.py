@@ -17,8 +17,11 @@ def low_frequency_image(rng: jax.Array, height: int, width: int,
                         ) -> jax.Array:
   """[H, W] float32 noise with a 1/f^decay_power amplitude spectrum, in [0, 1].
 
-  ``spectrum='paper'``: complex Gaussian coefficients on the full real-FFT
-  grid, i.e. isotropic 2-D low-frequency noise as the FMix paper describes.
+  ``spectrum='paper'``: independent complex Gaussian coefficients on the full
+  FFT grid, scaled by 1/max(f, 1/max(H, W))^decay_power, and the real part of
+  the inverse FFT: isotropic 2-D low-frequency noise as the FMix paper
+  describes (``tests/mixing/test_mask_methods.py`` checks that vertical and
+  horizontal modes get the same power).
 
   ``spectrum='reference'``: the official FMix code's (and OpenMixup's)
   construction, reproduced literally (spec 2.4): the H-frequency rows 0 and 1
@@ -30,14 +33,19 @@ def low_frequency_image(rng: jax.Array, height: int, width: int,
     raise ValueError(f"fmix spectrum must be one of {SPECTRA}, got "
                      f"{spectrum!r}")
   freq_y = jnp.fft.fftfreq(height)[:, None]
-  freq_x = jnp.fft.rfftfreq(width)[None, :]
-  freq = jnp.sqrt(freq_y ** 2 + freq_x ** 2)
-  scale = 1.0 / jnp.maximum(freq, 1.0 / max(height, width)) ** decay_power
-  noise = jax.random.normal(rng, (height, width // 2 + 1, 2)) * scale[..., None]
   if spectrum == "paper":
-    coeffs = noise[..., 0] + 1j * noise[..., 1]
-    image = jnp.fft.irfft2(coeffs, s=(height, width))
+    # Every (ky, kx) of the full grid gets its own complex Gaussian coefficient and the image is the real part
+    # of the inverse FFT, so a mode and its mirror image (ky, −kx) carry the same power. (An ``irfft2`` of a
+    # half-spectrum grid would keep only the Hermitian part of the kx = 0 column and give purely vertical
+    # modes half the power of horizontal ones.)
+    freq_x = jnp.fft.fftfreq(width)[None, :]
+    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y ** 2 + freq_x ** 2), 1.0 / max(height, width)) ** decay_power
+    noise = jax.random.normal(rng, (height, width, 2)) * scale[..., None]
+    image = jnp.fft.ifft2(noise[..., 0] + 1j * noise[..., 1])
   else:
+    freq_x = jnp.fft.rfftfreq(width)[None, :]
+    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y ** 2 + freq_x ** 2), 1.0 / max(height, width)) ** decay_power
+    noise = jax.random.normal(rng, (height, width // 2 + 1, 2)) * scale[..., None]
     coeffs = noise[0] + 1j * noise[1]  # the reference's axis mix-up
     image = jnp.fft.irfftn(coeffs, s=(height, width))
   image = jnp.real(image).astype(jnp.float32)

@@ -8,8 +8,12 @@ ICML 2020), entirely inside the jitted train step (spec 2.8).
 3. Unary terms from block-pooled, normalised saliency; data-smoothness terms from the mean absolute colour
    difference across block borders (images pooled by ``neigh_size``), re-parametrised into unary + symmetric
    pairwise; label prior η/g²·(−log binomial(ℓ; a)); label-pair cost (Δt)².
-4. Labels ℓ ∈ {0..n_labels−1} by ``puzzlemix_solver.solve_labeling`` (exact chain block-coordinate descent,
-   a jittable stand-in for the reference's CPU α-β-swap graph cut); block mask m = 1 − ℓ/(n_labels−1).
+4. Labels ℓ ∈ {0..n_labels−1} by ``puzzlemix_solver.solve_labeling``: ``solver='row_dp'`` (default) is an
+   exact dynamic program over grid rows on device — the global minimum, where the reference's CPU α-β-swap
+   graph cut finds a local one (measured on 100 8×8 photo problems per setting: row_dp reaches the exact
+   minimum on 100% with 2 and 3 labels, max relative gap 1.2e-7 (float32); the α-β swap on 74-100%; table in
+   the solver's docstring, from ``benchmarks/puzzlemix_solver.py``); ``solver='chain_descent'`` is the
+   cheaper approximate block-coordinate descent (92-100% exact on the same problems). Block mask m = 1 − ℓ/(n_labels−1).
 5. Transport (``transport=True``): the reference's iterative block assignment (g rounds: every source claims
    its cheapest destination, the cheapest claimant wins, losers pay +1), cost t_eps·distance − saliency·[shown];
    destinations without a winner become zero (they are masked out in practice).
@@ -165,10 +169,9 @@ def upsample_blocks(mask: jax.Array, height: int, width: int) -> jax.Array:
   return jnp.repeat(jnp.repeat(mask, height // g, axis=1), width // g, axis=2)[..., None]
 
 
-def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std):
-  """PuzzleMix of one shard at label grid g: (mixed images, block mask m [b, g, g])."""
-  b, h, w, _ = images.shape
-  n_labels = int(hp["n_labels"])
+def labeling_problem(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std):
+  """The labeling energies of one shard at grid g: (u1 [b, g, g], unary [b, g, g, L], w_v, w_h)."""
+  _, h, w, _ = images.shape
   s = h // g
   neigh = min(int(hp["neigh_size"]), s)
   k = s // neigh
@@ -178,9 +181,20 @@ def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std
   raw = (images.astype(jnp.float32) * std + mean) / 255.0
   pooled_x = pool(raw, neigh, neigh)
   pooled_p = pooled_x[perm]
-  unary, w_v, w_h = block_energy_terms(u1, u2, pooled_x, pooled_p, a, g=g, k=k, n_labels=n_labels,
+  unary, w_v, w_h = block_energy_terms(u1, u2, pooled_x, pooled_p, a, g=g, k=k, n_labels=int(hp["n_labels"]),
                                        beta=float(hp["beta"]), gamma=float(hp["gamma"]), eta=float(hp["eta"]))
-  labels = jax.vmap(lambda u, v, z: solve_labeling(u, v, z, sweeps=int(hp["solver_sweeps"])))(unary, w_v, w_h)
+  return u1, unary, w_v, w_h
+
+
+def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std):
+  """PuzzleMix of one shard at label grid g: (mixed images, block mask m [b, g, g])."""
+  _, h, w, _ = images.shape
+  n_labels = int(hp["n_labels"])
+  u1, unary, w_v, w_h = labeling_problem(images, saliency, perm, a, g=g, hp=hp, mean=mean, std=std)
+  u2 = u1[perm]
+  solver = str(hp.get("solver", "row_dp"))
+  labels = jax.vmap(lambda u, v, z: solve_labeling(u, v, z, sweeps=int(hp["solver_sweeps"]), method=solver))(
+      unary, w_v, w_h)
   mask = 1.0 - labels.astype(jnp.float32) / (n_labels - 1)
   x, partner = images, images[perm]
   if hp["transport"]:
@@ -223,7 +237,7 @@ class PuzzleMix(ModelAwareMethod):
   paper = ("Kim, Choo, Song. Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup. "
            "ICML 2020")
   defaults = {"transport": True, "t_batch_size": 32, "t_size": -1, "block_num": 4, "beta": 1.2, "gamma": 0.5,
-              "eta": 0.2, "neigh_size": 4, "n_labels": 3, "t_eps": 0.8, "solver_sweeps": 3}
+              "eta": 0.2, "neigh_size": 4, "n_labels": 3, "t_eps": 0.8, "solver": "row_dp", "solver_sweeps": 3}
 
   @staticmethod
   def _check(hp, height, width):
@@ -231,6 +245,12 @@ class PuzzleMix(ModelAwareMethod):
       raise ValueError("puzzlemix t_size must be -1 (transport on the label grid, the benchmark setting)")
     if int(hp["n_labels"]) < 2:
       raise ValueError(f"puzzlemix n_labels must be >= 2, got {hp['n_labels']}")
+    if hp.get("solver", "row_dp") not in ("row_dp", "chain_descent"):
+      raise ValueError(f"puzzlemix solver must be 'row_dp' (exact) or 'chain_descent', got {hp['solver']!r}")
+    if hp.get("solver", "row_dp") == "row_dp" and int(hp["n_labels"]) ** (2 * int(hp["block_num"])) > 3 ** 8:
+      raise ValueError(f"puzzlemix solver='row_dp' keeps n_labels^(2·block_num) = "
+                       f"{int(hp['n_labels']) ** (2 * int(hp['block_num']))} states per grid row (at most 3^8 "
+                       "supported); use solver='chain_descent' for larger grids or more labels")
     check_resolution(height, width, int(hp["block_num"]), int(hp["neigh_size"]))
 
   def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp, mean, std) -> MixResult:
@@ -255,16 +275,19 @@ class PuzzleMix(ModelAwareMethod):
                                      rng=k_drop)
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
 
-  def picture(self, rng, images, labels, *, alpha, hp):
-    """Saliency of a small randomly initialised ResNet-18 (the visualiser has no trained run)."""
-    from mixjax.mixing.picture_models import small_cnn_saliency
+  picture_note = "saliency of an untrained small ResNet"
+
+  def picture_fn(self, images, labels, *, alpha, hp):
+    """Saliency of a small randomly initialised ResNet (the visualiser has no trained run)."""
+    from mixjax.mixing.picture_models import input_saliency, small_cnn
+    net = small_cnn(labels.shape[-1])
 
     @jax.jit
-    def draw(rng, images, labels):
-      saliency = small_cnn_saliency(images, labels)
+    def draw(rng, images, labels, params, stats):
+      saliency = input_saliency((net[0], params, stats), images, labels)
       return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN_255,
                       std=IMAGENET_STD_255)
-    return draw(rng, images, labels)
+    return lambda rng: draw(rng, images, labels, net[1], net[2])
 
 
 register_model_aware(PuzzleMix())

@@ -5,14 +5,30 @@ The energy over a g×g grid of labels ℓ ∈ {0..L−1} (t = ℓ/(L−1) is the
     E(ℓ) = Σ_i U_i(ℓ_i) + Σ_(i,j) w_ij · (t_i − t_j)²
 
 with 4-neighbour edges: ``w_v`` [g−1, g] between rows r and r+1, ``w_h`` [g, g−1] between columns c and c+1.
-The reference minimises it with pyGCO's α-β swap on the host (spec 2.8). We use block-coordinate descent with
-exact chain updates instead: all even rows are conditionally independent given the odd rows, so each is solved
-exactly by a Viterbi pass (L² per block) with its neighbours fixed; then the odd rows, then the even and odd
-columns. Every update is an exact minimisation over its chains, so the energy never increases; the descent is
-run from the unary minimiser, from each constant labeling and from the two extreme checkerboards (which
-non-submodular edges, negative weights, favour), and the lowest final energy wins. All shapes are
-static and there is no host round trip. ``tests/mixing/test_puzzlemix.py`` measures the gap to the brute-force
-minimum on small grids.
+The reference minimises it with pyGCO's α-β swap graph cut on the host (spec 2.8), a local minimum.
+
+``solve_labeling`` (the default, ``method='row_dp'``) finds the global minimum by dynamic programming over rows:
+a row's labeling is one of L^g states (256 for 8×8 with 2 labels, 6561 with 3), and the transition from row r
+to row r+1 is a sum of per-column terms w_v[r, c]·V(ℓ_c, ℓ'_c), so the min over the previous row's state is
+taken one column at a time (g·L^(g+1) operations per row instead of L^(2g)). Backtracking recomputes each row's
+argmin given the next row's labels, so only the g message tables are kept. Everything is static-shaped jnp
+code; there is no host round trip.
+
+``method='chain_descent'`` keeps the earlier approximate solver: block-coordinate descent with exact chain
+(Viterbi) updates of the even/odd rows and columns from several starts.
+
+Measured by ``python benchmarks/puzzlemix_solver.py --problems=100`` (100 problems per setting, built from
+scikit-image photos with the benchmark's β = 1.2, γ = 0.5, η = 0.2; saliency = a random ResNet-18's input
+gradient, or the photo's fine-grained saliency as a peaked stand-in for a trained net's), fraction solved to a
+relative gap ≤ 1e-5 against a float64 exact row DP:
+
+    grid  labels  row_dp (max gap)    chain_descent   α-β swap (pyGCO's algorithm)
+    8×8   2       100% (1.1e-7)       95-100%         100%
+    8×8   3       100% (1.0e-7)       92-99%          74-100% (worse than row_dp on 26% of peaked problems)
+    4×4   2, 3    100% (1.2e-7)       99-100%         96-100%
+    2×2   2, 3    100% (1.1e-7)       100%            99-100%
+
+``row_dp`` is never worse than the α-β swap; its remaining gaps are float32 rounding of the energy.
 """
 from __future__ import annotations
 
@@ -77,7 +93,71 @@ def _sweep(labels, unary, w_v, w_h, dist):
   return labels_t.T
 
 
-def solve_labeling(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, sweeps: int = 3) -> jax.Array:
+def _axis_view(values: jax.Array, axes: tuple[int, ...], ndim: int) -> jax.Array:
+  """Reshapes ``values`` (one axis per entry of ``axes``) to broadcast over ``ndim`` state axes."""
+  shape = [1] * ndim
+  for size, axis in zip(values.shape, axes):
+    shape[axis] = size
+  return values.reshape(shape)
+
+
+def _row_costs(unary_row: jax.Array, w_row: jax.Array, dist: jax.Array) -> jax.Array:
+  """Σ_c U[c, ℓ_c] + Σ_c w[c]·V(ℓ_c, ℓ_c+1) as a tensor over the row's states, shape (L,)*g."""
+  g = unary_row.shape[0]
+  cost = sum(_axis_view(unary_row[c], (c,), g) for c in range(g))
+  for c in range(g - 1):
+    cost = cost + _axis_view(w_row[c] * dist, (c, c + 1), g)
+  return cost
+
+
+def _min_over_previous_row(message: jax.Array, w_col: jax.Array, dist: jax.Array) -> jax.Array:
+  """out[ℓ'] = min_ℓ message[ℓ] + Σ_c w[c]·V(ℓ_c, ℓ'_c), eliminating one column at a time."""
+  g = message.ndim
+  for c in range(g):
+    expanded = jnp.expand_dims(message, c + 1) + _axis_view(w_col[c] * dist, (c, c + 1), g + 1)
+    message = jnp.min(expanded, axis=c)
+  return message
+
+
+def solve_labeling_exact(unary: jax.Array, w_v: jax.Array, w_h: jax.Array) -> jax.Array:
+  """Global argmin of ``labeling_energy`` for one grid by dynamic programming over rows; int32 labels [g, g].
+
+  Memory and work grow as L^g (fine for the benchmark's g ≤ 8 with L ≤ 3: 6561 states per row).
+  """
+  g, _, n_labels = unary.shape
+  unary = unary.astype(jnp.float32)
+  w_v = w_v.astype(jnp.float32)
+  w_h = w_h.astype(jnp.float32)
+  dist = label_distance(n_labels)
+  states = (n_labels,) * g
+  row_costs = jax.vmap(_row_costs, in_axes=(0, 0, None))(unary, w_h, dist) if g > 1 else unary[:, 0]
+  messages = [row_costs[0]]
+  for r in range(1, g):
+    messages.append(row_costs[r] + _min_over_previous_row(messages[-1], w_v[r - 1], dist))
+
+  def unravel(flat):
+    return jnp.stack(jnp.unravel_index(flat, states)).astype(jnp.int32)
+
+  rows = [unravel(jnp.argmin(messages[-1]))]
+  for r in range(g - 2, -1, -1):
+    below = rows[0]
+    link = sum(_axis_view(w_v[r, c] * dist[:, below[c]], (c,), g) for c in range(g))
+    rows.insert(0, unravel(jnp.argmin(messages[r] + link)))
+  return jnp.stack(rows)
+
+
+def solve_labeling(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, sweeps: int = 3,
+                   method: str = "row_dp") -> jax.Array:
+  """argmin of ``labeling_energy`` for one grid (int32 labels [g, g]): exact by row DP (default), or the
+  approximate ``'chain_descent'`` with ``sweeps`` sweeps (see the module docstring)."""
+  if method == "row_dp":
+    return solve_labeling_exact(unary, w_v, w_h)
+  if method != "chain_descent":
+    raise ValueError(f"puzzlemix solver must be 'row_dp' or 'chain_descent', got {method!r}")
+  return solve_labeling_chain_descent(unary, w_v, w_h, sweeps)
+
+
+def solve_labeling_chain_descent(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, sweeps: int = 3) -> jax.Array:
   """Approximate argmin of ``labeling_energy`` for one grid; returns int32 labels [g, g]."""
   g, _, n_labels = unary.shape
   unary = unary.astype(jnp.float32)

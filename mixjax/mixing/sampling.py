@@ -29,12 +29,14 @@ def random_permutation(rng: jax.Array, size: int) -> jax.Array:
 
 
 def permutation_avoiding_fixed_points(rng: jax.Array, size: int,
-                                      tries: int = 10) -> jax.Array:
+                                      tries: int = 11) -> jax.Array:
   """First derangement among ``tries`` permutations, else the last one.
 
-  Mirrors the reference's re-draw loop (up to 10 attempts, keep the last draw
-  on failure) without a data-dependent loop: all attempts are drawn at once
-  (``tries`` small sorts of the local batch) and the first good one is picked.
+  Mirrors the reference's ``_no_repeat_shuffle_idx`` (spec 1.3): one draw plus
+  up to 10 re-draws while any index maps to itself, 11 draws in all, keeping
+  the last on failure (``ignore_failure=True``). Without a data-dependent loop:
+  all draws are made at once (``tries`` small sorts of the local batch) and
+  the first good one is picked.
   """
   perms = jax.vmap(lambda k: jax.random.permutation(k, size))(
       jax.random.split(rng, tries))

@@ -13,6 +13,7 @@ Row format (a dict)::
     args:      {method: {hyper_parameter: value}} overrides (registered methods only)
     loss:      {key: value} overrides of config.loss (e.g. name='decouple')
     overrides: {'dotted.config.key': value} anything else the row changes (e.g. TransMix's EMA)
+    model:     {model keyword: value} model arguments the row adds (e.g. AutoMix's zero_init_residual)
     per_model: {model: {any of the keys above}} per-backbone exceptions, merged over the row
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mixjax.mixing import default_mixing_config
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
-ROW_KEYS = ("method", "alpha", "prob", "args", "loss", "overrides", "per_model")
+ROW_KEYS = ("method", "alpha", "prob", "args", "loss", "overrides", "model", "per_model")
 
 
 def recipe_args(arg: str | None, *, recipe: str, rows: Mapping[str, Any], default_model: str,
@@ -164,6 +165,7 @@ def apply_row(c: ml_collections.ConfigDict, row: Mapping[str, Any]) -> None:
     c.loss[key] = value
   for key, value in (row.get("overrides") or {}).items():
     set_dotted(c, key, value)
+  model_kwargs(c, row.get("model") or {})
 
 
 def model_kwargs(c: ml_collections.ConfigDict, kwargs: Mapping[str, Any]) -> None:

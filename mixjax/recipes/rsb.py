@@ -9,6 +9,9 @@ from typing import Any, Mapping
 
 from mixjax.recipes import base
 
+# SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
+_SALIENCYMIX_CELL = {"saliencymix": {"saliency": "reference"}}
+
 # wd 0 on BN and biases (`(bn|gn)(\d+)?.(weight|bias)` or "bias"): all of them are 1-D parameters here.
 # Deviation: the reference regex misses the downsample BN's scale (spec §3.2 PITFALL); we exclude it too.
 
@@ -20,14 +23,18 @@ METHODS = {
     "mixup":        dict(method="mixup", alpha=0.2),
     "cutmix":       dict(method="cutmix", alpha=0.2),
     "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    "attentivemix": dict(method="attentivemix", alpha=2.0),
-    "saliencymix":  dict(method="saliencymix", alpha=0.2),
-    "fmix":         dict(method="fmix", alpha=0.2),
+    # The RSB configs list attentivemix args but define no backbone_k (spec 2.5): like the PyTorch-style rows, a
+    # pretrained torchvision ResNet-18 (args.attentivemix.extractor_checkpoint).
+    "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+    "saliencymix":  dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
+    # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+    "fmix":         dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
     "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
     "resizemix":    dict(method="resizemix", alpha=1.0),
-    # No reference AutoMix/SAMix config exists for RSB: the registered (paper) defaults.
-    "automix":      dict(method="automix", alpha=2.0),
-    "samix":        dict(method="samix", alpha=2.0),
+    # No reference AutoMix/SAMix config exists for RSB: the registered (paper) defaults; ResNet-50 with its last
+    # residual BN zero-initialised, as every AutoMixup run initialises (mmcv zero_init_residual=True).
+    "automix":      dict(method="automix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
+    "samix":        dict(method="samix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
 }
 
 LAMB = dict(name="lamb", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.02, wd_exclude_1d=True, wd_exclude=(),

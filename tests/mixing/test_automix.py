@@ -196,3 +196,89 @@ def test_resume_continues_exactly(tmp_path):
   # aux really holds a trained MixBlock and a moved encoder (the comparison is not vacuous)
   assert set(a["aux"]) == {"encoder", "mixblock", "mixblock_opt", "mask_loss_weight"}
   assert max(float(np.abs(x).max()) for x in jax.tree.leaves(a["aux"]["mixblock_opt"])) > 0
+
+
+# ------------------------------------------------------------------ reference details (issue 11)
+
+def _mixblock_step(method, ctx, state, images, labels, hp, step):
+  return jax.jit(lambda a: method.update_aux(ctx, jax.random.key(11), a, state.params, state.batch_stats, images,
+                                             labels, jnp.int32(step), alpha=2.0, hp=hp))(state.aux)
+
+
+def test_mixblock_lr_follows_the_iteration_even_when_updates_are_skipped(setup):
+  """The reference's lr hook sets the MixBlock lr every iteration; skipped updates must not freeze it."""
+  _, method, hp, ctx, state, images, labels = setup
+  hp = dict(hp, mixblock_lr=0.1, mixblock_min_lr=1e-3, mixblock_lr_by_epoch=False,
+            mask_loss_schedule="constant")   # same gradient at every step: only the lr differs
+  lr = lambda t: 1e-3 + (0.1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t / ctx.total_steps))  # noqa: E731
+  deltas = {}
+  for step in (0, 50):
+    aux, metrics = _mixblock_step(method, ctx, state, images, labels, hp, step)
+    np.testing.assert_allclose(float(metrics["mixblock_lr"]), lr(step), rtol=1e-5)
+    deltas[step] = jax.tree.map(lambda new, old: np.asarray(new) - np.asarray(old), aux["mixblock"],
+                                state.aux["mixblock"])
+  # From the same (fresh) optimizer state, the step-50 update is the step-0 update scaled by lr(50)/lr(0):
+  # the lr is read at the iteration, not at the MixBlock optimizer's own update count (which is 0 both times).
+  # (Least-squares ratio over all parameters: a single coordinate's difference new − old is float32-rounded.)
+  for d50, d0 in zip(jax.tree.leaves(deltas[50]), jax.tree.leaves(deltas[0])):
+    assert np.abs(d0).max() > 0
+    ratio = float(np.sum(d50 * d0, dtype=np.float64) / np.sum(d0 * d0, dtype=np.float64))
+    np.testing.assert_allclose(ratio, lr(50) / lr(0), rtol=0.02)
+
+  # A skipped iteration (update probability 0) leaves the MixBlock and its optimizer statistics as they were,
+  # yet logs the lr of that iteration.
+  aux, metrics = _mixblock_step(method, ctx, state, images, labels, dict(hp, mixblock_update_prob=0.0), 70)
+  jax.tree.map(np.testing.assert_array_equal, aux["mixblock"], state.aux["mixblock"])
+  jax.tree.map(np.testing.assert_array_equal, aux["mixblock_opt"], state.aux["mixblock_opt"])
+  np.testing.assert_allclose(float(metrics["mixblock_lr"]), lr(70), rtol=1e-5)
+
+
+def test_eval_variants_name_the_momentum_encoder(setup):
+  from mixjax import train_step
+  _, method, hp, ctx, state, images, labels = setup
+  new_params = jax.tree.map(lambda p: p + 0.01, state.params)
+  aux, _ = jax.jit(lambda a: method.update_aux(ctx, jax.random.key(1), a, new_params, state.batch_stats, images,
+                                               labels, jnp.int32(3), alpha=2.0, hp=hp))(state.aux)
+  moved = state.replace(params=new_params, aux=aux)
+  variants = train_step.make_eval_variants_fn(demo_config("automix,epochs=1"))(moved)
+  assert set(variants) == {"momentum"}
+  k_params, k_stats = variants["momentum"]
+  jax.tree.map(np.testing.assert_array_equal, k_params, aux["encoder"]["params"])
+  jax.tree.map(np.testing.assert_array_equal, k_stats, aux["encoder"]["batch_stats"])
+  assert _max_abs(jax.tree.map(jnp.subtract, k_params, new_params)) > 1e-3   # k, not q
+  assert train_step.make_eval_variants_fn(demo_config("mixup,epochs=1"))(moved) == {}
+
+
+def test_lambda_embedding_none_and_lam_mul_k():
+  from mixjax.mixing.automix import mixblock as mb
+  rng = np.random.default_rng(3)
+  fa = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
+  fb = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
+  none = mb.MixBlockDesign(lam_embedding="none")
+  params = mb.init_mixblock(jax.random.key(0), 8, none)
+  assert params["qk"]["kernel"].shape == (8, 4)            # no λ channel
+  a = mb.mask_logits(params, fa, fb, 0.2, none)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(mb.mask_logits(params, fa, fb, 0.7, none)))
+  concat = mb.MixBlockDesign()
+  pc = mb.init_mixblock(jax.random.key(0), 8, concat)
+  assert float(jnp.max(jnp.abs(mb.mask_logits(pc, fa, fb, 0.2, concat) - mb.mask_logits(pc, fa, fb, 0.7, concat)))) > 0
+  # The reference's cubic λ re-mapping: fixed ends, and the block sees λ' exactly.
+  k = 0.25
+  lam = jnp.float32(0.3)
+  want = (4 / 3 * 0.3 ** 3 - 2 * 0.3 ** 2 + 1.25 * 0.3) / (1.25 - 2 / 3)
+  np.testing.assert_allclose(float(mb.rescale_lam_mul(lam, k)), want, rtol=1e-6)
+  np.testing.assert_allclose([float(mb.rescale_lam_mul(jnp.float32(x), k)) for x in (0.0, 1.0)], [0.0, 1.0],
+                             atol=1e-6)
+  mul = mb.MixBlockDesign(lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck")
+  mul_k = mb.MixBlockDesign(lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck", lam_mul_k=k)
+  pm = mb.init_mixblock(jax.random.key(1), 8, mul)
+  np.testing.assert_allclose(np.asarray(mb.mask_logits(pm, fa, fb, lam, mul_k)),
+                             np.asarray(mb.mask_logits(pm, fa, fb, jnp.float32(want), mul)), rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="lam_mul_k"):
+    mb.MixBlockDesign(lam_embedding="concat", lam_mul_k=0.25)
+
+
+def test_constant_mask_loss_schedule():
+  for t in (0, 500, 999):
+    w = schedules.mask_loss_weight(jnp.int32(t), jnp.float32(0.0), 1000, base=0.1, schedule="constant")
+    assert float(w) == pytest.approx(0.1)

@@ -2,10 +2,13 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mixjax import mixing
 from mixjax.mixing import sampling
+from mixjax.mixing import smoothmix as smoothmix_module
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 
@@ -68,6 +71,61 @@ def test_derangement_helper_avoids_self_pairs():
   assert fixed_free(perms) > 0.95
   assert fixed_free(plain) < 0.6
   assert all(sorted(p) == list(range(8)) for p in np.asarray(perms))
+
+
+def test_derangement_helper_draws_eleven_times_like_the_reference():
+  """One draw plus up to 10 re-draws (spec 1.3): with 2 samples each draw fails with probability 1/2, so all
+  11 fail with probability 2^-11 (10 draws: 2^-10)."""
+  draws = 200_000
+  keys = jax.random.split(jax.random.key(1), draws)
+  perms = jax.jit(jax.vmap(lambda k: sampling.permutation_avoiding_fixed_points(k, 2)))(keys)
+  failures = int(np.sum(np.asarray(perms)[:, 0] == 0))
+  assert 55 <= failures <= 145          # expected 97.7 (10 draws: 195)
+
+
+def _reference_smoothmix_window(size, shift_rows, shift_cols, sigma):
+  """numpy port of the reference's gaussian_kernel: roll a 2H×2H coordinate grid, crop the middle H×H."""
+  s = 2 * size
+  x_grid = np.tile(np.arange(s), (s, 1))
+  grid = np.stack([x_grid, x_grid.T], axis=-1)
+  grid = np.roll(grid, shift_rows, 0)
+  grid = np.roll(grid, shift_cols, 1)
+  crop = s // 4
+  grid = grid[crop:s - crop, crop:s - crop]
+  return np.exp(-np.sum((grid - (s - 1) / 2) ** 2, axis=-1) / (2 * sigma ** 2))
+
+
+@pytest.mark.parametrize("size", [32, 10])   # odd sizes crash the reference (its crop is size + 1)
+def test_smoothmix_window_is_the_reference_roll_and_crop(size):
+  for shift_rows, shift_cols in [(0, 0), (-size // 2, size // 2 - 1), (3, -2), (-(size // 2), -(size // 2))]:
+    sigma = 0.3 * size
+    dy = smoothmix_module.centred_coordinates(size, jnp.int32(shift_rows))[:, None]
+    dx = smoothmix_module.centred_coordinates(size, jnp.int32(shift_cols))[None, :]
+    ours = np.exp(-(np.asarray(dy) ** 2 + np.asarray(dx) ** 2) / (2 * sigma ** 2))
+    np.testing.assert_allclose(ours, _reference_smoothmix_window(size, shift_rows, shift_cols, sigma),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_smoothmix_centre_sits_on_half_pixels():
+  for seed in range(5):
+    window = np.asarray(smoothmix_module.gaussian_window(jax.random.key(seed), 32, 32))
+    row = window[:, np.argmax(window.max(axis=0))]
+    top = int(np.argmax(row))
+    # the centre is at top + ½: two equal maxima (only a centre at −½ has a single one, at row 0)
+    assert row[top + 1] == pytest.approx(row[top], rel=1e-6) or top == 0
+    shifts = {int(smoothmix_module.reference_shift(k, 32)) for k in jax.random.split(jax.random.key(seed), 64)}
+    assert min(shifts) >= -16 and max(shifts) <= 15
+
+
+def test_smoothmix_label_weights_flag():
+  images, labels = constant_batch(batch=4)
+  fn = mixing.get_method("smoothmix").fn
+  paper = fn(jax.random.key(0), images, labels, label_weights="paper")
+  reference = fn(jax.random.key(0), images, labels, label_weights="reference")
+  weight, self_pair = recover_pixel_weight(paper)
+  n = int(np.argmin(self_pair))
+  assert float(paper.lam[n]) == pytest.approx(float(np.mean(weight[n])), abs=1e-5)   # λ = share of x
+  np.testing.assert_allclose(np.asarray(reference.lam), 1 - np.asarray(paper.lam), atol=1e-6)
 
 
 def test_switch_probabilities_pick_the_branch():

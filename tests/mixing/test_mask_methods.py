@@ -9,6 +9,7 @@ import pytest
 from mixjax import mixing
 from mixjax.mixing import fmix as fmix_module
 from mixjax.mixing import resizemix as resizemix_module
+from mixjax.mixing import saliency as saliency_module
 from mixjax.mixing.saliency import salient_peak
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
@@ -48,6 +49,28 @@ def test_fmix_low_frequency_image_is_normalised_and_smooth():
       jax.random.key(0), 64, 64, decay_power=0.0))
   roughness = lambda a: np.abs(np.diff(a, axis=0)).mean()
   assert roughness(image) < 0.25 * roughness(white)  # 1/f^3 is smooth
+
+
+def _fmix_draws(spectrum, draws, size=32):
+  keys = jax.random.split(jax.random.key(0), draws)
+  return jax.jit(jax.vmap(lambda k: fmix_module.low_frequency_image(k, size, size, 3.0, spectrum)))(keys)
+
+
+def test_fmix_paper_spectrum_is_isotropic():
+  """Purely vertical modes (ky ≠ 0, kx = 0) carry the same power as purely horizontal ones (ky = 0, kx ≠ 0)."""
+  images = _fmix_draws("paper", 6000)
+  power = jnp.abs(jnp.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
+  for k in (slice(1, 4), slice(29, 32)):                    # the lowest positive and negative frequencies
+    vertical, horizontal = float(power[:, k, 0].sum()), float(power[:, 0, k].sum())
+    assert vertical / horizontal == pytest.approx(1.0, abs=0.05)
+
+
+def test_fmix_paper_masks_have_as_many_vertical_as_horizontal_edges():
+  masks = jax.vmap(lambda im: fmix_module.binarise_top_fraction(im, 512))(_fmix_draws("paper", 2000))
+  vertical = np.asarray(jnp.abs(jnp.diff(masks, axis=1)).sum((1, 2)))     # edges between rows
+  horizontal = np.asarray(jnp.abs(jnp.diff(masks, axis=2)).sum((1, 2)))
+  assert vertical.mean() / horizontal.mean() == pytest.approx(1.0, abs=0.05)
+  assert 0.45 <= np.mean(vertical < horizontal) <= 0.55   # an irfft2 half-spectrum gave 0.68
 
 
 def test_binarise_top_fraction_sets_exactly_count_pixels():
@@ -118,19 +141,44 @@ def test_resizemix_scale_stays_in_scope():
     assert float(tau.std()) > 0.1
 
 
-def test_saliency_peak_finds_a_small_bright_spot():
+@pytest.mark.parametrize("kind", ["fine_grained", "spectral_residual"])
+def test_saliency_peak_finds_a_small_bright_spot(kind):
   image = jnp.zeros((96, 96, 3)).at[60:66, 18:24, :].set(4.0)
   image = image + 0.05 * jax.random.normal(jax.random.key(0), image.shape)
-  row, col = salient_peak(image)
+  row, col = salient_peak(image, kind)
   assert abs(int(row) - 63) <= 6 and abs(int(col) - 21) <= 6
 
 
-def test_saliencymix_box_covers_the_partner_salient_spot():
+def test_spectral_residual_border_jump_is_not_salient():
+  """A ramp jumps from bright to dark where the DFT wraps around; the periodic decomposition removes that."""
+  yy, xx = np.mgrid[0:96, 0:96] / 95.0
+  image = (0.6 * yy + 0.4 * xx)[..., None] * np.ones(3)
+  image[40:46, 60:66] += 0.05                               # a faint square: the only real structure
+  peaks = {}
+  for periodic in (False, True):
+    sal = np.asarray(saliency_module.spectral_residual_saliency(jnp.asarray(image, jnp.float32),
+                                                                 periodic=periodic))
+    peaks[periodic] = np.unravel_index(np.argmax(sal), sal.shape)
+  size = saliency_module.WORKING_SIZE
+  assert max(peaks[False]) >= size - 3                      # plain DFT: the wrap-around edge wins
+  assert abs(peaks[True][0] - 43 * size / 96) <= 3 and abs(peaks[True][1] - 63 * size / 96) <= 3
+
+
+def test_fine_grained_saliency_is_jittable_and_takes_grey_images():
+  image = jnp.zeros((40, 48, 1)).at[10:14, 30:34].set(200.0)
+  sal = jax.jit(saliency_module.fine_grained_saliency)(image)
+  assert sal.shape == (40, 48) and float(sal.max()) == 1.0
+  assert float(jnp.max(sal[10:14, 30:34])) == 1.0     # the square is the strongest "on" response
+
+
+@pytest.mark.parametrize("kind", ["fine_grained", "spectral_residual"])
+def test_saliencymix_box_covers_the_partner_salient_spot(kind):
   images, labels = constant_batch(batch=4, size=64)
   images = images.at[:, 44:48, 8:12, :].add(20.0)  # same spot in every image
-  fn = jax.jit(mixing.get_method("saliencymix").fn, static_argnames=("alpha",))
+  fn = jax.jit(functools.partial(mixing.get_method("saliencymix").fn, alpha=1.0, lam=0.9, saliency=kind,
+                                 mean=(0.0,) * 3, std=(8.0,) * 3))
   for seed in range(3):
-    out = fn(jax.random.key(seed), images, labels, alpha=1.0, lam=0.9)
+    out = fn(jax.random.key(seed), images, labels)
     partner = np.argmax(np.asarray(out.labels_b), axis=1)
     mixed = np.asarray(out.images)[..., 0]
     i = int(np.argmax(partner != np.arange(4)))
@@ -138,3 +186,16 @@ def test_saliencymix_box_covers_the_partner_salient_spot():
     # the spot came from the partner: value partner+1 (+20 on the spot)
     np.testing.assert_allclose(mixed[i, 45, 9], partner[i] + 1 + 20.0)
     assert float(out.lam[i]) < 1
+
+
+def test_saliencymix_reference_saliency_centres_boxes_on_the_first_rows():
+  """'reference' reproduces OpenCV reading the normalised float tensor's bytes: peaks near the top edge."""
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(4, 64, 64, 3)).astype(np.float32))
+  rows = [int(salient_peak(images[i], "reference")[0]) for i in range(4)]
+  assert np.median(rows) < 16
+  labels = jax.nn.one_hot(jnp.arange(4), 4)
+  out = jax.jit(functools.partial(mixing.get_method("saliencymix").fn, alpha=1.0, lam=0.5,
+                                  saliency="reference"))(jax.random.key(0), images, labels)
+  lam = float(out.lam[0])
+  assert 0.5 < lam < 1     # the box (drawn for λ = 0.5) is clipped by the top edge

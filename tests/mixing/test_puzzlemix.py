@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.puzzlemix_solver import alpha_beta_swap, energy, evaluate, exact_minimum, photo_problems
 from mixjax.mixing import puzzlemix
 from mixjax.mixing.puzzlemix_solver import labeling_energy, solve_labeling
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
@@ -23,11 +24,12 @@ def _energies_numpy(configs, unary, w_v, w_h):
   return e
 
 
+@pytest.mark.parametrize("method", ["row_dp", "chain_descent"])
 @pytest.mark.parametrize("g,n_labels", [(3, 3), (3, 2), (4, 2)])
-def test_solver_energy_close_to_brute_force_minimum(g, n_labels):
+def test_solver_energy_close_to_brute_force_minimum(g, n_labels, method):
   rng = np.random.default_rng(g * 10 + n_labels)
   configs = np.array(list(itertools.product(range(n_labels), repeat=g * g))).reshape(-1, g, g)
-  solve = jax.jit(jax.vmap(solve_labeling))
+  solve = jax.jit(jax.vmap(lambda u, v, h: solve_labeling(u, v, h, method=method)))
   trials = 40
   # PuzzleMix-like scales: unaries ~ 1/g², pairwise from 0.1x to 3x of that, some negative (non-submodular).
   unary = rng.random((trials, g, g, n_labels)).astype(np.float32) / g ** 2
@@ -38,14 +40,42 @@ def test_solver_energy_close_to_brute_force_minimum(g, n_labels):
   gaps = []
   for i in range(trials):
     ours = _energies_numpy(labels[i][None], unary[i], w_v[i], w_h[i])[0]
-    best = _energies_numpy(configs, unary[i], w_v[i], w_h[i]).min()
+    energies = _energies_numpy(configs, unary[i], w_v[i], w_h[i])
+    best = energies.min()
     gaps.append((ours - best) / abs(best))
+    if method == "row_dp":   # the oracle of the benchmark agrees with brute force too
+      assert exact_minimum(unary[i], w_v[i], w_h[i])[0] == pytest.approx(best, rel=1e-6)   # brute force sums in float32
   gaps = np.array(gaps)
-  print(f"\npuzzlemix solver {g}x{g}, {n_labels} labels: exact in {np.mean(gaps < 1e-5):.0%} of {trials}, "
+  print(f"\npuzzlemix solver {method} {g}x{g}, {n_labels} labels: exact in {np.mean(gaps < 1e-5):.0%} of {trials}, "
         f"mean relative energy gap {gaps.mean():.2e}, max {gaps.max():.2e}")
   assert gaps.min() > -1e-5            # never below the true minimum (the energy functions agree)
-  assert np.mean(gaps < 1e-5) >= 0.9   # exact on nearly every grid
-  assert gaps.max() < 0.02
+  if method == "row_dp":
+    assert gaps.max() < 1e-5           # exact (up to float32 rounding)
+  else:
+    assert np.mean(gaps < 1e-5) >= 0.9
+    assert gaps.max() < 0.02
+
+
+@pytest.mark.parametrize("n_labels", [2, 3])
+def test_row_dp_is_exact_on_8x8_photo_problems_and_never_worse_than_alpha_beta_swap(n_labels):
+  """8×8 problems from scikit-image photos with the benchmark's β, γ, η (``benchmarks/puzzlemix_solver.py``)."""
+  problems = photo_problems(8, 8, n_labels, seed=n_labels, saliency="fine_grained", batch=8)
+  gaps = evaluate(problems, {"row_dp": solve_labeling}, with_swap=n_labels == 3)
+  assert np.mean(gaps["row_dp"] <= 1e-5) >= 0.95 and gaps["row_dp"].mean() <= 1e-4
+  assert gaps["row_dp"].min() > -1e-5
+  if n_labels == 3:
+    assert np.all(gaps["row_dp"] <= gaps["alpha_beta_swap"] + 1e-5)
+
+
+def test_alpha_beta_swap_oracle_reaches_a_swap_local_minimum():
+  """The benchmark's α-β swap: never below the exact minimum, exact on an easy (strong-unary) problem."""
+  rng = np.random.default_rng(3)
+  unary = rng.random((4, 4, 3))
+  w_v, w_h = 0.01 * rng.random((3, 4)), 0.01 * rng.random((4, 3))
+  labels = alpha_beta_swap(unary, w_v, w_h)
+  best, best_labels = exact_minimum(unary, w_v, w_h)
+  assert energy(labels, unary, w_v, w_h) == pytest.approx(best, rel=1e-12)
+  np.testing.assert_array_equal(labels, best_labels)
 
 
 def test_solver_energy_matches_numpy_energy():
@@ -114,6 +144,15 @@ def test_puzzlemix_pairs_within_each_device(four_device_mesh):
   own = np.argmax(np.asarray(result.labels_a), 1)
   partner = np.argmax(np.asarray(result.labels_b), 1)
   assert np.all(own // 4 == partner // 4)
+  np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
+
+
+def test_solver_choice_is_checked_and_chain_descent_still_mixes():
+  with pytest.raises(ValueError, match="row_dp"):
+    puzzlemix.PuzzleMix._check(dict(HP, solver="graph_cut"), 32, 32)
+  with pytest.raises(ValueError, match="chain_descent"):
+    puzzlemix.PuzzleMix._check(dict(HP, block_num=8), 64, 64)      # 3^16 states per row
+  result = _mix(dict(HP, solver="chain_descent", transport=False, block_num=2))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
 
 

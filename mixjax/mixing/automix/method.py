@@ -30,8 +30,10 @@ Gradients cannot cross: F and M_bb are ``stop_gradient``-ed in 1, q does not app
 
 Differences from the reference, on purpose:
 
-* one classification head for the clean and the mixed loss (the reference has head_one and head_mix); the
-  classifier evaluated is q (``state.params``), the reference also reports the k heads.
+* one classification head for the clean and the mixed loss (the reference has head_one and head_mix). Both
+  encoders are evaluated: q (``state.params``) and, through ``eval_variants``, the momentum encoder k with its
+  own BN statistics (the reference validates one_q, mix_q, one_k, mix_k and its summary tool reports the better
+  encoder; its deployable model is k).
 * the mask loss mean is taken per device shard (the reference's per-GPU batch), as OpenMixup's DDP does.
 * lam_margin: the fallback mask is the constant partner weight 1−λ_bb, so the label weight λ_bb is exact.
 * gradient clipping of the MixBlock (``mixblock_grad_clip``) is applied to its own gradient, not jointly with
@@ -40,15 +42,17 @@ Differences from the reference, on purpose:
 Hyper-parameters (``config.mixing.args.automix`` / ``.samix``), AutoMix / SAMix defaults:
 
 * ``feature``: which model feature feeds the MixBlock ("stage3", the stride-16 stage of a ResNet);
-* ``lam_embedding`` concat/mul, ``qk_input`` shared/pair_concat, ``value_net`` linear/conv_neck,
-  ``value_dropout`` 0/0.1, ``upsample`` nearest/bilinear: the MixBlock design (``mixblock.py``);
+* ``lam_embedding`` concat/mul (or "none": the reference's Tiny-ImageNet AutoMix), ``lam_mul_k`` −1 (off),
+  ``qk_input`` shared/pair_concat, ``value_net`` linear/conv_neck, ``value_dropout`` 0/0.1, ``upsample``
+  nearest/bilinear: the MixBlock design (``mixblock.py``);
 * ``lam_margin`` 0.08; ``label_weight`` "lambda" (label weight λ, the mask area only regularised towards it, as
   in both papers) or "mask_mean" (label weight = 1 − the sample's mask mean);
 * ``clean_loss_weight`` 1: weight of the classifier's clean one-hot loss;
 * ``mask_loss_weight`` 0.1, ``mask_loss_margin`` 0.1, ``mask_variance_weight`` 0 / 2 (SAMix's "L1+Variance":
   the loss subtracts 2·variance of the mask around the shard mean, rewarding near-binary masks);
-* ``mask_loss_schedule`` "cosine" (intended plain cosine to 0) or "compounding" (the reference's actual
-  behaviour, ≈ 0 after a few epochs; see ``schedules.mask_loss_weight``);
+* ``mask_loss_schedule`` "cosine" (intended plain cosine to 0), "compounding" (the reference's actual
+  behaviour, ≈ 0 after a few epochs; see ``schedules.mask_loss_weight``) or "constant" (configs without the
+  annealing hook: the reference's Tiny-ImageNet ones);
 * ``mixblock_loss_eta``: SAMix's η-balanced generation loss, realised as the decoupled mixup loss (the paper's
   local-smoothness term; later published as DecoupleMix) added with weight η to the Mixer's mixup CE. AutoMix 0;
   SAMix 0.1 (paper); the reference configs have it off (η = 0, ``neg_weight=1``, "try neg (eta in SAMix)"
@@ -57,7 +61,12 @@ Hyper-parameters (``config.mixing.args.automix`` / ``.samix``), AutoMix / SAMix 
 * ``mixblock_lr`` (None: classifier's peak lr), ``mixblock_min_lr`` 1e-3, ``mixblock_momentum`` (None:
   classifier's), ``mixblock_warmup_epochs`` 0, ``mixblock_lr_by_epoch`` (None: classifier's),
   ``mixblock_grad_clip`` (None: classifier's), ``mixblock_update_prob`` 1 (the ViT configs' switch_off 0.8:
-  with probability 1−p an iteration leaves the MixBlock and its optimizer untouched).
+  with probability 1−p an iteration leaves the MixBlock and its optimizer statistics untouched; its lr
+  schedule still advances with the iteration, as the reference's per-iteration lr hook does).
+
+Zero-initialised residual BN: the reference's ``AutoMixup`` always runs ``init_weights`` (mmcv, with
+``zero_init_residual=True``), so the recipes' AutoMix/SAMix rows build ResNets with ``zero_init_residual=True``;
+the method itself does not change the model.
 
 SAMix "paper" vs "reference configs": the registered ``samix`` defaults follow the paper (η-balanced Mixer loss
 η = 0.1, plain cosine mask-loss weight); the OpenMixup ImageNet configs are reached with
@@ -81,8 +90,8 @@ from mixjax.sharding import DATA_AXIS
 LABEL_WEIGHTS = ("lambda", "mask_mean")
 
 AUTOMIX_DEFAULTS: Mapping[str, Any] = dict(
-    feature="stage3", lam_embedding="concat", qk_input="shared", value_net="linear", value_dropout=0.0,
-    upsample="nearest", lam_margin=0.08, label_weight="lambda", clean_loss_weight=1.0,
+    feature="stage3", lam_embedding="concat", lam_mul_k=-1.0, qk_input="shared", value_net="linear",
+    value_dropout=0.0, upsample="nearest", lam_margin=0.08, label_weight="lambda", clean_loss_weight=1.0,
     mask_loss_weight=0.1, mask_loss_margin=0.1, mask_variance_weight=0.0, mask_loss_schedule="cosine",
     mixblock_loss_eta=0.0, momentum_base=0.999, momentum_end=0.99999, momentum_scope_start=0.1,
     mixblock_lr=None, mixblock_min_lr=1e-3, mixblock_momentum=None, mixblock_warmup_epochs=0.0,
@@ -95,7 +104,8 @@ SAMIX_DEFAULTS: Mapping[str, Any] = dict(
 
 def design_of(hp: Mapping[str, Any]) -> mb.MixBlockDesign:
   return mb.MixBlockDesign(lam_embedding=hp["lam_embedding"], qk_input=hp["qk_input"], value_net=hp["value_net"],
-                           upsample=hp["upsample"], value_dropout=float(hp["value_dropout"]))
+                           upsample=hp["upsample"], value_dropout=float(hp["value_dropout"]),
+                           lam_mul_k=float(hp.get("lam_mul_k", -1.0)))
 
 
 def num_shards(ctx: StepContext) -> int:
@@ -260,6 +270,9 @@ class LearnedMaskMixup(ModelAwareMethod):
     (total, (mix_stats, _, metrics)), grads = grad_fn(aux["mixblock"])
     tx, lr_schedule = schedules.mixblock_optimizer(ctx, hp, aux["mixblock"])
     updates, new_opt = tx.update(grads, aux["mixblock_opt"], aux["mixblock"])
+    # The lr is a function of the iteration, not of the MixBlock optimizer's own (possibly frozen) count.
+    lr = jnp.asarray(lr_schedule(step), jnp.float32)
+    updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     new_mixblock = optax.apply_updates(aux["mixblock"], updates)
     enc_stats = mix_stats
     prob = float(hp["mixblock_update_prob"])
@@ -274,12 +287,25 @@ class LearnedMaskMixup(ModelAwareMethod):
     new_aux = {"encoder": {"params": enc_params, "batch_stats": enc_stats}, "mixblock": new_mixblock,
                "mixblock_opt": new_opt, "mask_loss_weight": weight}
     return new_aux, {**metrics, "mixblock_total": total, "mask_loss_weight": weight, "encoder_momentum": m,
-                     "mixblock_lr": lr_schedule(step)}
+                     "mixblock_lr": lr}
+
+  # ------------------------------------------------------------------------------------------ evaluation
+  def eval_variants(self, aux) -> dict:
+    """Extra weights to evaluate beside the classifier q: the momentum encoder k (its params and its own BN
+    statistics). The reference validates k's heads as well and its summary reports the better encoder."""
+    return {"momentum": (aux["encoder"]["params"], aux["encoder"]["batch_stats"])}
 
   # ------------------------------------------------------------------------------------------ visualiser
-  def picture(self, rng, images, labels, *, alpha, hp, steps: int = 30):
+  picture_note = "MixBlock masks on a small ResNet's features; both untrained unless --automix_steps"
+
+  def picture_fn(self, images, labels, *, alpha, hp, steps: int | None = None):
+    """The MixBlock's mixes of the photos, after ``steps`` training steps on them (``preview.DEFAULT_STEPS``
+    when None)."""
     from mixjax.mixing.automix import preview
-    return preview.briefly_trained_mixes(self, rng, images, labels, alpha=alpha, hp=hp, steps=steps)
+    return preview.mixes_fn(self, images, labels, alpha=alpha, hp=hp, steps=steps)
+
+  def picture(self, rng, images, labels, *, alpha, hp, steps: int | None = None):
+    return self.picture_fn(images, labels, alpha=alpha, hp=hp, steps=steps)(rng)
 
 
 class SAMixMethod(LearnedMaskMixup):

@@ -6,7 +6,9 @@ Scenario-Agnostic Mixup", arXiv 2111.15454) share the shape of the generator and
 (``MixBlockDesign``), spec sections 2.14-2.15:
 
 * λ embedding: AutoMix appends a constant λ channel to X_a and 1−λ to X_b ("concat"); SAMix scales
-  X_a·(1+λ), X_b·(2−λ) ("mul", a parameter-free residual encoding).
+  X_a·(1+λ), X_b·(2−λ) ("mul", a parameter-free residual encoding), optionally with λ first re-mapped by the
+  reference's cubic ``rescale_lam_mult`` (``lam_mul_k`` ≥ 0: λ' = (4/3·λ³ − 2λ² + k'λ)/(k' − 2/3), k' = k + 1;
+  −1 = off); "none" encodes no λ at all (the reference's Tiny-ImageNet AutoMix configs, ``lam_concat=False``).
 * query/key: AutoMix applies one shared 1×1 conv to X_a (query) and X_b (key) ("shared"); SAMix applies two
   1×1 convs to the channel-concatenated pair ("pair_concat").
 * value: a 1×1 conv to one channel ("linear") or SAMix's ConvNeck: 1×1 conv to C/2, BatchNorm (batch statistics
@@ -30,7 +32,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-LAM_EMBEDDINGS = ("concat", "mul")
+LAM_EMBEDDINGS = ("concat", "mul", "none")
 QK_INPUTS = ("shared", "pair_concat")
 VALUE_NETS = ("linear", "conv_neck")
 UPSAMPLINGS = ("nearest", "bilinear")
@@ -45,6 +47,7 @@ class MixBlockDesign:
   value_net: str = "linear"
   upsample: str = "nearest"
   value_dropout: float = 0.0
+  lam_mul_k: float = -1.0   # "mul" only: k of the reference's cubic λ re-mapping (< 0: off)
 
   def __post_init__(self):
     for field, valid in (("lam_embedding", LAM_EMBEDDINGS), ("qk_input", QK_INPUTS),
@@ -53,6 +56,15 @@ class MixBlockDesign:
         raise ValueError(f"MixBlock {field}={getattr(self, field)!r} is not valid; use one of {valid}")
     if not 0.0 <= self.value_dropout < 1.0:
       raise ValueError(f"MixBlock value_dropout must be in [0, 1), got {self.value_dropout}")
+    if self.lam_mul_k >= 0 and self.lam_embedding != "mul":
+      raise ValueError(f"MixBlock lam_mul_k={self.lam_mul_k} re-maps λ for lam_embedding='mul' only, "
+                       f"not {self.lam_embedding!r}")
+
+
+def rescale_lam_mul(lam: jax.Array, k: float) -> jax.Array:
+  """The reference's ``rescale_lam_mult``: λ' = (4/3·λ³ − 2λ² + (k+1)·λ)/(k + 1/3); λ' (0) = 0, λ' (1) = 1."""
+  kp = float(k) + 1.0
+  return (4.0 / 3.0 * lam ** 3 - 2.0 * lam ** 2 + kp * lam) / (kp - 2.0 / 3.0)
 
 
 def _dense(rng, fan_in: int, fan_out: int, bias: bool = True) -> dict:
@@ -115,9 +127,10 @@ def mask_logits(params: dict, feats_a: jax.Array, feats_b: jax.Array, lam: jax.A
   if design.lam_embedding == "concat":
     x_a = jnp.concatenate([x_a, jnp.broadcast_to(lam, x_a.shape[:-1] + (1,))], axis=-1)
     x_b = jnp.concatenate([x_b, jnp.broadcast_to(1.0 - lam, x_b.shape[:-1] + (1,))], axis=-1)
-  else:
-    x_a = x_a * (1.0 + lam)
-    x_b = x_b * (2.0 - lam)
+  elif design.lam_embedding == "mul":
+    lam_r = rescale_lam_mul(lam, design.lam_mul_k) if design.lam_mul_k >= 0 else lam
+    x_a = x_a * (1.0 + lam_r)
+    x_b = x_b * (2.0 - lam_r)
   if design.qk_input == "shared":
     q = _apply_dense(params["qk"], x_a)
     k = _apply_dense(params["qk"], x_b)

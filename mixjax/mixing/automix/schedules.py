@@ -13,7 +13,7 @@ import optax
 
 from mixjax import optim
 
-MASK_LOSS_SCHEDULES = ("cosine", "compounding")
+MASK_LOSS_SCHEDULES = ("cosine", "compounding", "constant")
 
 
 def encoder_momentum(step: jax.Array, total_steps: int, *, base: float, end: float,
@@ -34,9 +34,13 @@ def mask_loss_weight(step: jax.Array, previous: jax.Array, total_steps: int, *, 
   * ``"compounding"`` — what the reference code runs (review note 1): its hook restarts the cosine from the
     current value every iteration, so w(t) = w(t−1)·(1 + cos(π t/T))/2 = base·Π_{s≤t}(1 + cos(π s/T))/2, which
     is ≈ 0 after a few epochs. Needs the previous value, hence it is carried in the method state.
+  * ``"constant"`` — ``base`` throughout: configs without the annealing hook (the reference's Tiny-ImageNet
+    AutoMix/SAMix configs).
   """
   if schedule not in MASK_LOSS_SCHEDULES:
     raise ValueError(f"mask_loss_schedule={schedule!r} is not valid; use one of {MASK_LOSS_SCHEDULES}")
+  if schedule == "constant":
+    return jnp.float32(base)
   t = jnp.asarray(step, jnp.float32) / float(max(1, total_steps))
   factor = 0.5 * (1.0 + jnp.cos(math.pi * jnp.minimum(t, 1.0)))
   start = jnp.float32(base) if schedule == "cosine" else previous
@@ -46,6 +50,13 @@ def mask_loss_weight(step: jax.Array, previous: jax.Array, total_steps: int, *, 
 def mixblock_optimizer(ctx, hp, mixblock_params) -> tuple[optax.GradientTransformation, object]:
   """The MixBlock's own optimizer and lr schedule: the classifier's optimizer kind and settings with the
   MixBlock's overrides (the reference's ``mix_block`` parameter group plus its ``addtional_scheduler``).
+
+  Returns ``(tx, schedule)`` where ``tx`` runs at a unit learning rate and the caller multiplies its updates
+  by ``schedule(global_step)``: the lr follows the iteration count even on iterations that skip the MixBlock
+  update (``mixblock_update_prob`` < 1), as the reference's per-iteration lr hook does, while the optimizer's
+  own statistics (momentum, Adam moments and their bias-correction count) stay frozen on skipped iterations,
+  as PyTorch leaves parameters without a gradient untouched. Every optimizer here applies its lr last
+  (SGD, AdamW with decoupled decay, LAMB), so scaling the unit-lr update is exactly the scheduled update.
 
   * lr: ``mixblock_lr`` (None → the classifier's peak lr after batch scaling), cosine to ``mixblock_min_lr``;
   * warmup: ``mixblock_warmup_epochs`` (0 by default — the ViT configs list warmup but never enable it);
@@ -68,4 +79,4 @@ def mixblock_optimizer(ctx, hp, mixblock_params) -> tuple[optax.GradientTransfor
   epochs = max(1, -(-ctx.total_steps // steps_per_epoch))
   schedule = optim.make_lr_schedule(cfg, global_batch_size=ctx.config.batch_size,
                                     steps_per_epoch=steps_per_epoch, total_epochs=epochs)
-  return optim.make_optimizer(cfg, mixblock_params, schedule), schedule
+  return optim.make_optimizer(cfg, mixblock_params, 1.0), schedule
