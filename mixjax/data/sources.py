@@ -195,12 +195,11 @@ def find_undecodable(paths: list[str], *, stop_at_first: bool = False) -> list[s
 
   def decodes(index, path):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    with tf.control_dependencies([image]):
-      return tf.identity(index)
+    return index, tf.shape(image)  # the shape is an output, so the decode cannot be pruned
 
   ds = ds.map(decodes, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
   bad, expected = [], 0
-  for index in ds.as_numpy_iterator():
+  for index, _ in ds.as_numpy_iterator():
     bad.extend(paths[expected:int(index)])
     expected = int(index) + 1
     if stop_at_first and bad:

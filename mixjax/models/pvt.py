@@ -153,7 +153,7 @@ class PyramidVisionTransformer(ImageClassifier):
         return self.norm(tokens)[:, 0].astype(jnp.float32)
 
 
-@register_model("pvt_tiny")
+@register_model("pvt_tiny", family="transformer")
 def pvt_tiny(*, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> PyramidVisionTransformer:
     """PVT-T (v1): dims (64, 128, 320, 512), depths (2, 2, 2, 2), SR ratios (8, 4, 2, 1)."""
     return PyramidVisionTransformer(num_classes=num_classes, rngs=rngs, dtype=dtype, name="pvt_tiny", **kwargs)

@@ -14,22 +14,39 @@ from mixjax.errors import UserError, did_you_mean
 ModelBuilder = Callable[..., nnx.Module]
 
 _MODELS: dict[str, ModelBuilder] = {}
+_FAMILIES: dict[str, str] = {}
+
+# "cnn" or "transformer": the benchmark reports the median of the last epochs for CNNs and the best epoch for
+# transformers (mixjax.report reads the family from here).
+FAMILIES = ("cnn", "transformer")
 
 
 class UnknownModelError(UserError, ValueError):
     """Raised for a model name that is not registered; the message lists the registered names."""
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering ``builder(*, num_classes, rngs, dtype, **kwargs) -> nnx.Module`` under ``name``."""
+def register_model(name: str, *, family: str = "cnn") -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder(*, num_classes, rngs, dtype, **kwargs) -> nnx.Module`` under ``name``.
+
+    ``family`` ("cnn" or "transformer") decides the benchmark's reporting rule for the model's table cells.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         if name in _MODELS and _MODELS[name] is not builder:
             raise ValueError(f"model name {name!r} is already registered to {_MODELS[name].__qualname__}")
         _MODELS[name] = builder
+        _FAMILIES[name] = family
         return builder
 
     return decorate
+
+
+def model_family(name: str) -> str:
+    """The registered family of ``name`` ("cnn" or "transformer"); unknown names raise ``UnknownModelError``."""
+    get_model_builder(name)
+    return _FAMILIES[name]
 
 
 def list_models() -> list[str]:

@@ -175,7 +175,7 @@ class SwinTransformer(ImageClassifier):
         return jnp.mean(self.norm(h).astype(jnp.float32), axis=(1, 2))
 
 
-@register_model("swin_tiny")
+@register_model("swin_tiny", family="transformer")
 def swin_tiny(*, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> SwinTransformer:
     """Swin-T: embed 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7."""
     return SwinTransformer(num_classes=num_classes, rngs=rngs, dtype=dtype, name="swin_tiny", **kwargs)

@@ -111,7 +111,7 @@ class VisionTransformer(ImageClassifier):
 
 
 def _register(name, **arch):
-    @register_model(name)
+    @register_model(name, family="transformer")
     def build(*, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> VisionTransformer:
         return VisionTransformer(num_classes=num_classes, rngs=rngs, dtype=dtype, name=name, **{**arch, **kwargs})
 

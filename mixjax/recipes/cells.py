@@ -17,17 +17,41 @@ import sys
 from types import ModuleType
 
 from mixjax.recipes import availability, tables
+from mixjax.config_args import ConfigError
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
-RECIPES = ("pytorch_style", "rsb_a2", "rsb_a3", "deit", "tiny_imagenet")
+_PACKAGE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "configs")
+
+
+def configs_dir() -> str:
+  """Where the recipe files are: ``$MIXJAX_CONFIGS``, else ``./configs`` (a clone's root, as the README's
+  commands assume), else the ``configs/`` beside the package (an editable install)."""
+  for candidate in (os.environ.get("MIXJAX_CONFIGS"), os.path.join(os.getcwd(), "configs"), _PACKAGE_CONFIGS):
+    if candidate and os.path.isdir(candidate):
+      return os.path.abspath(candidate)
+  raise ConfigError("No configs/ directory found (looked in $MIXJAX_CONFIGS, ./configs and beside the package).",
+                    hint="run from the root of a mixjax clone, or set MIXJAX_CONFIGS=/path/to/mixjax/configs")
+
+
+def list_recipes(directory: str | None = None) -> list[str]:
+  """The recipe files of ``configs/``: every ``<name>.py`` that defines ``build_config`` (the demo does not)."""
+  directory = directory or configs_dir()
+  names = []
+  for file in sorted(os.listdir(directory)):
+    if file.endswith(".py") and not file.startswith("_"):
+      with open(os.path.join(directory, file)) as f:
+        if "\ndef build_config(" in f.read():
+          names.append(file[:-3])
+  return names
 
 
 @functools.lru_cache(maxsize=None)
-def load_recipe(recipe: str, configs_dir: str = CONFIGS_DIR) -> ModuleType:
+def load_recipe(recipe: str, directory: str | None = None) -> ModuleType:
   """Imports ``configs/<recipe>.py`` (the same file ``--config`` loads)."""
-  path = os.path.join(configs_dir, f"{recipe}.py")
+  directory = directory or configs_dir()
+  path = os.path.join(directory, f"{recipe}.py")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"No recipe config {path}; recipes: {', '.join(RECIPES)}.")
+    raise ConfigError(f"No recipe config {path}; recipes: {', '.join(list_recipes(directory))}.")
   spec = importlib.util.spec_from_file_location(f"mixjax_recipe_{recipe}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
+from mixjax import models
+
 DOCUMENT = ("benchmark document: OpenMixup configs/classification/imagenet/mixups/README.md "
             "(../shared/reference/benchmark_tables.md)")
 DOCS_PAGE = ("OpenMixup docs page docs/en/mixup_benchmarks/Mixup_imagenet.md at commit 37e1372 "
@@ -47,8 +49,6 @@ MODEL_LABELS = {
     "moganet_tiny": "MogaNet-T",
 }
 
-# Backbone families reported with the best top-1 instead of the median of the last epochs (spec §5).
-TRANSFORMER_PREFIXES = ("deit", "vit", "pvt", "swin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,4 +352,5 @@ def document_markdown(table_list: Sequence[Table] = IMAGENET_TABLES) -> str:
 
 
 def is_transformer(model: str) -> bool:
-  return model.startswith(TRANSFORMER_PREFIXES)
+  """Whether the benchmark reports ``model`` with the best top-1 (its family in the model registry)."""
+  return models.model_family(model) == "transformer"

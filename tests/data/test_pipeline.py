@@ -241,6 +241,7 @@ def test_corrupt_jpeg_raises_clear_error_or_is_skipped(folder_cfg):
     list(make())
   message = str(err.value)
   assert "image_folder" in message and "'val'" in message
+  assert bad in message  # the error names the file
   assert "--config.data.skip_corrupt=True" in message
 
   cfg.skip_corrupt = True
@@ -270,3 +271,33 @@ def test_cache_serves_later_epochs_from_memory(folder_cfg):
   _take(it, 2)  # One epoch (10 files, 2 steps) fills the cache.
   shutil.rmtree(os.path.join(cfg.folder_root, "train"))
   assert len(_take(it, 6)) == 6  # Three more epochs without touching the files.
+
+
+def test_image_folder_warns_about_classes_and_skipped_files(folder_cfg):
+  """Empty train classes, classes of one split only and skipped corrupt files are counted and named."""
+  cfg, _ = folder_cfg
+  root = cfg.folder_root
+  os.makedirs(os.path.join(root, "train", "empty"))                 # a class folder without images
+  write_image(os.path.join(root, "val", "valonly", "0.jpg"), np.full((20, 20, 3), 90, np.uint8))
+  bad = os.path.join(root, "train", "dark", "zz_broken.jpg")
+  with open(bad, "wb") as f:
+    f.write(b"not an image at all")
+  cfg.skip_corrupt = True
+  cfg.eval_split = "test"                                           # not a folder here: 'val' is found instead
+  info = data.get_dataset_info(cfg)
+  assert cfg.eval_split == "val"
+  assert info.num_classes == 4 and info.num_train_examples == 10    # the corrupt file is left out
+  text = " | ".join(info.warnings)
+  assert "2 of 4 classes have no training images" in text and "empty" in text and "valonly" in text
+  assert "appear only in split 'val'" not in text or "valonly" in text
+  assert "1 of 11 images of split 'train' do not decode" in text and bad in text
+  batches = data.make_train_iterator(cfg, global_batch_size=5, seed=0, process_index=0, process_count=1)
+  assert next(batches)["image"].shape == (5, 12, 12, 3)              # trains without the bad file
+
+
+def test_image_folder_without_an_eval_folder_names_the_flag(folder_cfg):
+  cfg, _ = folder_cfg
+  shutil.rmtree(os.path.join(cfg.folder_root, "val"))
+  cfg.eval_split = "test"
+  with pytest.raises(data.DatasetNotFoundError, match="--config.data.eval_split"):
+    data.get_dataset_info(cfg)

@@ -109,3 +109,13 @@ def test_cli_flop_count_and_table(capsys):
     main(["--no-flops", "--models", "resnet50"])
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row[:2] == ["resnet50", "25.56"] and row[4] == "stage0..4"
+
+
+def test_every_model_has_a_family_the_report_reads():
+    """The reporting rule (best top-1 for transformers, median for CNNs) comes from the registry, not name prefixes."""
+    from mixjax.models import model_family
+    from mixjax.recipes import tables
+    transformers = {name for name in list_models() if model_family(name) == "transformer"}
+    assert transformers == {"deit_tiny", "deit_small", "pvt_tiny", "swin_tiny"}
+    assert all(model_family(name) in ("cnn", "transformer") for name in list_models())
+    assert tables.is_transformer("swin_tiny") and not tables.is_transformer("convnext_tiny")
