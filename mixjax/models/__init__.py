@@ -17,10 +17,11 @@ from flax import nnx
 from mixjax.models import (convnext, mobile_convnets, moganet, pvt, resnet,  # noqa: F401
                            swin_transformer, vision_transformer)
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
-from mixjax.models.registry import UnknownModelError, get_model_builder, list_models, register_model
+from mixjax.models.registry import (UnknownModelError, get_model_builder, list_models, model_family,
+                                    register_model)
 from mixjax.models.torch_import import load_torch_state_dict
 
-__all__ = ["build_model", "list_models", "register_model", "UnknownModelError", "ImageClassifier",
+__all__ = ["build_model", "list_models", "model_family", "register_model", "UnknownModelError", "ImageClassifier",
            "FeatureTaps", "count_params", "load_torch_state_dict"]
 
 
