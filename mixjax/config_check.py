@@ -129,10 +129,10 @@ def check_dataset_name(data_cfg, *, data_paths: bool = True) -> None:
           f"name='image_folder' needs --config.data.folder_root pointing to an existing directory laid out as "
           f"<root>/<split>/<class>/<image>; got folder_root={root!r}.")
     return
-  if name in LOCAL_DATASETS:
+  base = name.split("/")[0].split(":")[0]
+  if base in LOCAL_DATASETS:
     return
   import tensorflow_datasets as tfds  # light: registers builders without loading TensorFlow
-  base = name.split("/")[0].split(":")[0]
   known = list(tfds.core.registered.list_imported_builders())
   if base not in known:
     raise DatasetNotFoundError(

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# One unattended accelerator check (issue 14): on one GPU/TPU host, in under 8 minutes, writes ONE JSON with
+#   * throughput: ResNet-50 bf16 train images/s (mixjax's real jitted step, synthetic uint8 batch) and the same
+#     step in timm/PyTorch on the same device (AMP bf16, channels-last, SGD) when torch+timm are installed;
+#   * methods: per mixing method the train-step time and the compiled step's peak device memory (XLA's
+#     memory_analysis: arguments + outputs + temporaries − donated aliases) and FLOPs, each ÷ vanilla;
+#   * automix_samix: AutoMix/SAMix time and memory ratios (goals: ≤ 2.2× time, ≤ 2.0× memory);
+#   * cell: one real-shape table cell end to end through the input pipeline (tf.data on the locally made
+#     ImageNet-shaped JPEGs, benchmarks/cell_smoke.py), with images/s vs the synthetic step.
+# Stages run in priority order and the later ones are skipped (recorded as such) when the time budget runs out.
+#
+#   benchmarks/accelerator_suite.sh [--out=FILE] [--budget_s=450] [--batch=256] [--methods=a,b,...]
+#   benchmarks/accelerator_suite.sh --cpu-dry [--out=FILE]     # tiny sizes on CPU (CI)
+#   # through the device tool:  run(command="benchmarks/accelerator_suite.sh --out=$OUT/suite.json", carry=[".venv"])
+#
+# Environment: PYTHON (default: .venv/bin/python if present, else python3), TFDS_DATA_DIR (where mixjax_photos
+# is prepared on first use, ~30 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+PY=${PYTHON:-}
+if [[ -z "$PY" ]]; then
+  if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+MODE=full OUT=accelerator_suite.json BUDGET= BATCH= METHODS=
+for arg in "$@"; do
+  case "$arg" in
+    --cpu-dry) MODE=cpu-dry ;;
+    --out=*) OUT=${arg#--out=} ;;
+    --budget_s=*) BUDGET=${arg#--budget_s=} ;;
+    --batch=*) BATCH=${arg#--batch=} ;;
+    --methods=*) METHODS=${arg#--methods=} ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+if [[ $MODE == cpu-dry ]]; then
+  export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
+fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# ---------------------------------------------------------------- PyTorch/timm reference (own process, first:
+# JAX preallocates most of the device memory once it starts)
+"$PY" - "$MODE" "$WORK/torch.json" "${BATCH}" <<'PYEOF' || echo '{"error": "torch stage crashed"}' > "$WORK/torch.json"
+import json, statistics, sys, time
+mode, out, batch = sys.argv[1], sys.argv[2], sys.argv[3]
+dry = mode == "cpu-dry"
+result = {}
+try:
+  import timm, torch
+  device = "cuda" if torch.cuda.is_available() and not dry else "cpu"
+  name, size = ("resnet18", 32) if dry else ("resnet50", 224)
+  batch = int(batch or (8 if dry else 256))
+  net = timm.create_model(name, num_classes=1000).to(device).to(memory_format=torch.channels_last)
+  opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+  x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
+  y = torch.randint(0, 1000, (batch,), device=device)
+  times = []
+  for i in range(3 if dry else 25):
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+      loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
+    if i >= (1 if dry else 5):
+      times.append(time.perf_counter() - t0)
+  step = statistics.median(times)
+  result = {"framework": f"torch {torch.__version__} + timm {timm.__version__}", "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu", "model": name,
+            "size": size, "batch": batch, "amp": "bf16" if device == "cuda" else "fp32",
+            "step_ms": 1e3 * step, "images_per_s": batch / step,
+            "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None}
+except ImportError as e:
+  result = {"skipped": f"torch/timm not installed ({e})"}
+except Exception as e:  # noqa: BLE001
+  result = {"error": f"{type(e).__name__}: {e}"[:300]}
+json.dump(result, open(out, "w"))
+PYEOF
+
+# ---------------------------------------------------------------- JAX stages
+"$PY" - "$MODE" "$OUT" "$WORK/torch.json" "${BUDGET}" "${BATCH}" "${METHODS}" <<'PYEOF'
+import json, math, os, statistics, sys, time, traceback
+T0 = time.time()
+mode, out_path, torch_path, budget, batch, methods = sys.argv[1:7]
+dry = mode == "cpu-dry"
+budget = float(budget or (300 if dry else 450))   # seconds for the JAX stages (torch ran before)
+import jax
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
+from mixjax import mixing, optim
+from mixjax.sharding import host_batch_to_global, make_mesh
+from mixjax.train_step import build_step_functions
+
+P = dict(model="resnet18", model_kwargs={"stem": "cifar", "width": 8}, size=32, batch=8,
+         dtype="float32", steps=2, warmup=1,
+         methods=["vanilla", "cutmix", "automix"]) if dry else dict(
+         model="resnet50", model_kwargs={}, size=224, batch=256 * jax.device_count(), dtype="bfloat16", steps=20,
+         warmup=3, methods=["vanilla", "automix", "samix", "mixup", "cutmix", "puzzlemix", "manifoldmix",
+                            "attentivemix", "fmix", "alignmix", "saliencymix", "resizemix", "gridmix", "smoothmix"])
+if batch:
+  P["batch"] = int(batch) * jax.device_count()
+if methods:
+  P["methods"] = ["vanilla"] + [m for m in methods.split(",") if m != "vanilla"]
+CELL = ("configs/tiny_imagenet.py:vanilla,model=resnet18", dict(steps=2, per_device_batch=2, eval_per_device_batch=2,
+        eval_batches=1)) if dry else ("configs/rsb_a3.py:rsb,model=resnet50", dict(steps=30, per_device_batch=256,
+        eval_per_device_batch=128, eval_batches=0))
+
+report = {"suite": "benchmarks/accelerator_suite.sh", "mode": mode, "jax": jax.__version__,
+          "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+          "device_count": jax.device_count(), "cpu_cores": os.cpu_count(), "params": P, "stages": {},
+          "skipped": [], "errors": {}}
+report["torch"] = json.load(open(torch_path)) if os.path.exists(torch_path) else {"error": "no output"}
+
+
+def save():
+  report["elapsed_s"] = round(time.time() - T0, 1)
+  with open(out_path, "w") as f:
+    json.dump(report, f, indent=1, default=float)
+
+
+def left() -> float:
+  return budget - (time.time() - T0)
+
+
+def step_config(method):
+  c = ml_collections.ConfigDict()
+  c.seed, c.batch_size, c.compute_dtype = 0, P["batch"], P["dtype"]
+  c.epochs = c.num_epochs = 1  # (the key was renamed num_epochs → epochs; either code reads its own)
+  c.data = ml_collections.ConfigDict(dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)))
+  c.model = ml_collections.ConfigDict(dict(name=P["model"], **P["model_kwargs"]))
+  c.mixing = mixing.default_mixing_config()
+  c.mixing.method, c.mixing.alpha = method, 1.0
+  if method == "attentivemix":
+    c.mixing.args.attentivemix.allow_random_extractor = True
+  c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0))
+  c.optimizer = optim.default_optimizer_config()
+  c.ema = ml_collections.ConfigDict(dict(decay=0.0))
+  return c
+
+
+def measure(method):
+  """Compile (timed), compiled cost/memory, median step time of the real jitted train step."""
+  mesh = make_mesh()
+  fns = build_step_functions(step_config(method), mesh=mesh, num_classes=1000, steps_per_epoch=100)
+  state = fns.init_state()
+  rng = np.random.default_rng(0)
+  batch = host_batch_to_global({
+      "image": rng.integers(0, 256, (P["batch"], P["size"], P["size"], 3), dtype=np.uint8),
+      "label": rng.integers(0, 1000, (P["batch"],), dtype=np.int32)}, mesh)
+  t0 = time.perf_counter()
+  compiled = fns.train_step.lower(state, batch).compile()
+  r = {"compile_s": time.perf_counter() - t0}
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  r["gflops"] = float(cost.get("flops", math.nan)) / 1e9
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    r["peak_gb"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+                    - mem.alias_size_in_bytes) / 1e9
+    r["temp_gb"] = mem.temp_size_in_bytes / 1e9
+  times = []
+  for i in range(P["warmup"] + P["steps"]):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= P["warmup"]:
+      times.append(time.perf_counter() - t0)
+  r["step_ms"] = 1e3 * statistics.median(times)
+  r["images_per_s"] = P["batch"] / statistics.median(times)
+  r["loss_finite"] = bool(np.isfinite(float(metrics["loss"])))
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    r["process_peak_device_gb_so_far"] = stats["peak_bytes_in_use"] / 1e9
+  del state, compiled, fns, batch
+  jax.clear_caches()
+  return r
+
+
+def stage(name, fn, min_left):
+  if left() < min_left:
+    report["skipped"].append(f"{name} (time budget: {left():.0f}s left)")
+    save()
+    return None
+  try:
+    value = fn()
+    report["stages"][name] = round(time.time() - T0, 1)
+    return value
+  except Exception as e:  # noqa: BLE001
+    report["errors"][name] = f"{type(e).__name__}: {e}"[:400]
+    traceback.print_exc()
+    return None
+  finally:
+    save()
+
+
+save()
+methods_out = report.setdefault("methods", {})
+# 1. vanilla: the throughput figure and the base of every ratio.
+methods_out["vanilla"] = stage("vanilla", lambda: measure("vanilla"), 0)
+if methods_out["vanilla"]:
+  v = methods_out["vanilla"]
+  t = report["torch"]
+  report["throughput"] = {"model": P["model"], "size": P["size"], "global_batch": P["batch"], "dtype": P["dtype"],
+                          "jax_images_per_s": v["images_per_s"], "jax_step_ms": v["step_ms"],
+                          "jax_compile_s": v["compile_s"],
+                          # img/s scaled to the anchors' 24.5 GFLOP per ResNet-50/224 training image
+                          "images_per_s_x_gflop_per_image_over_24.5": v["images_per_s"] * v["gflops"]
+                          / (P["batch"] / jax.device_count()) / 24.5,
+                          "torch_images_per_s": t.get("images_per_s"),
+                          "jax_over_torch": v["images_per_s"] / t["images_per_s"] if t.get("images_per_s") else None}
+
+
+def ratios(r, base):
+  return {k: r[k] / base[k] for k in ("step_ms", "peak_gb", "temp_gb", "gflops")
+          if r and base and k in r and k in base and base[k]}
+
+
+# 2. AutoMix/SAMix first (the key ratios), 3. the real-shape cell, 4. the other methods while time is left.
+order = [m for m in P["methods"] if m in ("automix", "samix")]
+rest = [m for m in P["methods"] if m not in order and m != "vanilla"]
+for m in order:
+  methods_out[m] = stage(f"method:{m}", lambda m=m: measure(m), 60 if not dry else 0)
+
+
+def run_cell():
+  import cell_smoke
+  r = cell_smoke.smoke_cell(CELL[0], key=CELL[0], **CELL[1])
+  d = {k: getattr(r, k) for k in ("cell", "status", "error", "train_shape", "eval_shape", "compile_s",
+                                  "first_step_s", "step_s", "peak_gb", "temp_gb", "eval_s", "eval_top1", "loss")}
+  if r.status == "ok" and r.step_s:
+    d["images_per_s_through_pipeline"] = r.train_shape[0] / r.step_s
+  return d
+
+
+report["cell"] = stage("cell", run_cell, 90 if not dry else 0)
+for m in rest:
+  methods_out[m] = stage(f"method:{m}", lambda m=m: measure(m), 45 if not dry else 0)
+base = methods_out.get("vanilla")
+for m, r in methods_out.items():
+  if r and base:
+    r["ratio"] = ratios(r, base)
+report["automix_samix"] = {m: {"time_ratio": methods_out[m]["ratio"].get("step_ms"),
+                               "memory_ratio": methods_out[m]["ratio"].get("peak_gb"),
+                               "temp_memory_ratio": methods_out[m]["ratio"].get("temp_gb"),
+                               "flops_ratio": methods_out[m]["ratio"].get("gflops"),
+                               "goals": {"time": 2.2, "memory": 2.0}}
+                           for m in ("automix", "samix") if methods_out.get(m)}
+save()
+print(json.dumps({k: report[k] for k in ("device", "elapsed_s", "skipped", "errors")}, default=float))
+print(f"wrote {out_path}")
+PYEOF
