@@ -7,15 +7,26 @@ Nothing is asserted.
 
     python benchmarks/model_throughput.py --size=64 --batch=16 --models=resnet18,resnet50
     python benchmarks/model_throughput.py --size=224 --batch=128 --dtype=bfloat16      # on a GPU
+
+On the CPU the JAX side runs with ``mixjax.cpu_backend``'s settings (``MIXJAX_CPU_TUNING=0`` for XLA's
+defaults). PyTorch runs in this same process here; ``benchmarks/cpu_vs_torch.py`` runs each side in its own
+process, interleaved, with the CIFAR stem and the untuned JAX step as well (the CPU comparison of issue 15).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import jax
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mixjax import cpu_backend  # noqa: E402  (no jax import; must run before jax starts a backend)
+
+cpu_backend.configure_xla_flags()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 # timm/torchvision names of our models, for the PyTorch side of the comparison.
 TORCH_NAMES = {

@@ -13,6 +13,7 @@ from typing import Callable
 
 from absl import app, flags
 
+from mixjax import cpu_backend
 from mixjax.config_args import ConfigError
 from mixjax.config_loading import split_config_args
 from mixjax.errors import EXIT_USER_ERROR, UserError, format_user_error
@@ -64,4 +65,5 @@ def run(main: Callable[[], int]) -> None:
         os._exit(code)
       return code
 
+  cpu_backend.configure_xla_flags()  # CPU-only XLA settings; must precede jax's backend start
   app.run(lambda argv: sys.exit(wrapped(argv)), flags_parser=parse_flags)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mixjax import cpu_backend
 from mixjax.models.initializers import ConvNetInit
 
 
@@ -19,12 +20,14 @@ def conv2d(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, groups: int
 
     XLA's ``'SAME'`` pads asymmetrically for stride 2, which shifts feature maps by one pixel relative to
     PyTorch; explicit symmetric padding keeps outputs (and imported weights) aligned with torchvision/timm.
+    On the CPU backend 1x1 convs run as matmuls (``mixjax.cpu_backend``; same parameters, same results).
     """
     pad = kernel // 2 if padding is None else padding
     fan_in = (in_ch // groups) * kernel * kernel
     return nnx.Conv(in_ch, out_ch, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                     feature_group_count=groups, use_bias=bias, kernel_init=init.conv_kernel(),
-                    bias_init=init.conv_bias(fan_in), dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                    bias_init=init.conv_bias(fan_in), dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+                    conv_general_dilated=cpu_backend.conv_general_dilated)
 
 
 def batch_norm(num_features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = 1e-5,
