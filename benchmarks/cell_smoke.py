@@ -181,7 +181,7 @@ def _train_and_eval(result: CellResult, config, *, steps, per_device_batch, eval
   import numpy as np
 
   from mixjax import data, train
-  from mixjax.data import photos  # pylint: disable=unused-import  (registers mixjax_photos[/in1k] with TFDS)
+  from mixjax.data import photos  # noqa: F401  (registers mixjax_photos[/in1k] with TFDS)
   from mixjax.sharding import make_mesh, prefetch_to_device
   from mixjax.train_step import build_step_functions, run_evaluation
 

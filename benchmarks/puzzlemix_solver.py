@@ -3,7 +3,7 @@
 Problems: random crops of scikit-image photographs at the training resolution, normalised with ImageNet's mean/std,
 saliency = input gradient of a randomly initialised ResNet-18 (what PuzzleMix computes, on an untrained model),
 a random pairing, the mixing prior a ~ Beta(1, 1), and the benchmark's β = 1.2, γ = 0.5, η = 0.2
-(``mixjax.mixing.puzzlemix.labeling_problem``). Ground truth: an exact dynamic program over grid rows in float64
+(``mixjax.mixing.model_aware.puzzlemix.labeling_problem``). Ground truth: an exact dynamic program over grid rows in float64
 numpy (``exact_minimum``; it agrees with brute force on small grids, ``tests/mixing/test_puzzlemix.py``). Compared: mixjax's ``row_dp`` (default) and ``chain_descent`` solvers, and an
 α-β swap graph cut (``alpha_beta_swap``: pyGCO's algorithm as the reference runs it — start from all-zero labels,
 sweep the label pairs until no swap lowers the energy — with networkx min cuts).
@@ -155,8 +155,9 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
   import jax.numpy as jnp
   from skimage import data, transform
 
-  from mixjax.mixing import puzzlemix
-  from mixjax.mixing.picture_models import small_cnn_saliency
+  from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
+  from mixjax.mixing.model_aware import puzzlemix
+  from mixjax.mixing.model_aware.picture_models import small_cnn_saliency
 
   names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
            "camera", "moon", "page", "motorcycle_left", "cat")
@@ -171,10 +172,10 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
     photos.append(image[..., :3])
   rng = np.random.default_rng(seed)
   hp = dict(puzzlemix.PuzzleMix.defaults, n_labels=n_labels)
-  mean = jnp.asarray(puzzlemix.IMAGENET_MEAN_255)
-  std = jnp.asarray(puzzlemix.IMAGENET_STD_255)
+  mean = jnp.asarray(IMAGENET_MEAN)
+  std = jnp.asarray(IMAGENET_STD)
   problem = jax.jit(lambda x, s, p, a: puzzlemix.labeling_problem(x, s, p, a, g=g, hp=hp, mean=mean, std=std)[1:])
-  from mixjax.mixing.saliency import fine_grained_saliency
+  from mixjax.mixing.ops.saliency import fine_grained_saliency
   if saliency == "gradient":
     saliency_fn = jax.jit(small_cnn_saliency)
   else:
@@ -189,8 +190,8 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
       top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
       crop = transform.resize(photo[top:top + side, left:left + side], (size, size), preserve_range=True)
       crops.append(crop)
-    images = ((np.stack(crops) - np.asarray(puzzlemix.IMAGENET_MEAN_255))
-              / np.asarray(puzzlemix.IMAGENET_STD_255)).astype(np.float32)
+    images = ((np.stack(crops) - np.asarray(IMAGENET_MEAN))
+              / np.asarray(IMAGENET_STD)).astype(np.float32)
     labels = jax.nn.one_hot(rng.integers(0, 10, batch), 10)
     saliency = saliency_fn(jnp.asarray(images), labels)
     perm = jnp.asarray(rng.permutation(batch))
@@ -231,7 +232,7 @@ def main():
   parser.add_argument("--saliency", default="gradient,fine_grained", help="problem families (photo_problems)")
   args = parser.parse_args()
 
-  from mixjax.mixing.puzzlemix_solver import solve_labeling
+  from mixjax.mixing.ops.puzzlemix_solver import solve_labeling
 
   solvers = {"row_dp": lambda u, v, h: solve_labeling(u, v, h, method="row_dp"),
              "chain_descent": lambda u, v, h: solve_labeling(u, v, h, sweeps=args.sweeps, method="chain_descent")}

@@ -8,12 +8,16 @@ ignored (and cleaned up at the next start).
 """
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import os
 import sys
 import time
 from typing import Any, Callable
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -209,3 +213,28 @@ def locate_checkpoint(path: str) -> tuple[str, int]:
   raise CheckpointNotFoundError(
       f"No checkpoint found at {path}: expected a step directory (…/checkpoints/<step>), a checkpoints directory "
       "or a run directory that contains checkpoints/.")
+
+
+@functools.lru_cache(maxsize=8)
+def read_run_config(path: str) -> dict:
+  """The config dict saved with a run's checkpoint (``path``: whatever ``locate_checkpoint`` accepts)."""
+  directory, step = locate_checkpoint(path)
+  meta = Checkpointer(directory, read_only=True).restore_meta(step)
+  config = meta.get("config")
+  return json.loads(config) if isinstance(config, str) else config
+
+
+def read_run_weights(path: str):
+  """Params (EMA params when the run kept them) and BN statistics of a run's checkpoint, as numpy arrays.
+
+  Restored as host arrays so this also works while a jitted init is being traced.
+  """
+  directory, step = locate_checkpoint(path)
+  item = os.path.join(directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(item)
+  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  restored = checkpointer.restore(item, restore_args=restore_args)
+  params = restored["ema_params"] if restored.get("ema_params") else restored["params"]
+  return params, restored.get("batch_stats") or {}

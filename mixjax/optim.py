@@ -142,3 +142,35 @@ def make_optimizer(opt_cfg, params, schedule) -> optax.GradientTransformation:
   if opt_cfg.get("grad_clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(float(opt_cfg.grad_clip_norm)), tx)
   return tx
+
+
+def derived_optimizer(main_cfg, global_batch_size: int, params, *, steps_per_epoch: int, total_steps: int,
+                      lr: float | None = None, min_lr: float | None = None, warmup_epochs: float | None = None,
+                      momentum: float | None = None, schedule_by_epoch: bool | None = None,
+                      grad_clip_norm: float | None = None) -> tuple[optax.GradientTransformation, Callable]:
+  """An optimizer for a second network trained beside the classifier (AutoMix/SAMix's MixBlock): the
+  classifier's optimizer kind and settings ``main_cfg`` with the given overrides (None keeps the classifier's
+  value; ``lr`` None is the classifier's peak lr after batch scaling, never batch-scaled again).
+
+  Returns ``(tx, schedule)``: ``tx`` runs at a unit learning rate and the caller multiplies its updates by
+  ``schedule(global_step)``. The schedule spans ``total_steps`` rounded up to whole epochs.
+  """
+  cfg = ml_collections.ConfigDict(main_cfg.to_dict())
+  peak = scaled_learning_rate(main_cfg, global_batch_size)
+  cfg.lr = float(peak if lr is None else lr)
+  cfg.base_batch_size = 0
+  if min_lr is not None:
+    cfg.min_lr = float(min_lr)
+  if warmup_epochs is not None:
+    cfg.warmup_epochs = float(warmup_epochs)
+  if momentum is not None:
+    cfg.momentum = float(momentum)
+  if schedule_by_epoch is not None:
+    cfg.schedule_by_epoch = bool(schedule_by_epoch)
+  if grad_clip_norm is not None:
+    cfg.grad_clip_norm = float(grad_clip_norm)
+  steps_per_epoch = max(1, steps_per_epoch)
+  epochs = max(1, -(-total_steps // steps_per_epoch))
+  schedule = make_lr_schedule(cfg, global_batch_size=global_batch_size, steps_per_epoch=steps_per_epoch,
+                              total_epochs=epochs)
+  return make_optimizer(cfg, params, 1.0), schedule

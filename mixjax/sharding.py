@@ -15,8 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mixjax.config_args import ConfigError
-
-DATA_AXIS = "data"
+from mixjax.constants import DATA_AXIS  # noqa: F401  (re-exported: sharding.DATA_AXIS)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

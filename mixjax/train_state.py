@@ -6,7 +6,6 @@ masks, Orbax checkpoints and parameter paths simple and independent of Flax inte
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ from flax import nnx, struct
 
 from mixjax import models
 from mixjax.config_args import ConfigError
+from mixjax.models.functional import ModelFn  # noqa: F401  (re-exported: train_state.ModelFn)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -42,19 +42,6 @@ def build_model(config, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
   kwargs = dict(config.model)
   name = kwargs.pop("name")
   return models.build_model(name, num_classes=num_classes, rngs=rngs, dtype=compute_dtype(config), **kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelFn:
-  """Applies a model given its parameter and statistics dicts (pure, jit-friendly)."""
-  graphdef: Any
-
-  def __call__(self, params, batch_stats, images, *, train: bool, rng: jax.Array | None = None, **kwargs):
-    model = nnx.merge(self.graphdef, params, batch_stats)
-    rngs = nnx.Rngs(dropout=rng) if rng is not None else None
-    out = model(images, train=train, rngs=rngs, **kwargs)
-    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-    return out, new_stats
 
 
 def _split_model(model: nnx.Module):

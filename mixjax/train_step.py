@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixjax import losses, mixing, optim
+from mixjax import checkpoint, losses, mixing, optim
 from mixjax.sharding import batch_sharded, replicated
-from mixjax.train_state import (ModelFn, TrainState, compute_dtype, ema_decay_at, make_init_fn,
+from mixjax.models.functional import ModelFn
+from mixjax.train_state import (TrainState, compute_dtype, ema_decay_at, make_init_fn,
                                 model_fn_and_shapes, parameter_count)
 
 
@@ -34,21 +35,6 @@ def denormalize_images(images: jax.Array, data_cfg) -> jax.Array:
   return jnp.clip(jnp.round(images.astype(jnp.float32) * std + mean), 0, 255).astype(jnp.uint8)
 
 
-def model_aware_mode(config) -> mixing.MixMode | None:
-  """The configured stateful model-aware mode (it owns ``TrainState.aux``), else None.
-
-  Such a method runs alone (the config check enforces it); stateless model-aware methods may share a
-  multi-mode list with input-level ones.
-  """
-  plan = mixing.resolve_mixing_config(config.mixing)
-  stateful = [m for m in plan.modes if m.method.model_aware and m.method.fn.has_state()]
-  return stateful[0] if stateful else None
-
-
-def _needs_model(config) -> bool:
-  return any(m.method.model_aware for m in mixing.resolve_mixing_config(config.mixing).modes)
-
-
 def make_classification_loss(config) -> Callable:
   """(logits, MixResult) → scalar: the configured loss on the mixed targets."""
   name = config.loss.name
@@ -62,19 +48,25 @@ def make_classification_loss(config) -> Callable:
 
 def make_step_context(config, *, mesh, model_fn: ModelFn, num_classes: int, steps_per_epoch: int,
                       total_steps: int) -> mixing.StepContext:
-  return mixing.StepContext(config=config, mesh=mesh, model_fn=model_fn, num_classes=num_classes,
+  make_optimizer = functools.partial(optim.derived_optimizer, config.optimizer, config.batch_size,
+                                     steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  return mixing.StepContext(mesh=mesh, model_fn=model_fn, model=config.model, num_classes=num_classes,
                             compute_dtype=compute_dtype(config),
                             classification_loss=make_classification_loss(config),
-                            steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+                            steps_per_epoch=steps_per_epoch, total_steps=total_steps, seed=int(config.seed),
+                            mean=tuple(config.data.mean), std=tuple(config.data.std),
+                            make_optimizer=make_optimizer,
+                            checkpoints=mixing.CheckpointReader(run_config=checkpoint.read_run_config,
+                                                                weights=checkpoint.read_run_weights))
 
 
-def make_aux_init_fn(ctx: mixing.StepContext) -> Callable | None:
-  """``init_aux(rng, params, batch_stats)`` of a model-aware method (None for input-level methods)."""
-  mode = model_aware_mode(ctx.config)
+def make_aux_init_fn(ctx: mixing.StepContext, plan: mixing.MixPlan) -> Callable | None:
+  """``init_aux(rng, params, batch_stats)`` of the plan's stateful method (None when it has none)."""
+  mode = plan.stateful_mode
   if mode is None:
     return None
-  return lambda rng, params, batch_stats: mode.method.fn.init_aux(ctx, rng, params, batch_stats,
-                                                                  mode.hyper_parameters)
+  return lambda rng, params, batch_stats: mode.method.step.init_aux(ctx, rng, params, batch_stats,
+                                                                    mode.hyper_parameters)
 
 
 def _step_inputs(config, step, batch, num_classes: int):
@@ -84,51 +76,39 @@ def _step_inputs(config, step, batch, num_classes: int):
   return rng, images, labels
 
 
-def make_mixed_batch_fn(config, mesh, num_classes: int) -> Callable | None:
+def make_mixed_batch_fn(config, plan: mixing.MixPlan, mesh, num_classes: int) -> Callable | None:
   """(step, uint8 batch) → MixResult of input-level methods (for TensorBoard pictures); None otherwise."""
-  if _needs_model(config):
+  if not plan.input_level:
     return None
 
   def mixed_batch(step, batch):
     rng, images, labels = _step_inputs(config, step, batch, num_classes)
-    return mixing.mix_batch(config.mixing, jax.random.fold_in(rng, 0), images, labels, mesh=mesh)
+    return mixing.mix_batch_with_plan(plan, jax.random.fold_in(rng, 0), images, labels, mesh=mesh)
 
   return mixed_batch
 
 
-def make_train_step(config, *, ctx: mixing.StepContext, tx: optax.GradientTransformation,
+def make_train_step(config, *, ctx: mixing.StepContext, plan: mixing.MixPlan, tx: optax.GradientTransformation,
                     schedule: Callable) -> Callable:
   """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, with the state donated.
 
-  Input-level methods mix the batch before the forward pass; a model-aware method computes the classifier loss
-  itself (and may update its own state in ``state.aux`` after the optimizer step).
+  Every mixing method is a step plug-in that computes the classifier loss (``StepMethod.loss``; input-level
+  kernels through the ``InputLevel`` adapter); a stateful one also updates its own state in ``state.aux`` after
+  the optimizer step.
   """
-  mesh, model_fn, num_classes = ctx.mesh, ctx.model_fn, ctx.num_classes
-  dtype = ctx.compute_dtype
+  mesh, num_classes = ctx.mesh, ctx.num_classes
   use_ema = bool(config.get("ema", {}).get("decay", 0.0))
-  plan = mixing.resolve_mixing_config(config.mixing)
-  aware = model_aware_mode(config)
+  aware = plan.stateful_mode
 
-  def input_level_loss(sub_plan, params, batch_stats, aux, images, labels, mix_rng, drop_rng):
-    del aux
-    mix = mixing.mix_batch_with_plan(sub_plan, mix_rng, images, labels, mesh=mesh)
-    logits, new_stats = model_fn(params, batch_stats, mix.images.astype(dtype), train=True, rng=drop_rng)
-    return ctx.classification_loss(logits, mix), (logits, new_stats, {})
+  def branch_loss(branch, params, batch_stats, aux, images, labels, mix_rng, drop_rng):
+    return branch.step.loss(ctx, mix_rng, params, batch_stats, aux, images, labels, alpha=branch.alpha,
+                            hp=branch.hp, dropout_rng=drop_rng)
 
-  def model_aware_loss(mode, params, batch_stats, aux, images, labels, mix_rng, drop_rng):
-    del drop_rng
-    return mode.method.fn.loss(ctx, mix_rng, params, batch_stats, aux, images, labels, alpha=mode.alpha,
-                               hp=mode.hyper_parameters)
-
-  if not any(m.method.model_aware for m in plan.modes):
-    # Input-level methods only: one mixing call (it switches between modes itself).
-    branches, probs = [functools.partial(input_level_loss, plan)], None
-  else:
-    # Each mode computes the whole loss; one is drawn per step with lax.switch (all compiled once).
-    branches = [functools.partial(model_aware_loss, m) if m.method.model_aware else
-                functools.partial(input_level_loss, mixing.MixPlan(modes=(m,), probs=(1.0,)))
-                for m in plan.modes]
-    probs = jnp.asarray(plan.probs, jnp.float32)
+  # One branch per way the step may go (an input-level plan is one: its mixing call chooses the mode itself);
+  # with several, one is drawn per step with lax.switch (all compiled once).
+  plan_branches, plan_probs = mixing.step_branches(plan)
+  branches = [functools.partial(branch_loss, b) for b in plan_branches]
+  probs = None if plan_probs is None else jnp.asarray(plan_probs, jnp.float32)
 
   def loss_fn(params, state, images, labels, mix_rng, drop_rng):
     args = (params, state.batch_stats, state.aux, images, labels, mix_rng, drop_rng)
@@ -156,8 +136,8 @@ def make_train_step(config, *, ctx: mixing.StepContext, tx: optax.GradientTransf
     params = optax.apply_updates(state.params, updates)
     aux = state.aux
     if aware is not None:
-      aux, aux_metrics = aware.method.fn.update_aux(ctx, aux_rng, state.aux, params, new_stats, images, labels,
-                                                    state.step, alpha=aware.alpha, hp=aware.hyper_parameters)
+      aux, aux_metrics = aware.method.step.update_aux(ctx, aux_rng, state.aux, params, new_stats, images, labels,
+                                                      state.step, alpha=aware.alpha, hp=aware.hyper_parameters)
       extra = {**extra, **aux_metrics}
     ema_params = state.ema_params
     if use_ema:
@@ -219,17 +199,16 @@ def _no_eval_variants(state: TrainState) -> dict:
   return {}
 
 
-def make_eval_variants_fn(config) -> Callable[[TrainState], dict]:
+def make_eval_variants_fn(plan: mixing.MixPlan) -> Callable[[TrainState], dict]:
   """``eval_variants(state) -> {name: (params, batch_stats)}``: weights to evaluate beside the classifier's.
 
   Empty for ordinary methods; a stateful model-aware method that keeps another network in ``state.aux``
   names it through its ``eval_variants(aux)`` (AutoMix/SAMix: ``{"momentum": (k params, k BN statistics)}``).
   """
-  mode = model_aware_mode(config)
-  variants = getattr(mode.method.fn, "eval_variants", None) if mode is not None else None
-  if variants is None:
+  mode = plan.stateful_mode
+  if mode is None:
     return _no_eval_variants
-  return lambda state: dict(variants(state.aux))
+  return lambda state: dict(mode.method.step.eval_variants(state.aux))
 
 
 class StepFunctions(NamedTuple):
@@ -250,6 +229,7 @@ class StepFunctions(NamedTuple):
 def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int,
                          total_steps: int | None = None) -> StepFunctions:
   """Model, optimizer, schedule, initial state and the jitted steps of ``config``."""
+  plan = mixing.resolve_mixing_config(config.mixing)   # the one resolution of the mixing config per build
   model_fn, abstract_params, _ = model_fn_and_shapes(config, num_classes)
   schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
                                     steps_per_epoch=steps_per_epoch, total_epochs=config.epochs)
@@ -257,15 +237,15 @@ def build_step_functions(config, *, mesh, num_classes: int, steps_per_epoch: int
   total_steps = total_steps or steps_per_epoch * config.epochs
   ctx = make_step_context(config, mesh=mesh, model_fn=model_fn, num_classes=num_classes,
                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  init_fn = make_init_fn(config, num_classes, tx, init_aux=make_aux_init_fn(ctx))
+  init_fn = make_init_fn(config, num_classes, tx, init_aux=make_aux_init_fn(ctx, plan))
   abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)),
                                 jax.eval_shape(init_fn))
   return StepFunctions(
       ctx=ctx, tx=tx, schedule=schedule,
       init_state=jax.jit(init_fn, out_shardings=replicated(mesh)),
       abstract_state=abstract_state,
-      train_step=make_train_step(config, ctx=ctx, tx=tx, schedule=schedule),
+      train_step=make_train_step(config, ctx=ctx, plan=plan, tx=tx, schedule=schedule),
       eval_step=make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=num_classes),
-      mixed_batch=make_mixed_batch_fn(config, mesh, num_classes),
+      mixed_batch=make_mixed_batch_fn(config, plan, mesh, num_classes),
       num_params=parameter_count(abstract_params),
-      eval_variants=make_eval_variants_fn(config))
+      eval_variants=make_eval_variants_fn(plan))

@@ -18,7 +18,7 @@ printed in the row title.
 
 Honesty notes in the row titles: methods that mix hidden features (ManifoldMix, AlignMix) say so and what the
 picture shows instead; model-aware methods say which untrained stand-in network decided their regions or λ
-(``mixjax.mixing.picture_models``); ``vanilla`` says it does not mix.
+(``mixjax.mixing.model_aware.picture_models``); ``vanilla`` says it does not mix.
 
 Speed: ``--method=all`` takes about 45 s of CPU time on a first run (measured on a 2-core machine: 43 s
 user+sys; the 224-px version before took 126 s), almost all of it XLA compiling one program per method, and
@@ -38,9 +38,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mixjax import constants
+
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# The ImageNet normalisation on the 0..1 scale of the photos.
+IMAGENET_MEAN = (np.asarray(constants.IMAGENET_MEAN) / 255).astype(np.float32)
+IMAGENET_STD = (np.asarray(constants.IMAGENET_STD) / 255).astype(np.float32)
 
 DEFAULT_SIZE = 96          # a multiple of 32 (PuzzleMix's label grids need it)
 DEFAULT_TRIES = 32
@@ -84,27 +87,32 @@ def to_display(images) -> np.ndarray:
   return np.clip(images, 0.0, 1.0)
 
 
+def _picture_fn(entry) -> Callable:
+  """``(images, labels, *, alpha, hp, ...) -> (rng -> MixResult)`` of a method: its step plug-in's
+  ``picture_fn``, except AutoMix/SAMix's, which lives in ``mixjax.automix_preview`` (it trains with the
+  classifier's optimizer)."""
+  if entry.name in ("automix", "samix"):
+    from mixjax import automix_preview
+    return functools.partial(automix_preview.mixes_fn, entry.fn)
+  return entry.step.picture_fn
+
+
 def drawer(method: str, photos: np.ndarray, alpha: float = 1.0, **picture_kwargs) -> Callable[[int], object]:
   """``seed → MixResult`` (host arrays) of ``method`` on the photos (one-hot labels ``eye(N)``), compiled once.
 
-  Input-level methods run ``mixing.mix_batch`` with their default hyper-parameters; model-aware methods their
-  ``picture_fn`` (whatever small network they need is built once). ``picture_kwargs`` go to ``picture_fn``
-  where it accepts them (e.g. ``steps`` for AutoMix/SAMix).
+  Every method runs its ``picture_fn`` with its default hyper-parameters (input-level ones mix the photos as one
+  shard; model-aware ones build whatever small network they need once). ``picture_kwargs`` go to
+  ``picture_fn`` where it accepts them (e.g. ``steps`` for AutoMix/SAMix).
   """
   import jax
   from mixjax import mixing
   labels = jax.numpy.asarray(np.eye(len(photos), dtype=np.float32))
   normalised = jax.numpy.asarray((photos - IMAGENET_MEAN) / IMAGENET_STD)
   entry = mixing.get_method(method)
-  if entry.model_aware:
-    accepted = inspect.signature(entry.fn.picture_fn).parameters
-    kwargs = {k: v for k, v in picture_kwargs.items() if k in accepted}
-    draw = entry.fn.picture_fn(normalised, labels, alpha=alpha, hp=dict(entry.defaults), **kwargs)
-  else:
-    cfg = mixing.default_mixing_config()
-    cfg.method, cfg.alpha = method, alpha
-    mix = jax.jit(functools.partial(mixing.mix_batch, cfg))
-    draw = lambda rng: mix(rng, normalised, labels)  # noqa: E731
+  picture_fn = _picture_fn(entry)
+  accepted = inspect.signature(picture_fn).parameters
+  kwargs = {k: v for k, v in picture_kwargs.items() if k in accepted}
+  draw = picture_fn(normalised, labels, alpha=alpha, hp=dict(entry.defaults), **kwargs)
   return lambda seed: jax.device_get(draw(jax.random.key(seed)))
 
 
@@ -179,8 +187,8 @@ def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = 
                 **picture_kwargs) -> Row:
   from mixjax import mixing
   entry = mixing.get_method(method)
-  note = NOT_MIXING.get(method, getattr(entry.fn, "picture_note", "") if entry.model_aware else "")
-  mixes_features = bool(entry.model_aware and getattr(entry.fn, "mixes_features", False))
+  note = NOT_MIXING.get(method, entry.step.picture_note)
+  mixes_features = entry.step.mixes_features
   draw = drawer(method, photos, **picture_kwargs)
   if method in NOT_MIXING:
     result = draw(seed)
@@ -189,7 +197,7 @@ def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = 
     chosen = choose_draw(draw, photos, seed, tries)
   s, images, result, mixed = chosen
   steps = picture_kwargs.get("steps")
-  if steps and entry.model_aware and "steps" in inspect.signature(entry.fn.picture_fn).parameters:
+  if steps and "steps" in inspect.signature(_picture_fn(entry)).parameters:
     note += f" (here trained {steps} steps on these photos)"
   title = f"{method} (key {s})" + (f" — {note}" if note else "")
   captions = tuple(tile_caption(result, i) for i in range(len(images)))

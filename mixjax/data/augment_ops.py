@@ -25,11 +25,11 @@ import tensorflow as tf
 from mixjax.data.pp_ops import _decoded, _take_seed
 from mixjax.data.pp_registry import register
 from mixjax.config_args import ConfigError
+from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
 
 # timm's img_mean hparam: the ImageNet mean in RGB, round(255 * (0.485, 0.456, 0.406)).
 IMAGENET_FILL_RGB = (124, 116, 104)
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+IMAGENET_MEAN_RGB, IMAGENET_STD_RGB = IMAGENET_MEAN, IMAGENET_STD
 _LEVEL_DENOM = 10.0  # timm's magnitude scale: M in [0, 10] maps linearly onto each range.
 _INTERPOLATIONS = ("bilinear", "nearest")
 

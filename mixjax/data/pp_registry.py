@@ -32,7 +32,7 @@ def registered_ops() -> list[str]:
 
 def _lookup(name: str, spec: str) -> Callable[..., PPOp]:
   # Importing the op libraries registers the built-in ops.
-  from mixjax.data import augment_ops, pp_ops  # pylint: disable=g-import-not-at-top,unused-import
+  from mixjax.data import augment_ops, pp_ops  # noqa: F401  (registers the ops; a cycle forbids a top import)
   if name not in _OPS:
     raise ConfigError(
         f"Unknown pp op {name!r} in spec {spec!r}. Valid ops: {registered_ops()}.")

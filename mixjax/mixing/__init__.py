@@ -1,39 +1,31 @@
-"""Input-level mixup methods as jit-compiled, per-device kernels.
+"""Mixup methods as step plug-ins, in four sub-packages:
 
-Every method is registered by name (``list_methods()``); ``mix_batch`` is the
-train-step hook. Importing this package registers all methods.
+* ``core/``: the registry, the step protocol (``StepContext``, ``ModelAwareMethod``), the plan resolved from
+  ``config.mixing`` (``MixPlan``), per-device execution (``mix_batch``) and ``MixResult``;
+* ``input/``: one file per input-level method (a jit-compiled function of one device's shard);
+* ``model_aware/``: one file or folder per method that needs the network;
+* ``ops/``: shared numerical pieces (boxes, sampling, saliency, Sinkhorn, solvers).
+
+Every method is registered by name (``list_methods()``); ``mix_batch`` is the train-step hook for input-level
+methods. Importing this package registers all methods.
 """
-from mixjax.mixing.config import (MixMode, MixPlan, default_mixing_config,
-                                  resolve_mixing_config,
-                                  validate_mixing_config)
-from mixjax.mixing.dispatch import mix_batch, mix_batch_with_plan, mix_with_plan
-from mixjax.mixing.registry import (MixMethod, UnknownMixMethodError,
-                                    get_method, list_methods)
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.decouple import decoupled_mixup_loss
-from mixjax.mixing.model_aware import (ModelAwareMethod, StepContext,
-                                       register_model_aware)
+from mixjax.mixing.core.plan import (MixMode, MixPlan, default_mixing_config, resolve_mixing_config,
+                                     validate_mixing_config)
+from mixjax.mixing.core.dispatch import Branch, mix_batch, mix_batch_with_plan, mix_with_plan, step_branches
+from mixjax.mixing.core.registry import MixMethod, UnknownMixMethodError, get_method, list_methods
+from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.ops.decouple import decoupled_mixup_loss
+from mixjax.mixing.core.protocol import (CheckpointReader, InputLevel, ModelAwareMethod, StepContext, StepMethod,
+                                         forward_loss)
+from mixjax.mixing.core.registry import register_model_aware
 
-# Importing the method modules registers them.
-from mixjax.mixing import vanilla as _vanilla  # noqa: F401
-from mixjax.mixing import mixup as _mixup  # noqa: F401
-from mixjax.mixing import cutmix as _cutmix  # noqa: F401
-from mixjax.mixing import switch as _switch  # noqa: F401
-from mixjax.mixing import fmix as _fmix  # noqa: F401
-from mixjax.mixing import gridmix as _gridmix  # noqa: F401
-from mixjax.mixing import resizemix as _resizemix  # noqa: F401
-from mixjax.mixing import smoothmix as _smoothmix  # noqa: F401
-from mixjax.mixing import saliencymix as _saliencymix  # noqa: F401
-from mixjax.mixing import manifoldmix as _manifoldmix  # noqa: F401
-from mixjax.mixing import attentivemix as _attentivemix  # noqa: F401
-from mixjax.mixing import puzzlemix as _puzzlemix  # noqa: F401
-from mixjax.mixing import alignmix as _alignmix  # noqa: F401
-from mixjax.mixing import transmix as _transmix  # noqa: F401
-from mixjax.mixing import tokenmix as _tokenmix  # noqa: F401
-from mixjax.mixing import automix as _automix  # noqa: F401
+# Importing the method packages registers the methods.
+from mixjax.mixing import input as _input  # noqa: F401
+from mixjax.mixing import model_aware as _model_aware  # noqa: F401
 
 __all__ = [
-    "MixMethod", "MixMode", "ModelAwareMethod", "StepContext", "register_model_aware", "MixPlan", "MixResult", "UnknownMixMethodError",
-    "decoupled_mixup_loss", "default_mixing_config", "get_method", "list_methods", "mix_batch",
-    "mix_batch_with_plan", "mix_with_plan", "resolve_mixing_config", "validate_mixing_config",
+    "Branch", "CheckpointReader", "InputLevel", "MixMethod", "MixMode", "MixPlan", "MixResult", "ModelAwareMethod",
+    "StepContext", "StepMethod", "UnknownMixMethodError", "decoupled_mixup_loss", "default_mixing_config",
+    "forward_loss", "get_method", "list_methods", "mix_batch", "mix_batch_with_plan", "mix_with_plan",
+    "register_model_aware", "resolve_mixing_config", "step_branches", "validate_mixing_config",
 ]

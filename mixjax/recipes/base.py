@@ -24,13 +24,11 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from mixjax import optim
+from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
 from mixjax.config_args import ConfigArgError, parse_arg
 from mixjax.data import default_data_config
 from mixjax.mixing import default_mixing_config
 
-# ImageNet statistics in 0-255 units (normalisation happens on device from uint8 images).
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 ROW_KEYS = ("method", "alpha", "prob", "args", "loss", "overrides", "model", "per_model")
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixjax.mixing import attentivemix
+from mixjax.mixing.model_aware import attentivemix
 from mixjax.recipes import cells, tables
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,5 @@
 """AutoMix / SAMix: gradient paths, momentum encoder, mask validity, schedules, exact resume."""
+import functools
 import math
 
 import jax
@@ -7,9 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mixjax import losses, mixing, optim
-from mixjax.mixing.automix import method as am
-from mixjax.mixing.automix import schedules
+from mixjax import automix_preview, losses, mixing, optim
+from mixjax.mixing.model_aware.automix import method as am
+from mixjax.mixing.model_aware.automix import schedules
 from mixjax.train_state import make_init_fn, model_fn_and_shapes
 from tests.helpers import demo_config
 
@@ -24,11 +25,13 @@ def _ctx(name):
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
   model_fn, abstract, _ = model_fn_and_shapes(c, CLASSES)
   ctx = mixing.StepContext(
-      config=c, mesh=None, model_fn=model_fn, num_classes=CLASSES, compute_dtype=jnp.float32,
+      mesh=None, model_fn=model_fn, model=c.model, num_classes=CLASSES, compute_dtype=jnp.float32,
       classification_loss=lambda lg, mix: jnp.mean(losses.soft_cross_entropy(lg, mix.targets)),
-      steps_per_epoch=100, total_steps=100)
+      steps_per_epoch=100, total_steps=100, seed=c.seed,
+      make_optimizer=functools.partial(optim.derived_optimizer, c.optimizer, c.batch_size, steps_per_epoch=100,
+                                       total_steps=100))
   tx = optim.make_optimizer(c.optimizer, abstract, lambda s: 0.1)
-  return ctx, tx
+  return c, ctx, tx
 
 
 @pytest.fixture(scope="module", params=["automix", "samix"])
@@ -36,8 +39,8 @@ def setup(request):
   name = request.param
   method = mixing.get_method(name).fn
   hp = dict(method.defaults, lam_margin=0.0)   # never fall back to plain mixup: the mask path must be live
-  ctx, tx = _ctx(name)
-  init = make_init_fn(ctx.config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
+  config, ctx, tx = _ctx(name)
+  init = make_init_fn(config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
   state = jax.jit(init)()
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
@@ -167,7 +170,7 @@ def test_picture_shows_valid_learned_masks():
   rng = np.random.default_rng(2)
   images = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  mix = method.picture(jax.random.key(0), images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)
+  mix = automix_preview.mixes_fn(method, images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)(jax.random.key(0))
   assert mix.images.shape == images.shape and np.all(np.isfinite(np.asarray(mix.images)))
   np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
 
@@ -240,17 +243,19 @@ def test_eval_variants_name_the_momentum_encoder(setup):
   aux, _ = jax.jit(lambda a: method.update_aux(ctx, jax.random.key(1), a, new_params, state.batch_stats, images,
                                                labels, jnp.int32(3), alpha=2.0, hp=hp))(state.aux)
   moved = state.replace(params=new_params, aux=aux)
-  variants = train_step.make_eval_variants_fn(demo_config("automix,epochs=1"))(moved)
+  plan = mixing.resolve_mixing_config(demo_config("automix,epochs=1").mixing)
+  variants = train_step.make_eval_variants_fn(plan)(moved)
   assert set(variants) == {"momentum"}
   k_params, k_stats = variants["momentum"]
   jax.tree.map(np.testing.assert_array_equal, k_params, aux["encoder"]["params"])
   jax.tree.map(np.testing.assert_array_equal, k_stats, aux["encoder"]["batch_stats"])
   assert _max_abs(jax.tree.map(jnp.subtract, k_params, new_params)) > 1e-3   # k, not q
-  assert train_step.make_eval_variants_fn(demo_config("mixup,epochs=1"))(moved) == {}
+  plan = mixing.resolve_mixing_config(demo_config("mixup,epochs=1").mixing)
+  assert train_step.make_eval_variants_fn(plan)(moved) == {}
 
 
 def test_lambda_embedding_none_and_lam_mul_k():
-  from mixjax.mixing.automix import mixblock as mb
+  from mixjax.mixing.model_aware.automix import mixblock as mb
   rng = np.random.default_rng(3)
   fa = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
   fb = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mixjax import mixing
-from mixjax.mixing import sampling
-from mixjax.mixing import smoothmix as smoothmix_module
+from mixjax.mixing.ops import sampling
+from mixjax.mixing.input import smoothmix as smoothmix_module
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 

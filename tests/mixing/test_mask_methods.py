@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mixjax import mixing
-from mixjax.mixing import fmix as fmix_module
-from mixjax.mixing import resizemix as resizemix_module
-from mixjax.mixing import saliency as saliency_module
-from mixjax.mixing.saliency import salient_peak
+from mixjax.mixing.input import fmix as fmix_module
+from mixjax.mixing.input import resizemix as resizemix_module
+from mixjax.mixing.ops import saliency as saliency_module
+from mixjax.mixing.ops.saliency import salient_peak
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 

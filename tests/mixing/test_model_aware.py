@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixjax import mixing, train
-from mixjax.mixing import alignmix, attentivemix, manifoldmix, per_device, tokenmix, transmix
-from mixjax.mixing.sinkhorn import sinkhorn_plan
+from mixjax import checkpoint, mixing, train
+from mixjax.mixing.core import per_device
+from mixjax.mixing.model_aware import alignmix, attentivemix, manifoldmix, tokenmix, transmix
+from mixjax.mixing.ops.sinkhorn import sinkhorn_plan
 from tests.helpers import demo_config as load_demo_config
 
 
@@ -54,7 +55,8 @@ def test_attentivemix_trains_with_an_extractor_from_one_of_our_runs(tmp_path):
   train.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
   config = demo_config("attentivemix", extractor_checkpoint=str(tmp_path / "pretrain"), feat_size=32)
   hp = mixing.resolve_mixing_config(config.mixing).modes[0].hyper_parameters
-  params, _ = attentivemix.load_extractor_weights(hp)
+  reader = mixing.CheckpointReader(run_config=checkpoint.read_run_config, weights=checkpoint.read_run_weights)
+  params, _ = attentivemix.load_extractor_weights(hp, checkpoints=reader)
   kernel = np.asarray(params["stem_conv"]["kernel"])
   assert kernel.shape[-1] == 8                      # the pretrained run's width-8 ResNet-18, from its config
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -91,7 +93,7 @@ def test_alignmix_refuses_models_without_last_stage_mixing():
   config = demo_config("alignmix")
   config.model = TINY_VIT
   with pytest.raises(ValueError, match="resnet18"):
-    alignmix.AlignMix()._last_stage(config)
+    alignmix.AlignMix()._last_stage(config.model)
 
 
 # ---------------------------------------------------------------- ManifoldMix
@@ -109,10 +111,10 @@ def test_hidden_feature_mix_pairs_within_each_device(four_device_mesh):
 
 def test_manifoldmix_layer_errors_name_valid_models():
   config = demo_config("manifoldmix")
-  assert manifoldmix.manifold_layers(config, (0, 3)) == (0, 1, 2)
+  assert manifoldmix.manifold_layers(config.model, (0, 3)) == (0, 1, 2)
   config.model = TINY_VIT
   with pytest.raises(ValueError, match="mix_stages.*resnet18"):
-    manifoldmix.manifold_layers(config, (0, 3))
+    manifoldmix.manifold_layers(config.model, (0, 3))
 
 
 # ---------------------------------------------------------------- AttentiveMix+
@@ -137,7 +139,7 @@ def test_attentivemix_label_weight_equals_kept_area():
   grid = jax.random.uniform(jax.random.key(0), (8, 7, 7))
   mixed, lam, labels_b = attentivemix.attentive_mix_local(jax.random.key(1), jnp.float32(0.4), images, grid,
                                                           labels, top_k_fixed=0)
-  from mixjax.mixing.result import MixResult
+  from mixjax.mixing.core.result import MixResult
   weight, self_pair = recover_pixel_weight(MixResult(mixed, labels, labels_b, lam))
   np.testing.assert_allclose(np.asarray(lam), int(49 * 0.4) / 49, rtol=1e-6)
   np.testing.assert_allclose(np.nanmean(weight[~self_pair], axis=(1, 2)), np.asarray(lam)[~self_pair], rtol=1e-6)
@@ -168,7 +170,7 @@ def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
 
 
 def test_transmix_lambda_is_half_area_half_attention_outside_the_box():
-  from mixjax.mixing.picture_models import small_vit
+  from mixjax.mixing.model_aware.picture_models import small_vit
   fn, params, stats = small_vit(8, 28)                    # patch 2, 14x14 grid
   images = jax.random.normal(jax.random.key(0), (8, 28, 28, 3))
   labels = jax.nn.one_hot(jnp.arange(8), 8)
@@ -195,9 +197,9 @@ def test_attention_lam_counts_only_patches_outside_the_partner_region():
 
 def test_vit_methods_refuse_cnns_naming_vits():
   config = demo_config("transmix")
-  from mixjax.mixing.model_info import require_attention
+  from mixjax.mixing.ops.model_info import require_attention
   with pytest.raises(ValueError, match="deit_tiny"):
-    require_attention(config, "transmix")
+    require_attention(config.model, "transmix")
 
 
 # ---------------------------------------------------------------- TokenMix

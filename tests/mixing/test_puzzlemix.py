@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks.puzzlemix_solver import alpha_beta_swap, energy, evaluate, exact_minimum, photo_problems
-from mixjax.mixing import puzzlemix
-from mixjax.mixing.puzzlemix_solver import labeling_energy, solve_labeling
+from mixjax.mixing.model_aware import puzzlemix
+from mixjax.mixing.ops.puzzlemix_solver import labeling_energy, solve_labeling
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from mixjax.mixing import saliency as S
+from mixjax.mixing.ops import saliency as S
 
 cv2 = pytest.importorskip("cv2", reason="opencv-contrib-python-headless (the test extra) is not installed")
 if not hasattr(cv2, "saliency"):

@@ -1,4 +1,5 @@
-"""``mix_batch``: the hook the train step calls, on the sharded global batch.
+"""How a resolved plan runs in the step: ``step_branches`` (the step plug-ins the train step draws from) and
+``mix_batch`` (an input-level plan mixing the sharded global batch on its own).
 
 Pairing stays on each device: the per-shard method runs under
 ``jax.shard_map`` with the batch split over the mesh's data axis, so the
@@ -12,13 +13,17 @@ index pattern on its own rows, as OpenMixup's ranks do.
 from __future__ import annotations
 
 import functools
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from mixjax.mixing.config import MixPlan, resolve_mixing_config
-from mixjax.mixing.result import MixResult
+from mixjax.constants import DATA_AXIS
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.plan import MixPlan, resolve_mixing_config
+from mixjax.mixing.core.protocol import StepMethod, forward_loss
+from mixjax.mixing.core.result import MixResult
 
 
 def mix_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
@@ -37,22 +42,8 @@ def mix_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
   return jax.lax.switch(index, list(plan.modes), k_mix, images, labels)
 
 
-def _check_inputs(images: jax.Array, labels: jax.Array) -> None:
-  if images.ndim != 4:
-    raise ValueError(f"mix_batch expects NHWC images, got shape "
-                     f"{images.shape}")
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise ValueError(f"mix_batch expects float images (normalised), got "
-                     f"{images.dtype}; convert before mixing")
-  if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-    raise ValueError(
-        f"mix_batch expects labels [B, K] soft one-hot with B = "
-        f"{images.shape[0]}, got shape {labels.shape}; one-hot encode "
-        "integer labels first")
-
-
 def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-              mesh: Mesh | None = None, axis_name: str = "data") -> MixResult:
+              mesh: Mesh | None = None, axis_name: str = DATA_AXIS) -> MixResult:
   """Mixes a training batch according to the mixing config ``cfg``.
 
   Call inside the jitted train step.
@@ -78,30 +69,44 @@ def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
 
 def mix_batch_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
                         labels: jax.Array, *, mesh: Mesh | None = None,
-                        axis_name: str = "data") -> MixResult:
+                        axis_name: str = DATA_AXIS) -> MixResult:
   """``mix_batch`` for an already resolved plan of input-level modes."""
   if any(m.method.model_aware for m in plan.modes):
     raise ValueError(f"mixing method {plan.modes[0].method.name!r} needs the model; the train step runs it "
                      "through its ModelAwareMethod.loss, not mix_batch")
-  _check_inputs(images, labels)
-  local_mix = functools.partial(mix_with_plan, plan)
-  if mesh is None:
-    return local_mix(rng, images, labels)
-  if axis_name not in mesh.axis_names:
-    raise ValueError(f"mesh has axes {mesh.axis_names}, no {axis_name!r}; "
-                     "pass axis_name= the batch axis")
-  shards = mesh.shape[axis_name]
-  if images.shape[0] % shards:
-    raise ValueError(f"batch {images.shape[0]} is not divisible by the "
-                     f"{shards} devices on mesh axis {axis_name!r}")
-  if mesh.axis_types[mesh.axis_names.index(axis_name)] == AxisType.Explicit:
-    # Under an explicit-sharding mesh the batch's sharding is part of its
-    # type and shard_map insists it matches in_specs; a no-op when the
-    # caller already sharded the batch P(axis_name).
-    batch_sharding = NamedSharding(mesh, P(axis_name))
-    images, labels = jax.sharding.reshard((images, labels), batch_sharding)
-  sharded = jax.shard_map(
-      local_mix, mesh=mesh,
-      in_specs=(P(), P(axis_name), P(axis_name)),
-      out_specs=P(axis_name))
-  return sharded(rng, images, labels)
+  per_device.check_batch(images, labels)
+  return per_device.on_shards(mesh, functools.partial(mix_with_plan, plan), rng, images, labels,
+                              axis_name=axis_name)
+
+
+class PlanLoss(StepMethod):
+  """A plan of input-level modes as one step plug-in: one mixing call that draws the mode itself
+  (``mix_with_plan``), then the forward pass."""
+  model_aware = False
+
+  def __init__(self, plan: MixPlan):
+    self.plan = plan
+    self.name = "+".join(m.method.name for m in plan.modes)
+
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
+    del aux, alpha, hp   # the plan holds each mode's own
+    mix = mix_batch_with_plan(self.plan, rng, images, labels, mesh=ctx.mesh)
+    return forward_loss(ctx, params, batch_stats, mix, dropout_rng, {})
+
+
+class Branch(NamedTuple):
+  """One way a train step may go: a step plug-in with its α and hyper-parameters."""
+  step: StepMethod
+  alpha: float
+  hp: Mapping[str, Any]
+
+
+def step_branches(plan: MixPlan) -> tuple[tuple[Branch, ...], tuple[float, ...] | None]:
+  """The plan as the train step runs it: its branches, and the probability of each (None: a single branch).
+
+  A plan of input-level modes is one branch (its mixing call chooses the mode); otherwise every mode is a
+  branch that computes the whole loss, and the step draws one per step with ``lax.switch``.
+  """
+  if plan.input_level:
+    return (Branch(PlanLoss(plan), 0.0, {}),), None
+  return tuple(Branch(m.method.step, m.alpha, m.hyper_parameters) for m in plan.modes), plan.probs

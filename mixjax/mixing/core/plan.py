@@ -20,8 +20,8 @@ import jax
 import ml_collections
 
 from mixjax.config_args import ConfigError
-from mixjax.mixing.registry import MixMethod, get_method, list_methods
-from mixjax.mixing.result import MixResult
+from mixjax.mixing.core.registry import MixMethod, get_method, list_methods
+from mixjax.mixing.core.result import MixResult
 
 
 def default_mixing_config() -> ml_collections.ConfigDict:
@@ -55,9 +55,21 @@ class MixMode:
 
 @dataclasses.dataclass(frozen=True)
 class MixPlan:
-  """Validated config: the modes and the probability of each."""
+  """Validated config: the modes and the probability of each. Resolved once per run (``build_step_functions``)
+  and passed down to everything that needs it."""
   modes: tuple[MixMode, ...]
   probs: tuple[float, ...]
+
+  @property
+  def input_level(self) -> bool:
+    """Every mode is an input-level kernel: the plan can mix a batch without the network (``mix_batch``)."""
+    return not any(m.method.model_aware for m in self.modes)
+
+  @property
+  def stateful_mode(self) -> MixMode | None:
+    """The mode whose method keeps state in ``TrainState.aux`` (it then runs alone), else None."""
+    stateful = [m for m in self.modes if m.method.step.stateful]
+    return stateful[0] if stateful else None
 
 
 def _plain(value):
@@ -141,7 +153,7 @@ def resolve_mixing_config(cfg) -> MixPlan:
           f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
           f"{name!r}; valid: {valid}")
 
-  stateful = [m.name for m in methods if m.model_aware and m.fn.has_state()]
+  stateful = [m.name for m in methods if m.step.stateful]
   if len(methods) > 1 and stateful:
     raise ConfigError(
         f"mixing methods {names}: {', '.join(stateful)} keeps its own "

@@ -19,7 +19,8 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from mixjax.errors import UserError, did_you_mean
-from mixjax.mixing.result import MixResult
+from mixjax.mixing.core.protocol import InputLevel, StepMethod
+from mixjax.mixing.core.result import MixResult
 
 MixFn = Callable[..., MixResult]
 
@@ -34,20 +35,26 @@ class MixMethod:
 
   Attributes:
     name: registry name (the config's ``method``).
-    fn: the per-shard function (see module docstring).
+    fn: what was registered: the per-shard kernel of an input-level method (see module docstring), or the
+      ``ModelAwareMethod`` object.
     defaults: hyper-parameters the method accepts besides ``alpha``, with
       their defaults; ``config.args.<name>`` overrides them.
     uses_alpha: whether the global ``alpha`` matters for this method.
     paper: citation of the paper the method comes from.
-    model_aware: ``fn`` is a ``ModelAwareMethod`` that computes the step's loss with the model
-      (see ``mixjax.mixing.model_aware``), not a per-shard batch function.
+    step: the method as a train-step plug-in (``InputLevel(fn)`` for a kernel, ``fn`` itself otherwise); the
+      train step calls only this.
   """
   name: str
-  fn: MixFn
+  fn: Any
   defaults: Mapping[str, Any]
   uses_alpha: bool
   paper: str
-  model_aware: bool = False
+  step: StepMethod
+
+  @property
+  def model_aware(self) -> bool:
+    """Whether the method needs the network (it is not an input-level kernel)."""
+    return self.step.model_aware
 
 
 _METHODS: dict[str, MixMethod] = {}
@@ -72,17 +79,20 @@ def register_method(name: str, *, paper: str, uses_alpha: bool = True
         p.name: p.default for p in params.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
         and p.name not in ("alpha", "lam")}
+    step = InputLevel(fn, name=name, paper=paper, defaults=defaults, uses_alpha=uses_alpha)
     _METHODS[name] = MixMethod(name=name, fn=fn, defaults=defaults,
-                               uses_alpha=uses_alpha, paper=paper)
+                               uses_alpha=uses_alpha, paper=paper, step=step)
     return fn
   return decorate
 
 
-def register_entry(method: MixMethod) -> None:
-  """Adds a fully built entry (used by ``model_aware.register_model_aware``)."""
+def register_model_aware(method: StepMethod) -> StepMethod:
+  """Adds a model-aware ``method`` object (same names, errors and config handling as input methods)."""
   if method.name in _METHODS:
     raise ValueError(f"mixing method {method.name!r} registered twice")
-  _METHODS[method.name] = method
+  _METHODS[method.name] = MixMethod(name=method.name, fn=method, defaults=dict(method.defaults),
+                                    uses_alpha=method.uses_alpha, paper=method.paper, step=method)
+  return method
 
 
 def list_methods(kind: str = "all") -> list[str]:

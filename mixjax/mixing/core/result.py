@@ -43,23 +43,22 @@ def build_result(mixed_images: jax.Array, labels: jax.Array,
                    labels_b=labels[perm], lam=lam)
 
 
-def blend_with_partner(images: jax.Array, partner: jax.Array,
-                       weight_a: jax.Array) -> jax.Array:
-  """``weight_a * images + (1 - weight_a) * partner`` computed in float32.
+def blend(a: jax.Array, b: jax.Array, weight_a) -> jax.Array:
+  """``weight_a * a + (1 - weight_a) * b`` computed in float32, cast back to ``a``'s dtype.
 
-  The arithmetic runs in float32 and is cast back, so a bf16 batch is not
-  mixed with a bf16-rounded λ (that would make the pixels disagree with the
-  float32 label weight by up to 0.4 %).
+  The one blend of two images (or feature maps) every method uses; ``weight_a`` is the weight of the FIRST
+  argument (OpenMixup's convention: ``blend(x, x[perm], M)`` with ``M`` the weight of the original). The
+  arithmetic runs in float32 and is cast back, so a bf16 batch is not mixed with a bf16-rounded λ (that would
+  make the pixels disagree with the float32 label weight by up to 0.4 %).
 
   Args:
-    images: [B, H, W, C].
-    partner: [B, H, W, C], the permuted batch.
-    weight_a: anything broadcastable to [B, H, W, C] (a scalar λ, or a
-      [H, W, 1] / [B, H, W, 1] pixel weight).
+    a: [B, ...], e.g. the batch.
+    b: same shape, e.g. the permuted batch.
+    weight_a: anything broadcastable to ``a`` (a scalar λ, or a [H, W, 1] / [B, H, W, 1] pixel weight).
   """
   w = jnp.asarray(weight_a, jnp.float32)
-  out = w * images.astype(jnp.float32) + (1 - w) * partner.astype(jnp.float32)
-  return out.astype(images.dtype)
+  out = w * a.astype(jnp.float32) + (1 - w) * b.astype(jnp.float32)
+  return out.astype(a.dtype)
 
 
 def paste_from_partner(images: jax.Array, partner: jax.Array,

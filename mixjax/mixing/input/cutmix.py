@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import jax
 
-from mixjax.mixing import boxes
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, build_result, paste_from_partner
-from mixjax.mixing.sampling import (lam_or_draw,
+from mixjax.mixing.ops import boxes
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, build_result, paste_from_partner
+from mixjax.mixing.ops.sampling import (lam_or_draw,
                                     permutation_avoiding_fixed_points)
 
 

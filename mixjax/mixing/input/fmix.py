@@ -4,9 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, blend_with_partner, build_result
-from mixjax.mixing.sampling import (lam_or_draw,
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, blend, build_result
+from mixjax.mixing.ops.sampling import (lam_or_draw,
                                     permutation_avoiding_fixed_points)
 
 SPECTRA = ("paper", "reference")
@@ -100,5 +100,5 @@ def fmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   noise = low_frequency_image(k_noise, height, width, decay_power, spectrum)
   weight_a = binarise_top_fraction(noise, count)
   perm = permutation_avoiding_fixed_points(k_perm, images.shape[0])
-  mixed = blend_with_partner(images, images[perm], weight_a[:, :, None])
+  mixed = blend(images, images[perm], weight_a[:, :, None])
   return build_result(mixed, labels, perm, count.astype(jnp.float32) / pixels)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, build_result, paste_from_partner
-from mixjax.mixing.sampling import lam_or_draw, random_permutation
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, build_result, paste_from_partner
+from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
 
 
 def grid_region(rng: jax.Array, lam: jax.Array, height: int, width: int, *,

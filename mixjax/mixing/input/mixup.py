@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import jax
 
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, blend_with_partner, build_result
-from mixjax.mixing.sampling import lam_or_draw, random_permutation
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, blend, build_result
+from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
 
 
 @register_method("mixup", paper="Zhang, Cisse, Dauphin, Lopez-Paz. mixup: "
@@ -19,5 +19,5 @@ def mixup(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   k_lam, k_perm = jax.random.split(rng)
   lam = lam_or_draw(k_lam, alpha, lam)
   perm = random_permutation(k_perm, images.shape[0])
-  mixed = blend_with_partner(images, images[perm], lam)
+  mixed = blend(images, images[perm], lam)
   return build_result(mixed, labels, perm, lam)

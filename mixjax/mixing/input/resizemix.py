@@ -4,10 +4,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing import boxes
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, build_result
-from mixjax.mixing.sampling import random_permutation
+from mixjax.mixing.ops import boxes
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, build_result
+from mixjax.mixing.ops.sampling import random_permutation
 
 
 def sample_scale(rng: jax.Array, alpha: float, scope, use_alpha: bool

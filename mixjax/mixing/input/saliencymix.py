@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import jax
 
-from mixjax.mixing import boxes
-from mixjax.mixing.cutmix import paste_box
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.saliency import IMAGENET_MEAN_255, IMAGENET_STD_255, salient_peak
-from mixjax.mixing.sampling import lam_or_draw, random_permutation
+from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
+from mixjax.mixing.ops import boxes
+from mixjax.mixing.input.cutmix import paste_box
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.ops.saliency import salient_peak
+from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
 
 
 @register_method("saliencymix", paper="Uddin, Monira, Shin, Chung, Bae. "
@@ -16,7 +17,7 @@ from mixjax.mixing.sampling import lam_or_draw, random_permutation
                  "for Better Regularization. ICLR 2021")
 def saliencymix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
                 alpha: float, lam=None, saliency: str = "fine_grained",
-                mean=IMAGENET_MEAN_255, std=IMAGENET_STD_255) -> MixResult:
+                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> MixResult:
   """SaliencyMix as OpenMixup runs it (spec 2.7).
 
   λ ~ Beta(α, α) gives CutMix's box size. The saliency map is computed for
@@ -25,7 +26,7 @@ def saliencymix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   ``argmax((map·255).astype(uint8))``, first pixel on ties), clipped, and used
   for every pair in the batch. λ is recomputed from the clipped area.
 
-  ``saliency`` (all on device, ``mixjax.mixing.saliency``):
+  ``saliency`` (all on device, ``mixjax.mixing.ops.saliency``):
 
   * ``'fine_grained'`` (default): OpenCV-contrib's fine-grained static
     saliency (Montabone & Soto 2010), reimplemented bit-exactly, of the

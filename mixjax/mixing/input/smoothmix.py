@@ -4,9 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult, blend_with_partner, build_result
-from mixjax.mixing.sampling import random_permutation
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult, blend, build_result
+from mixjax.mixing.ops.sampling import random_permutation
 
 
 def centred_coordinates(size: int, shift: jax.Array) -> jax.Array:
@@ -59,6 +59,6 @@ def smoothmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   height, width = images.shape[1:3]
   window_b = gaussian_window(k_window, height, width)
   perm = random_permutation(k_perm, images.shape[0])
-  mixed = blend_with_partner(images, images[perm], (1 - window_b)[:, :, None])
+  mixed = blend(images, images[perm], (1 - window_b)[:, :, None])
   share_b = jnp.mean(window_b)
   return build_result(mixed, labels, perm, share_b if label_weights == "reference" else 1.0 - share_b)

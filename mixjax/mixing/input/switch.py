@@ -6,11 +6,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.cutmix import cutmix
-from mixjax.mixing.mixup import mixup
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.vanilla import vanilla
+from mixjax.mixing.input.cutmix import cutmix
+from mixjax.mixing.input.mixup import mixup
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.input.vanilla import vanilla
 
 
 @register_method(

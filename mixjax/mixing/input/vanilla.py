@@ -4,8 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.registry import register_method
-from mixjax.mixing.result import MixResult
+from mixjax.mixing.core.registry import register_method
+from mixjax.mixing.core.result import MixResult
 
 
 @register_method("vanilla", paper="no mixing (plain one-hot / smoothed "

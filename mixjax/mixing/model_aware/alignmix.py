@@ -19,13 +19,14 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing import per_device
-from mixjax.mixing.manifoldmix import feature_mix_fn, manifold_layers
-from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
-from mixjax.mixing.model_info import model_info, models_where
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import sample_beta_lam
-from mixjax.mixing.sinkhorn import sinkhorn_plan, squared_distances
+from mixjax.mixing.core import per_device
+from mixjax.mixing.model_aware.manifoldmix import feature_mix_fn, manifold_layers
+from mixjax.mixing.core.protocol import ModelAwareMethod
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.ops.model_info import model_info, models_where
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import sample_beta_lam
+from mixjax.mixing.ops.sinkhorn import sinkhorn_plan, squared_distances
 
 
 def align_and_mix(feat_a: jax.Array, feat_b: jax.Array, lam, flip, *, eps: float, max_iter: int,
@@ -58,20 +59,21 @@ class AlignMix(ModelAwareMethod):
            "Aligned Features. CVPR 2022")
   defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.0, "manifoldmix_layer": (0, 3)}
 
-  def _last_stage(self, config) -> int:
-    info = model_info(config)
+  def _last_stage(self, model_cfg) -> int:
+    info = model_info(model_cfg)
     last = info.num_stages - 1
     if last not in info.mix_stages:
       raise ValueError(f"alignmix mixes the last stage's feature map; model {info.name!r} cannot mix there "
                        f"(mix_stages {info.mix_stages}). Use one of: {', '.join(models_where('last_stage_mixing'))}")
     return last
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
-    last = self._last_stage(ctx.config)
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
+    last = self._last_stage(ctx.model)
     prob = float(hp["manifoldmix_prob"])
     if not 0.0 <= prob <= 1.0:
       raise ValueError(f"alignmix manifoldmix_prob must be in [0, 1], got {prob}")
-    manifold = manifold_layers(ctx.config, hp["manifoldmix_layer"], "alignmix") if prob > 0 else ()
+    manifold = manifold_layers(ctx.model, hp["manifoldmix_layer"], "alignmix") if prob > 0 else ()
     k_lam, k_perm, k_flip, k_mode, k_layer, k_drop = jax.random.split(rng, 6)
     lam = sample_beta_lam(k_lam, alpha)
     flip = jax.random.bernoulli(k_flip)
@@ -116,7 +118,7 @@ class AlignMix(ModelAwareMethod):
                               max_iter=int(hp["max_iter"]))
       moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
       moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
-      return MixResult(images=per_device.blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
+      return MixResult(images=blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
                        lam=jnp.broadcast_to(lam, (b,)))
     return lambda rng: draw(rng, images, labels)
 

@@ -29,7 +29,6 @@ of its batch. This is a deliberate deviation.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from typing import Mapping
@@ -39,11 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mixjax.mixing import per_device
-from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import sample_beta_lam
-from mixjax.train_state import ModelFn
+from mixjax import models
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import sample_beta_lam
+from mixjax.models.functional import ModelFn
 
 
 AUTO = "auto"
@@ -102,16 +103,16 @@ def _read_torch_state_dict(path: str) -> dict:
   return state_dict.get("state_dict", state_dict)
 
 
-def _extractor_spec(hp: Mapping) -> tuple[str, dict, int]:
+def _extractor_spec(hp: Mapping, checkpoints=None) -> tuple[str, dict, int]:
   """(model name, kwargs, num_classes) of the extractor: from the run's config for an Orbax checkpoint, from
   the state_dict's own shapes for a torch checkpoint (checked against an explicit ``extractor``)."""
   path = str(hp["extractor_checkpoint"] or "")
   name = str(hp["extractor"] or AUTO)
   kwargs = dict(hp["extractor_kwargs"] or {})
   if path and not _is_torch_file(path):
-    meta = _orbax_meta(path)
-    model = dict(meta["config"]["model"])
-    return model.pop("name"), model, int(meta["config"]["data"]["num_classes"])
+    config = _run_config(path, checkpoints)
+    model = dict(config["model"])
+    return model.pop("name"), model, int(config["data"]["num_classes"])
   if path and any(_LAYER_KEY.search(k) for k in _torch_shapes(path)):
     found, classes = infer_torch_resnet(_torch_shapes(path))
     if name not in (AUTO, found):
@@ -126,26 +127,22 @@ def _is_torch_file(path: str) -> bool:
   return path.endswith((".pth", ".pt", ".npz"))
 
 
-@functools.lru_cache(maxsize=8)
-def _orbax_meta(path: str) -> dict:
-  from mixjax.checkpoint import Checkpointer, locate_checkpoint
-  directory, step = locate_checkpoint(path)
-  meta = Checkpointer(directory, read_only=True).restore_meta(step)
-  if isinstance(meta.get("config"), str):
-    meta["config"] = json.loads(meta["config"])
-  return meta
+def _run_config(path: str, checkpoints) -> dict:
+  if checkpoints is None:
+    raise ValueError(f"attentivemix extractor_checkpoint {path} is a run checkpoint of ours; reading it needs "
+                     "StepContext.checkpoints (the train step sets it)")
+  return checkpoints.run_config(path)
 
 
-def _build(hp: Mapping, rngs=None):
-  from mixjax import models
-  name, kwargs, num_classes = _extractor_spec(hp)
+def _build(hp: Mapping, rngs=None, checkpoints=None):
+  name, kwargs, num_classes = _extractor_spec(hp, checkpoints)
   if rngs is None:
     return nnx.eval_shape(lambda: models.build_model(name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs))
   return models.build_model(name, num_classes=num_classes, rngs=rngs, **kwargs)
 
 
-def extractor_fn(hp: Mapping) -> ModelFn:
-  graphdef, _, _ = nnx.split(_build(hp), nnx.Param, nnx.BatchStat)
+def extractor_fn(hp: Mapping, checkpoints=None) -> ModelFn:
+  graphdef, _, _ = nnx.split(_build(hp, checkpoints=checkpoints), nnx.Param, nnx.BatchStat)
   return ModelFn(graphdef)
 
 
@@ -161,39 +158,25 @@ def check_extractor_configured(hp: Mapping) -> None:
     raise FileNotFoundError(f"attentivemix extractor_checkpoint {path} does not exist")
 
 
-def load_extractor_weights(hp: Mapping, seed: int = 0):
-  """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed)."""
+def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
+  """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed).
+
+  A run checkpoint of ours is read through ``checkpoints`` (``StepContext.checkpoints``): params (EMA params
+  when the run kept them) and BN statistics as host arrays, so this also works while ``init_aux`` is traced.
+  """
   check_extractor_configured(hp)
   path = str(hp["extractor_checkpoint"] or "")
   if not path:
     model = _build(hp, nnx.Rngs(seed))
   elif _is_torch_file(path):
-    from mixjax import models
     state_dict = _read_torch_state_dict(path)
     model = _build(hp, nnx.Rngs(seed))
     models.load_torch_state_dict(model, state_dict, strict=False)
   else:
-    return _orbax_weights(path)
+    _run_config(path, checkpoints)   # the same error without a reader
+    return checkpoints.weights(path)
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
-
-
-def _orbax_weights(path: str):
-  """Params (EMA params when the run kept them) and BN statistics of a run's checkpoint, as numpy arrays.
-
-  Restored as host arrays so this also works while ``init_aux`` is being traced.
-  """
-  import orbax.checkpoint as ocp
-  from mixjax.checkpoint import locate_checkpoint
-  directory, step = locate_checkpoint(path)
-  item = os.path.join(directory, str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(item)
-  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  restored = checkpointer.restore(item, restore_args=restore_args)
-  params = restored["ema_params"] if restored.get("ema_params") else restored["params"]
-  return params, restored.get("batch_stats") or {}
 
 
 def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
@@ -223,7 +206,7 @@ def attentive_mix_local(rng, lam, images, grid, labels, *, top_k_fixed: int):
   top_k = jnp.clip(jnp.floor(cells * lam).astype(jnp.int32), 1, cells) if top_k_fixed <= 0 else top_k_fixed
   mask = attentive_mask(grid, top_k, h, w)
   perm = per_device.local_permutation(rng, b)
-  mixed = per_device.blend(images, images[perm], mask[..., None])
+  mixed = blend(images, images[perm], mask[..., None])
   return mixed, jnp.mean(mask, axis=(1, 2)), labels[perm]
 
 
@@ -233,28 +216,29 @@ class AttentiveMix(ModelAwareMethod):
            "Learning Based Image Classification. ICASSP 2020")
   defaults = {"extractor": AUTO, "extractor_kwargs": {}, "extractor_num_classes": 1000,
               "extractor_checkpoint": "", "allow_random_extractor": False, "feat_size": 224, "top_k": 0}
+  stateful = True   # the pretrained extractor's weights live in TrainState.aux
 
   def init_aux(self, ctx, rng, params, batch_stats, hp):
-    ext_params, ext_stats = load_extractor_weights(hp, seed=int(ctx.config.seed))
+    ext_params, ext_stats = load_extractor_weights(hp, seed=int(ctx.seed), checkpoints=ctx.checkpoints)
     return {"extractor": {"params": ext_params, "batch_stats": ext_stats}}
 
-  def mix(self, mesh, rng, images, labels, ext, *, alpha, hp) -> MixResult:
+  def mix(self, mesh, rng, images, labels, ext, *, alpha, hp, checkpoints=None) -> MixResult:
     check_extractor_configured(hp)
     k_lam, k_perm = jax.random.split(rng)
     lam = sample_beta_lam(k_lam, alpha)
-    grid = attention_grid(extractor_fn(hp), ext["params"], ext["batch_stats"], images, int(hp["feat_size"]))
+    grid = attention_grid(extractor_fn(hp, checkpoints), ext["params"], ext["batch_stats"], images, int(hp["feat_size"]))
 
     def local(r, lam_, x, gr, y):
       return attentive_mix_local(r, lam_, x, gr, y, top_k_fixed=int(hp["top_k"]))
     mixed, lam_n, labels_b = per_device.on_shards(mesh, local, k_perm, images, grid, labels, replicated=(lam,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
-    mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp)
-    logits, new_stats = ctx.model_fn(params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True,
-                                     rng=k_drop)
-    return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
+    mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp,
+                   checkpoints=ctx.checkpoints)
+    return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "cells picked by an untrained ResNet-18 (width 8) extractor"
 

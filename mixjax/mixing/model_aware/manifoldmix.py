@@ -16,20 +16,21 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing import per_device
-from mixjax.mixing.model_aware import ModelAwareMethod, StepContext, register_model_aware
-from mixjax.mixing.model_info import model_info, models_where
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import sample_beta_lam
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.protocol import ModelAwareMethod, StepContext
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.ops.model_info import model_info, models_where
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import sample_beta_lam
 
 
-def manifold_layers(config, layer: Sequence[int], method: str = "manifoldmix") -> tuple[int, ...]:
+def manifold_layers(model_cfg, layer: Sequence[int], method: str = "manifoldmix") -> tuple[int, ...]:
   """The admissible stages ``range(*layer)``, checked against the model's ``mix_stages``."""
   layer = tuple(int(v) for v in layer)
   if len(layer) != 2 or layer[0] >= layer[1] or layer[0] < 0:
     raise ValueError(f"{method} 'layer' must be a (low, high) range with 0 <= low < high, got {layer}")
   stages = tuple(range(*layer))
-  info = model_info(config)
+  info = model_info(model_cfg)
   bad = [s for s in stages if s not in info.mix_stages]
   if bad:
     raise ValueError(
@@ -42,7 +43,7 @@ def manifold_layers(config, layer: Sequence[int], method: str = "manifoldmix") -
 def feature_mix_fn(mesh, rng: jax.Array, lam: jax.Array):
   """``h → λ·h + (1−λ)·h[π]`` on each device's rows (π from ``rng``)."""
   def local(r, lam_, h):
-    return per_device.blend(h, h[per_device.local_permutation(r, h.shape[0])], lam_)
+    return blend(h, h[per_device.local_permutation(r, h.shape[0])], lam_)
   return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam,))
 
 
@@ -62,8 +63,9 @@ class ManifoldMix(ModelAwareMethod):
            "Representations by Interpolating Hidden States. ICML 2019")
   defaults = {"layer": (0, 3)}
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
-    stages = manifold_layers(ctx.config, hp["layer"])
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
+    stages = manifold_layers(ctx.model, hp["layer"])
     k_lam, k_perm, k_layer, k_drop = jax.random.split(rng, 4)
     lam = sample_beta_lam(k_lam, alpha)
     index = jax.random.randint(k_layer, (), 0, len(stages))
@@ -85,7 +87,7 @@ class ManifoldMix(ModelAwareMethod):
       k_lam, k_perm = jax.random.split(rng)
       lam = sample_beta_lam(k_lam, alpha)
       perm = per_device.local_permutation(k_perm, images.shape[0])
-      return MixResult(images=per_device.blend(images, images[perm], lam), labels_a=labels,
+      return MixResult(images=blend(images, images[perm], lam), labels_a=labels,
                        labels_b=labels[perm], lam=jnp.broadcast_to(lam, (labels.shape[0],)))
     return lambda rng: draw(rng, images, labels)
 

@@ -18,7 +18,7 @@ from flax import nnx
 
 from mixjax import models
 from mixjax.models import resnet
-from mixjax.train_state import ModelFn
+from mixjax.models.functional import ModelFn
 
 # Patch grids tried for the small ViT, in order: the first that divides the picture side is used (14 is
 # DeiT's grid at 224 px); otherwise the side is cropped to a multiple of 14 patches.

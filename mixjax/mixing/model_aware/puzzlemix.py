@@ -21,8 +21,8 @@ ICML 2020), entirely inside the jitted train step (spec 2.8).
    (spec pitfall 1.2: we weight per sample — the PyTorch-style config's multi-label head does the same — rather
    than reproducing the collapse to the batch-mean λ of the reference's hard-CE heads).
 
-Hyper-parameters kept only for config compatibility: ``t_batch_size`` (the reference's memory chunking) and
-``mp`` (its CPU pool) have no effect here; ``t_size`` must be −1 (transport on the label grid).
+The reference's ``t_batch_size`` (memory chunking) and ``mp`` (CPU pool) are not parameters here; ``t_size``
+must be −1 (transport on the label grid).
 """
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixjax.mixing import per_device
-from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
-from mixjax.mixing.puzzlemix_solver import solve_labeling
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import sample_beta_lam
-
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
+from mixjax.mixing.core import per_device
+from mixjax.mixing.model_aware import picture_models
+from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.ops.puzzlemix_solver import solve_labeling
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import sample_beta_lam
 
 
 def grid_sizes(block_num: int) -> tuple[int, ...]:
@@ -200,7 +200,7 @@ def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std
   if hp["transport"]:
     x = apply_transport(x, transport_plan(mask, u1, float(hp["t_eps"])), g)
     partner = apply_transport(partner, transport_plan(1.0 - mask, u2, float(hp["t_eps"])), g)
-  mixed = per_device.blend(x, partner, upsample_blocks(mask, h, w))
+  mixed = blend(x, partner, upsample_blocks(mask, h, w))
   return mixed, mask
 
 
@@ -236,7 +236,7 @@ class PuzzleMix(ModelAwareMethod):
   name = "puzzlemix"
   paper = ("Kim, Choo, Song. Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup. "
            "ICML 2020")
-  defaults = {"transport": True, "t_batch_size": 32, "t_size": -1, "block_num": 4, "beta": 1.2, "gamma": 0.5,
+  defaults = {"transport": True, "t_size": -1, "block_num": 4, "beta": 1.2, "gamma": 0.5,
               "eta": 0.2, "neigh_size": 4, "n_labels": 3, "t_eps": 0.8, "solver": "row_dp", "solver_sweeps": 3}
 
   @staticmethod
@@ -266,27 +266,25 @@ class PuzzleMix(ModelAwareMethod):
     mixed, lam, labels_b = per_device.on_shards(mesh, local, k_local, images, saliency, labels, replicated=(a,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
     saliency = input_saliency(ctx, params, batch_stats, images, labels)
     mix = self.mix(ctx.mesh, k_mix, images, saliency, labels, alpha=alpha, hp=hp,
-                   mean=ctx.config.data.mean, std=ctx.config.data.std)
-    logits, new_stats = ctx.model_fn(params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True,
-                                     rng=k_drop)
-    return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
+                   mean=ctx.mean, std=ctx.std)
+    return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "saliency of an untrained small ResNet"
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """Saliency of a small randomly initialised ResNet (the visualiser has no trained run)."""
-    from mixjax.mixing.picture_models import input_saliency, small_cnn
-    net = small_cnn(labels.shape[-1])
+    net = picture_models.small_cnn(labels.shape[-1])
 
     @jax.jit
     def draw(rng, images, labels, params, stats):
-      saliency = input_saliency((net[0], params, stats), images, labels)
-      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN_255,
-                      std=IMAGENET_STD_255)
+      saliency = picture_models.input_saliency((net[0], params, stats), images, labels)
+      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN,
+                      std=IMAGENET_STD)
     return lambda rng: draw(rng, images, labels, net[1], net[2])
 
 

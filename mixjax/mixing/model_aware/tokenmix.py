@@ -24,11 +24,13 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing import per_device
-from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
-from mixjax.mixing.model_info import require_attention
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import random_permutation, sample_beta_lam
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.model_aware.picture_models import small_vit, vit_input_side, vit_patch
+from mixjax.mixing.ops.model_info import require_attention
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import random_permutation, sample_beta_lam
 
 ASPECT = 0.3
 TRIES = 10
@@ -99,7 +101,7 @@ def tokenmix_local(rng, lam, lam_mixup, use_mixup, images, attn, labels, *, patc
   flat = tokens.reshape(b, -1).astype(jnp.float32)
   lam_tok = attention_label_weight(attn, attn[perm], flat)
   perm_mix = random_permutation(k_mperm, b)
-  mixed = jnp.where(use_mixup, per_device.blend(images, images[perm_mix], lam_mixup), token_mixed)
+  mixed = jnp.where(use_mixup, blend(images, images[perm_mix], lam_mixup), token_mixed)
   lam_out = jnp.where(use_mixup, jnp.broadcast_to(lam_mixup, (b,)), lam_tok)
   labels_b = jnp.where(use_mixup, labels[perm_mix], labels[perm])
   return mixed, lam_out, labels_b, flat
@@ -126,22 +128,20 @@ class TokenMix(ModelAwareMethod):
                                                           replicated=(lam, lam_mixup, use_mixup))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n), tokens
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
-    info = require_attention(ctx.config, self.name)
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
+    info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
     (_, clean), _ = ctx.model_fn(params, batch_stats, images.astype(ctx.compute_dtype), train=False,
                                  return_attention=True)
     mix, _ = self.mix(ctx.mesh, k_mix, images, labels, clean["attention"], alpha=alpha, hp=hp,
                       patch=info.patch_size)
-    logits, new_stats = ctx.model_fn(params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True,
-                                     rng=k_drop)
-    return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": jnp.mean(mix.lam)})
+    return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "λ from an untrained 4-block ViT's class-token attention"
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """Token masks relabelled by a small random ViT's attention (its attention is untrained)."""
-    from mixjax.mixing.picture_models import small_vit, vit_input_side, vit_patch
     side = vit_input_side(images.shape[1])
     fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
     patch = vit_patch(images.shape[1])

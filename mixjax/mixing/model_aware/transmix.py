@@ -22,11 +22,14 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing import boxes, per_device
-from mixjax.mixing.model_aware import ModelAwareMethod, register_model_aware
-from mixjax.mixing.model_info import require_attention
-from mixjax.mixing.result import MixResult
-from mixjax.mixing.sampling import permutation_avoiding_fixed_points, random_permutation, sample_beta_lam
+from mixjax.mixing.ops import boxes
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.protocol import ModelAwareMethod
+from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.model_aware.picture_models import small_vit, vit_input_side, vit_patch
+from mixjax.mixing.ops.model_info import require_attention
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops.sampling import permutation_avoiding_fixed_points, random_permutation, sample_beta_lam
 
 
 def patch_region(region: jax.Array, grid_h: int, grid_w: int) -> jax.Array:
@@ -58,7 +61,7 @@ def transmix_inputs_local(rng, lam_mixup, use_mixup, images, labels, *, alpha: f
   cut = jnp.where(region[None, :, :, None], images[perm_cut], images)
   lam_cut = boxes.lam_outside_box(box, h, w)
   perm_mix = random_permutation(k_mperm, b)
-  mixed_mixup = per_device.blend(images, images[perm_mix], lam_mixup)
+  mixed_mixup = blend(images, images[perm_mix], lam_mixup)
   out = jnp.where(use_mixup, mixed_mixup, cut)
   perm = jnp.where(use_mixup, perm_mix, perm_cut)
   lam0 = jnp.where(use_mixup, lam_mixup, lam_cut)
@@ -89,8 +92,9 @@ class TransMix(ModelAwareMethod):
     lam1 = attention_lam(jax.lax.stop_gradient(attention), partner.reshape(b, -1).astype(jnp.float32))
     return jnp.where(use_mixup, lam0, (1 - ratio) * lam0 + ratio * lam1)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping):
-    info = require_attention(ctx.config, self.name)
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+    del dropout_rng   # drawn from rng
+    info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
     mixed, region_b, lam0, labels_b, use_mixup = self.draw(ctx.mesh, k_mix, images, labels, alpha=alpha, hp=hp)
     (logits, feats), new_stats = ctx.model_fn(params, batch_stats, mixed.astype(ctx.compute_dtype), train=True,
@@ -104,7 +108,6 @@ class TransMix(ModelAwareMethod):
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """CutMix boxes relabelled by a small random ViT's attention (its attention is untrained)."""
-    from mixjax.mixing.picture_models import small_vit, vit_input_side, vit_patch
     side = vit_input_side(images.shape[1])
     fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
     patch = vit_patch(images.shape[1])

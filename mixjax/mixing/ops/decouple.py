@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mixjax.mixing.result import MixResult
+from mixjax.mixing.core.result import MixResult
 
 
 def _log_softmax_without(logits: jax.Array, target: jax.Array,

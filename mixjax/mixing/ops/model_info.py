@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from flax import nnx
 
+from mixjax import models
+
 
 class ModelInfo(NamedTuple):
   name: str
@@ -22,7 +24,6 @@ class ModelInfo(NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def _probe(name: str, frozen_kwargs: tuple) -> ModelInfo:
-  from mixjax import models
   model = nnx.eval_shape(lambda: models.build_model(name, num_classes=2, rngs=nnx.Rngs(0), dtype=jnp.float32,
                                                     **dict(frozen_kwargs)))
   return ModelInfo(name=name, mix_stages=tuple(model.mix_stages), num_stages=len(model.stage_names),
@@ -38,9 +39,10 @@ def _freeze(value):
   return value
 
 
-def model_info(config) -> ModelInfo:
-  """Stage / attention facts of ``config.model`` (cached per model name and keyword arguments)."""
-  kwargs = dict(config.model)
+def model_info(model_cfg) -> ModelInfo:
+  """Stage / attention facts of the backbone ``model_cfg`` (a run's ``config.model``: ``name`` plus keyword
+  arguments; cached per model name and keyword arguments)."""
+  kwargs = dict(model_cfg)
   name = kwargs.pop("name")
   return _probe(name, tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
 
@@ -48,7 +50,6 @@ def model_info(config) -> ModelInfo:
 @functools.lru_cache(maxsize=None)
 def models_where(predicate_name: str) -> tuple[str, ...]:
   """Registered models with a capability: 'attention' or 'stage_mixing' (mixing after a hidden stage)."""
-  from mixjax import models
   names = []
   for name in models.list_models():
     try:
@@ -64,8 +65,8 @@ def models_where(predicate_name: str) -> tuple[str, ...]:
   return tuple(names)
 
 
-def require_attention(config, method: str) -> ModelInfo:
-  info = model_info(config)
+def require_attention(model_cfg, method: str) -> ModelInfo:
+  info = model_info(model_cfg)
   if not info.supports_attention:
     raise ValueError(f"mixing method {method!r} needs a transformer with a class token's attention; model "
                      f"{info.name!r} has none. Use one of: {', '.join(models_where('attention'))} "

@@ -23,13 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
+
 WORKING_SIZE = 64  # Hou & Zhang's (and OpenCV's) spectral-residual resolution
 FINE_GRAINED_SCALES = (12, 24, 48, 28, 56, 112)   # 3·4·{1,2,4} and 7·4·{1,2,4}
 INPUT_KINDS = ("uint8", "float_bytes")
 
-# ImageNet mean/std on the 0..255 scale (what the recipes normalise with).
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ SALIENCY_KINDS = ("fine_grained", "reference", "spectral_residual")
 
 
 def salient_peak(image: jax.Array, saliency: str = "fine_grained", *,
-                 mean=IMAGENET_MEAN_255, std=IMAGENET_STD_255) -> tuple[jax.Array, jax.Array]:
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[jax.Array, jax.Array]:
   """(row, col) in image pixels of the saliency peak of one normalised [H, W, C] image.
 
   * 'fine_grained': OpenCV's fine-grained saliency of the 8-bit RGB image the normalised one came from

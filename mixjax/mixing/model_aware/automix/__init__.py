@@ -2,9 +2,9 @@
 
 Importing this package registers ``automix`` and ``samix`` as model-aware mixing methods.
 """
-from mixjax.mixing.automix.method import LearnedMaskMixup, SAMixMethod
-from mixjax.mixing.automix.mixblock import MixBlockDesign, init_mixblock, mask_logits, upsample_to_mask
-from mixjax.mixing.model_aware import register_model_aware
+from mixjax.mixing.model_aware.automix.method import LearnedMaskMixup, SAMixMethod
+from mixjax.mixing.model_aware.automix.mixblock import MixBlockDesign, init_mixblock, mask_logits, upsample_to_mask
+from mixjax.mixing.core.registry import register_model_aware
 
 AUTOMIX = register_model_aware(LearnedMaskMixup())
 SAMIX = register_model_aware(SAMixMethod())

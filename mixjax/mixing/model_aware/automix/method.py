@@ -80,12 +80,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixjax.mixing.automix import mixblock as mb
-from mixjax.mixing.automix import schedules
-from mixjax.mixing.decouple import decoupled_mixup_loss
-from mixjax.mixing.model_aware import ModelAwareMethod, StepContext
-from mixjax.mixing.result import MixResult
-from mixjax.sharding import DATA_AXIS
+from mixjax.mixing.model_aware.automix import mixblock as mb
+from mixjax.mixing.model_aware.automix import schedules
+from mixjax.mixing.ops.decouple import decoupled_mixup_loss
+from mixjax.mixing.core.protocol import ModelAwareMethod, StepContext
+from mixjax.mixing.core.result import MixResult, blend
+from mixjax.constants import DATA_AXIS
 
 LABEL_WEIGHTS = ("lambda", "mask_mean")
 
@@ -121,11 +121,6 @@ def permute_within_shards(x: jax.Array, perm: jax.Array, shards: int) -> jax.Arr
   return jnp.take(grouped, perm, axis=1).reshape(x.shape)
 
 
-def shard_means(x: jax.Array, shards: int) -> jax.Array:
-  """Mean of each device shard's rows over everything but the shard: [shards]."""
-  return jnp.mean(x.reshape(shards, -1), axis=1)
-
-
 def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple[jax.Array, jax.Array]:
   """λ ~ Beta(α, α) and a local permutation, both shared by all devices (spec section 0)."""
   if batch % shards:
@@ -140,7 +135,7 @@ def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feat
   (_, feats), new_stats = ctx.model_fn(enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True,
                                        return_features=True)
   if feature not in feats:
-    raise ValueError(f"MixBlock feature {feature!r} is not produced by model {ctx.config.model.name!r}; "
+    raise ValueError(f"MixBlock feature {feature!r} is not produced by model {ctx.model['name']!r}; "
                      f"valid: {sorted(k for k in feats if k != 'pre_logits')}")
   return feats[feature], new_stats
 
@@ -152,12 +147,6 @@ def partner_mask(mixblock_params, feats: jax.Array, lam: jax.Array, perm: jax.Ar
   return mb.upsample_to_mask(logits, image_hw, design)
 
 
-def blend(images: jax.Array, partner: jax.Array, mask: jax.Array) -> jax.Array:
-  """(1 − m)·x + m·x[π] in float32 (m: [B, H, W] partner weight)."""
-  m = mask[..., None]
-  return (1.0 - m) * images.astype(jnp.float32) + m * partner.astype(jnp.float32)
-
-
 def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> MixResult:
   if label_weight not in LABEL_WEIGHTS:
     raise ValueError(f"label_weight={label_weight!r} is not valid; use one of {LABEL_WEIGHTS}")
@@ -166,8 +155,9 @@ def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> 
     weight_a = jnp.broadcast_to(lam, (batch,))
   else:
     weight_a = 1.0 - jnp.mean(mask, axis=(1, 2))
-  mixed = blend(images, permute_within_shards(images, perm, shards), mask)
-  return MixResult(images=mixed.astype(images.dtype), labels_a=labels,
+  # ``mask`` is the partner's weight: m·x[π] + (1 − m)·x.
+  mixed = blend(permute_within_shards(images, perm, shards), images, mask[..., None])
+  return MixResult(images=mixed, labels_a=labels,
                    labels_b=permute_within_shards(labels, perm, shards), lam=weight_a.astype(jnp.float32))
 
 
@@ -190,6 +180,7 @@ class LearnedMaskMixup(ModelAwareMethod):
   name = "automix"
   paper = "Liu et al., AutoMix: Unveiling the Power of Mixup for Stronger Classifiers, ECCV 2022"
   defaults = AUTOMIX_DEFAULTS
+  stateful = True   # MixBlock, its optimizer state, momentum encoder and mask-loss weight in TrainState.aux
 
   # ------------------------------------------------------------------------------------------ state
   def init_aux(self, ctx, rng, params, batch_stats, hp):
@@ -205,13 +196,14 @@ class LearnedMaskMixup(ModelAwareMethod):
 
   @staticmethod
   def _feature_channels(ctx, params, batch_stats, feature: str) -> int:
-    size = int(ctx.config.model.get("img_size", 224) or 224)
+    size = int(ctx.model.get("img_size", 224) or 224)
     probe = jax.ShapeDtypeStruct((2, size, size, 3), ctx.compute_dtype)
     shape = jax.eval_shape(lambda x: feature_map(ctx, params, batch_stats, x, feature)[0], probe)
     return int(shape.shape[-1])
 
   # ------------------------------------------------------------------------------------------ classifier
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
+    del dropout_rng   # drawn from rng
     shards = num_shards(ctx)
     k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
@@ -298,14 +290,8 @@ class LearnedMaskMixup(ModelAwareMethod):
   # ------------------------------------------------------------------------------------------ visualiser
   picture_note = "MixBlock masks on a small ResNet's features; both untrained unless --automix_steps"
 
-  def picture_fn(self, images, labels, *, alpha, hp, steps: int | None = None):
-    """The MixBlock's mixes of the photos, after ``steps`` training steps on them (``preview.DEFAULT_STEPS``
-    when None)."""
-    from mixjax.mixing.automix import preview
-    return preview.mixes_fn(self, images, labels, alpha=alpha, hp=hp, steps=steps)
-
-  def picture(self, rng, images, labels, *, alpha, hp, steps: int | None = None):
-    return self.picture_fn(images, labels, alpha=alpha, hp=hp, steps=steps)(rng)
+  # The picture itself (a MixBlock trained for a few steps on the photos needs the classifier's optimizer) is
+  # ``mixjax.automix_preview.mixes_fn``, which ``python -m mixjax.visualize`` uses for both methods.
 
 
 class SAMixMethod(LearnedMaskMixup):

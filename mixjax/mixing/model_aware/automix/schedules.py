@@ -8,10 +8,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
-
-from mixjax import optim
 
 MASK_LOSS_SCHEDULES = ("cosine", "compounding", "constant")
 
@@ -62,21 +59,9 @@ def mixblock_optimizer(ctx, hp, mixblock_params) -> tuple[optax.GradientTransfor
   * warmup: ``mixblock_warmup_epochs`` (0 by default — the ViT configs list warmup but never enable it);
   * ``mixblock_momentum`` / ``mixblock_lr_by_epoch`` / ``mixblock_grad_clip``: None → the classifier's value.
   """
-  main = ctx.config.optimizer
-  cfg = ml_collections.ConfigDict(main.to_dict())
-  peak = optim.scaled_learning_rate(main, ctx.config.batch_size)
-  cfg.lr = float(peak if hp["mixblock_lr"] is None else hp["mixblock_lr"])
-  cfg.base_batch_size = 0
-  cfg.min_lr = float(hp["mixblock_min_lr"])
-  cfg.warmup_epochs = float(hp["mixblock_warmup_epochs"])
-  if hp["mixblock_momentum"] is not None:
-    cfg.momentum = float(hp["mixblock_momentum"])
-  if hp["mixblock_lr_by_epoch"] is not None:
-    cfg.schedule_by_epoch = bool(hp["mixblock_lr_by_epoch"])
-  if hp["mixblock_grad_clip"] is not None:
-    cfg.grad_clip_norm = float(hp["mixblock_grad_clip"])
-  steps_per_epoch = max(1, ctx.steps_per_epoch)
-  epochs = max(1, -(-ctx.total_steps // steps_per_epoch))
-  schedule = optim.make_lr_schedule(cfg, global_batch_size=ctx.config.batch_size,
-                                    steps_per_epoch=steps_per_epoch, total_epochs=epochs)
-  return optim.make_optimizer(cfg, mixblock_params, 1.0), schedule
+  if ctx.make_optimizer is None:
+    raise ValueError("AutoMix/SAMix train a MixBlock and need StepContext.make_optimizer (the train step sets it)")
+  return ctx.make_optimizer(
+      mixblock_params, lr=hp["mixblock_lr"], min_lr=float(hp["mixblock_min_lr"]),
+      warmup_epochs=float(hp["mixblock_warmup_epochs"]), momentum=hp["mixblock_momentum"],
+      schedule_by_epoch=hp["mixblock_lr_by_epoch"], grad_clip_norm=hp["mixblock_grad_clip"])

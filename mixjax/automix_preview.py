@@ -14,6 +14,7 @@ pass ``steps`` (``--automix_steps``) to see the mask move towards its λ-regular
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -23,9 +24,9 @@ import optax
 
 from mixjax import optim
 from mixjax.losses import soft_cross_entropy
-from mixjax.mixing import picture_models
-from mixjax.mixing.model_aware import StepContext
-from mixjax.mixing.result import MixResult
+from mixjax.mixing import MixResult, StepContext
+from mixjax.mixing.model_aware import picture_models
+from mixjax.mixing.model_aware.automix.method import design_of, draw_pairing, feature_map, mixed_result, partner_mask
 
 DEFAULT_STEPS = 0
 
@@ -48,7 +49,6 @@ def _preview_config(batch: int) -> ml_collections.ConfigDict:
 def mixes_fn(method, images: jax.Array, labels: jax.Array, *, alpha: float, hp,
              steps: int | None = None) -> Callable[[jax.Array], MixResult]:
   """``rng → MixResult``: the MixBlock's mixes of (images, labels) after ``steps`` training steps on them."""
-  from mixjax.mixing.automix.method import design_of, draw_pairing, feature_map, mixed_result, partner_mask
   steps = DEFAULT_STEPS if steps is None else int(steps)
   images = jnp.asarray(images, jnp.float32)
   labels = jnp.asarray(labels, jnp.float32)
@@ -56,10 +56,12 @@ def mixes_fn(method, images: jax.Array, labels: jax.Array, *, alpha: float, hp,
   config = _preview_config(images.shape[0])
   model_fn, params, batch_stats = picture_models.small_cnn(num_classes)
   total = max(steps, 1)
-  ctx = StepContext(config=config, mesh=None, model_fn=model_fn, num_classes=num_classes,
+  make_optimizer = functools.partial(optim.derived_optimizer, config.optimizer, config.batch_size,
+                                     steps_per_epoch=total, total_steps=total)
+  ctx = StepContext(mesh=None, model_fn=model_fn, model=config.model, num_classes=num_classes,
                     compute_dtype=jnp.float32,
                     classification_loss=lambda logits, mix: jnp.mean(soft_cross_entropy(logits, mix.targets)),
-                    steps_per_epoch=total, total_steps=total)
+                    steps_per_epoch=total, total_steps=total, seed=config.seed, make_optimizer=make_optimizer)
   aux = method.init_aux(ctx, jax.random.key(config.seed), params, batch_stats, hp)
   if steps:
     aux = _train(method, ctx, config, params, batch_stats, aux, images, labels, alpha=alpha, hp=hp, steps=steps)
