@@ -1,7 +1,12 @@
 """AttentiveMix+ extractors from torchvision checkpoints: the DeiT cells' pretrained ResNet-50 loads and runs
 (it used to fail with a shape error: the extractor model defaulted to ResNet-18), the architecture is read off
 the state_dict, and a contradicting explicit extractor is a clear error."""
+
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,16 +16,39 @@ from mixjax.mixing.model_aware import attentivemix
 from mixjax.recipes import cells, tables
 
 torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+pytest.importorskip("torchvision")  # found, not imported: torchvision crashes beside TensorFlow in one process
+
+# torchvision runs in a subprocess: it writes a ResNet-50 state_dict (.pth) and the parameter shapes of the
+# architectures the tests read (JSON); this process only loads them with plain torch.
+_MAKE_CHECKPOINTS = """
+import json, sys, torch, torchvision
+out = sys.argv[1]
+torch.manual_seed(0)
+torch.save(torchvision.models.resnet50().state_dict(), out + "/resnet50_torchvision.pth")
+builders = {
+  "resnet18": lambda: torchvision.models.resnet18(),
+  "resnet34": lambda: torchvision.models.resnet34(),
+  "resnet101": lambda: torchvision.models.resnet101(),
+  "resnext101_32x4d": lambda: torchvision.models.ResNet(
+    torchvision.models.resnet.Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=4),
+  "resnet50_200": lambda: torchvision.models.resnet50(num_classes=200),
+}
+shapes = {name: {k: list(v.shape) for k, v in build().state_dict().items()} for name, build in builders.items()}
+json.dump(shapes, open(out + "/shapes.json", "w"))
+"""
 
 
 @pytest.fixture(scope="module")
-def r50_checkpoint(tmp_path_factory):
-  torch.manual_seed(0)
-  state_dict = torchvision.models.resnet50().state_dict()
-  path = tmp_path_factory.mktemp("extractor") / "resnet50_torchvision.pth"
-  torch.save(state_dict, path)
-  return str(path), state_dict
+def torchvision_files(tmp_path_factory):
+  out = tmp_path_factory.mktemp("extractor")
+  subprocess.run([sys.executable, "-c", _MAKE_CHECKPOINTS, str(out)], check=True, timeout=600)
+  return out
+
+
+@pytest.fixture(scope="module")
+def r50_checkpoint(torchvision_files):
+  path = torchvision_files / "resnet50_torchvision.pth"
+  return str(path), torch.load(path, map_location="cpu")
 
 
 def _deit_cell_hp():
@@ -33,8 +61,9 @@ def test_deit_cell_loads_a_torchvision_resnet50(r50_checkpoint):
   hp = dict(_deit_cell_hp(), extractor_checkpoint=path)
   assert hp["extractor"] == "resnet50"
   params, stats = attentivemix.load_extractor_weights(hp)
-  np.testing.assert_array_equal(np.asarray(params["stem_conv"]["kernel"]),
-                                np.transpose(state_dict["conv1.weight"].numpy(), (2, 3, 1, 0)))
+  np.testing.assert_array_equal(
+    np.asarray(params["stem_conv"]["kernel"]), np.transpose(state_dict["conv1.weight"].numpy(), (2, 3, 1, 0))
+  )
   np.testing.assert_array_equal(np.asarray(stats["stem_bn"]["mean"]), state_dict["bn1.running_mean"].numpy())
   images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 224, 224, 3)), jnp.float32)
   grid = attentivemix.attention_grid(attentivemix.extractor_fn(hp), params, stats, images, 224)
@@ -50,11 +79,17 @@ def test_explicit_extractor_contradicting_the_checkpoint_is_refused(r50_checkpoi
     attentivemix.load_extractor_weights(hp)
 
 
-@pytest.mark.parametrize("name,builder,kwargs", [
-    ("resnet18", "resnet18", {}), ("resnet34", "resnet34", {}), ("resnet101", "resnet101", {}),
-    ("resnext101_32x4d", "resnext101_32x4d", {}), ("resnet50", "resnet50", {"num_classes": 200})])
-def test_architecture_is_read_off_the_state_dict(name, builder, kwargs):
-  model = getattr(torchvision.models, builder)(**kwargs) if hasattr(torchvision.models, builder) else \
-      torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=4)
-  shapes = {f"module.{k}": tuple(v.shape) for k, v in model.state_dict().items()}   # prefixed keys too
-  assert attentivemix.infer_torch_resnet(shapes) == (name, kwargs.get("num_classes", 1000))
+@pytest.mark.parametrize(
+  "name,key,num_classes",
+  [
+    ("resnet18", "resnet18", 1000),
+    ("resnet34", "resnet34", 1000),
+    ("resnet101", "resnet101", 1000),
+    ("resnext101_32x4d", "resnext101_32x4d", 1000),
+    ("resnet50", "resnet50_200", 200),
+  ],
+)
+def test_architecture_is_read_off_the_state_dict(torchvision_files, name, key, num_classes):
+  state_shapes = json.load(open(torchvision_files / "shapes.json"))[key]
+  shapes = {f"module.{k}": tuple(v) for k, v in state_shapes.items()}  # prefixed keys too
+  assert attentivemix.infer_torch_resnet(shapes) == (name, num_classes)
