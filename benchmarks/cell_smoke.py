@@ -18,6 +18,7 @@ A cell is ``recipe:method:model`` (e.g. ``rsb_a3:rsb:resnet50``) or a full confi
 shapes, so ``--table``/``--all`` run each (recipe, method, model) once. AttentiveMix+ cells without an
 ``extractor_checkpoint`` run with a randomly initialised extractor (same cost, meaningless accuracy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,27 +40,29 @@ DEFAULT_DATASET = "mixjax_photos/in1k"
 
 @dataclasses.dataclass
 class CellResult:
-  cell: str                    # recipe:method:model
+  cell: str  # recipe:method:model
   config_string: str
-  status: str                  # ok | failed | not implemented
+  status: str  # ok | failed | not implemented
   error: str = ""
-  train_shape: tuple = ()      # global train batch (B, H, W, C)
+  train_shape: tuple = ()  # global train batch (B, H, W, C)
   eval_shape: tuple = ()
   compile_s: float = math.nan  # lower + compile of the train step
   first_step_s: float = math.nan
-  step_s: float = math.nan     # median of the steps after the first (the first when there is one step)
-  peak_gb: float = math.nan    # compiled train step, per device: args + outputs + temp − aliased
+  step_s: float = math.nan  # median of the steps after the first (the first when there is one step)
+  peak_gb: float = math.nan  # compiled train step, per device: args + outputs + temp − aliased
   temp_gb: float = math.nan
-  rss_gb: float = math.nan     # process RSS high-water mark so far
-  eval_s: float = math.nan     # eval compile + pass
+  rss_gb: float = math.nan  # process RSS high-water mark so far
+  eval_s: float = math.nan  # eval compile + pass
   eval_top1: float = math.nan
   loss: float = math.nan
 
 
 # ------------------------------------------------------------------ cells ---
 
+
 def cell_key(cell) -> str:
   from mixjax.recipes import cells as cells_lib
+
   recipe, _ = cells_lib.split_config_string(cell.config_string)
   return f"{recipe}:{cell.row}:{cell.column.model}"
 
@@ -79,6 +82,7 @@ def select_cells(*, tables=None, cells=None, all_cells=False, implemented_only=T
   """[(cell key, config string)] of the selection, one per (recipe, method, model)."""
   from mixjax.recipes import cells as cells_lib
   from mixjax.recipes import tables as tables_lib
+
   out, seen = [], set()
   if all_cells or tables:
     chosen = None if all_cells else [tables_lib.get_table(t) for t in tables]
@@ -103,18 +107,21 @@ def select_cells(*, tables=None, cells=None, all_cells=False, implemented_only=T
 
 # ---------------------------------------------------------------- one cell ---
 
+
 def load_cell_config(config_string: str):
   """The cell's config exactly as ``--config=<config_string>`` gives it (NotImplementedYetError if pending)."""
   from mixjax import recipes
   from mixjax.recipes import cells as cells_lib
+
   recipe, arg = cells_lib.split_config_string(config_string)
   config = cells_lib.load_recipe(recipe).get_config(arg)
   recipes.check_implemented(config)
   return config
 
 
-def smoke_overrides(config, *, per_device_batch: int, num_devices: int, steps: int, dataset: str,
-                    data_dir: str | None) -> None:
+def smoke_overrides(
+  config, *, per_device_batch: int, num_devices: int, steps: int, dataset: str, data_dir: str | None
+) -> None:
   """What the smoke changes in a cell's config: the data source, the batch and the step count."""
   d = config.data
   d.name = dataset
@@ -136,9 +143,18 @@ def _median(values):
   return statistics.median(values) if values else math.nan
 
 
-def smoke_cell(config_string: str, *, key: str | None = None, steps: int = 1, per_device_batch: int = 2,
-               eval_per_device_batch: int = 8, dataset: str = DEFAULT_DATASET, data_dir: str | None = None,
-               eval_batches: int = 0, devices=None) -> CellResult:
+def smoke_cell(
+  config_string: str,
+  *,
+  key: str | None = None,
+  steps: int = 1,
+  per_device_batch: int = 2,
+  eval_per_device_batch: int = 8,
+  dataset: str = DEFAULT_DATASET,
+  data_dir: str | None = None,
+  eval_batches: int = 0,
+  devices=None,
+) -> CellResult:
   """Runs ``steps`` train steps and one eval of a cell; never raises (failures are in the result)."""
   import jax
 
@@ -154,9 +170,17 @@ def smoke_cell(config_string: str, *, key: str | None = None, steps: int = 1, pe
     result.error = _one_line(e)
     return result
   try:
-    _train_and_eval(result, config, steps=steps, per_device_batch=per_device_batch,
-                    eval_per_device_batch=eval_per_device_batch, dataset=dataset, data_dir=data_dir,
-                    eval_batches=eval_batches, devices=devices)
+    _train_and_eval(
+      result,
+      config,
+      steps=steps,
+      per_device_batch=per_device_batch,
+      eval_per_device_batch=eval_per_device_batch,
+      dataset=dataset,
+      data_dir=data_dir,
+      eval_batches=eval_batches,
+      devices=devices,
+    )
     result.status = "ok"
   except Exception as e:  # pylint: disable=broad-except
     result.error = _one_line(e)
@@ -174,8 +198,18 @@ def _one_line(e: Exception) -> str:
   return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
-def _train_and_eval(result: CellResult, config, *, steps, per_device_batch, eval_per_device_batch, dataset,
-                    data_dir, eval_batches, devices) -> None:
+def _train_and_eval(
+  result: CellResult,
+  config,
+  *,
+  steps,
+  per_device_batch,
+  eval_per_device_batch,
+  dataset,
+  data_dir,
+  eval_batches,
+  devices,
+) -> None:
   """The part of ``mixjax.train.train_and_evaluate`` a smoke needs, with the compile timed apart."""
   import jax
   import numpy as np
@@ -186,8 +220,14 @@ def _train_and_eval(result: CellResult, config, *, steps, per_device_batch, eval
   from mixjax.train_step import build_step_functions, run_evaluation
 
   mesh = make_mesh(devices)
-  smoke_overrides(config, per_device_batch=per_device_batch, num_devices=mesh.devices.size, steps=steps,
-                  dataset=dataset, data_dir=data_dir)
+  smoke_overrides(
+    config,
+    per_device_batch=per_device_batch,
+    num_devices=mesh.devices.size,
+    steps=steps,
+    dataset=dataset,
+    data_dir=data_dir,
+  )
   config.eval_batch_size = eval_per_device_batch * mesh.devices.size
   train.validate_config(config)
   info = data.get_dataset_info(config.data)
@@ -196,7 +236,8 @@ def _train_and_eval(result: CellResult, config, *, steps, per_device_batch, eval
   fns = build_step_functions(config, mesh=mesh, num_classes=info.num_classes, steps_per_epoch=steps_per_epoch)
   state = fns.init_state()
   train_iter = prefetch_to_device(
-      data.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed), mesh, size=1)
+    data.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed), mesh, size=1
+  )
   batch = next(train_iter)
   result.train_shape = tuple(batch["image"].shape)
 
@@ -234,37 +275,49 @@ def _train_and_eval(result: CellResult, config, *, steps, per_device_batch, eval
 
   use_ema = bool(config.ema.get("decay", 0.0))
   t0 = time.perf_counter()
-  evaluated = run_evaluation(fns.eval_step, state.ema_params if use_ema else state.params, state.batch_stats,
-                             batches())
+  evaluated = run_evaluation(fns.eval_step, state.ema_params if use_ema else state.params, state.batch_stats, batches())
   result.eval_s = time.perf_counter() - t0
   result.eval_top1 = evaluated["top1"]
 
 
 # ----------------------------------------------------------------- output ---
 
+
 def _fmt(value, spec=".1f") -> str:
   return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-HEADER = ("| cell | status | train batch | eval | compile s | step s | peak GB/dev | temp GB | RSS GB | eval s |"
-          " loss | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+  "| cell | status | train batch | eval | compile s | step s | peak GB/dev | temp GB | RSS GB | eval s |"
+  " loss | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def markdown_row(r: CellResult) -> str:
   shape = "×".join(str(s) for s in r.train_shape) if r.train_shape else "–"
   eval_res = f"{r.eval_shape[1]}" if len(r.eval_shape) > 2 else "–"
-  return (f"| `{r.cell}` | {r.status} | {shape} | {eval_res} | {_fmt(r.compile_s)} | {_fmt(r.step_s, '.2f')} | "
-          f"{_fmt(r.peak_gb, '.2f')} | {_fmt(r.temp_gb, '.2f')} | {_fmt(r.rss_gb, '.1f')} | {_fmt(r.eval_s)} | "
-          f"{_fmt(r.loss, '.3f')} | {r.error[:120]} |")
+  return (
+    f"| `{r.cell}` | {r.status} | {shape} | {eval_res} | {_fmt(r.compile_s)} | {_fmt(r.step_s, '.2f')} | "
+    f"{_fmt(r.peak_gb, '.2f')} | {_fmt(r.temp_gb, '.2f')} | {_fmt(r.rss_gb, '.1f')} | {_fmt(r.eval_s)} | "
+    f"{_fmt(r.loss, '.3f')} | {r.error[:120]} |"
+  )
 
 
 def _run_isolated(key: str, config_string: str, args) -> CellResult:
   """One cell in a fresh interpreter (own RSS, a crash or OOM fails only that cell)."""
   with tempfile.NamedTemporaryFile(suffix=".json") as out:
-    cmd = [sys.executable, os.path.abspath(__file__), f"--cells={config_string}", f"--steps={args.steps}",
-           f"--per_device_batch={args.per_device_batch}", f"--eval_per_device_batch={args.eval_per_device_batch}",
-           f"--dataset={args.dataset}",
-           f"--eval_batches={args.eval_batches}", f"--json={out.name}", "--quiet"]
+    cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--cells={config_string}",
+      f"--steps={args.steps}",
+      f"--per_device_batch={args.per_device_batch}",
+      f"--eval_per_device_batch={args.eval_per_device_batch}",
+      f"--dataset={args.dataset}",
+      f"--eval_batches={args.eval_batches}",
+      f"--json={out.name}",
+      "--quiet",
+    ]
     if args.data_dir:
       cmd.append(f"--data_dir={args.data_dir}")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -275,24 +328,39 @@ def _run_isolated(key: str, config_string: str, args) -> CellResult:
       return result
     except (json.JSONDecodeError, IndexError, FileNotFoundError):
       tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-      return CellResult(cell=key, config_string=config_string, status="failed",
-                        error=f"subprocess exit {proc.returncode}: {tail[0][:250]}")
+      return CellResult(
+        cell=key,
+        config_string=config_string,
+        status="failed",
+        error=f"subprocess exit {proc.returncode}: {tail[0][:250]}",
+      )
 
 
 def run(selection, args) -> list[CellResult]:
   results = []
   if not args.quiet:
     import jax
-    print(f"# cell smoke: {len(selection)} cells, {args.steps} step(s), per-device batch {args.per_device_batch}, "
-          f"{jax.device_count()}× {jax.devices()[0].device_kind}, dataset {args.dataset}", flush=True)
+
+    print(
+      f"# cell smoke: {len(selection)} cells, {args.steps} step(s), per-device batch {args.per_device_batch}, "
+      f"{jax.device_count()}× {jax.devices()[0].device_kind}, dataset {args.dataset}",
+      flush=True,
+    )
     print(HEADER, flush=True)
   for key, cs in selection:
     if args.isolate:
       r = _run_isolated(key, cs, args)
     else:
-      r = smoke_cell(cs, key=key, steps=args.steps, per_device_batch=args.per_device_batch,
-                     eval_per_device_batch=args.eval_per_device_batch, dataset=args.dataset,
-                     data_dir=args.data_dir, eval_batches=args.eval_batches)
+      r = smoke_cell(
+        cs,
+        key=key,
+        steps=args.steps,
+        per_device_batch=args.per_device_batch,
+        eval_per_device_batch=args.eval_per_device_batch,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        eval_batches=args.eval_batches,
+      )
     results.append(r)
     if not args.quiet:
       print(markdown_row(r), flush=True)
@@ -324,8 +392,9 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   # A config string holds commas: split --cells on commas that start a new cell.
   specs = [s for s in _split_cells(args.cells) if s]
-  selection = select_cells(tables=args.table, cells=specs, all_cells=args.all,
-                           implemented_only=not args.include_pending)
+  selection = select_cells(
+    tables=args.table, cells=specs, all_cells=args.all, implemented_only=not args.include_pending
+  )
   if not selection:
     p.error("nothing selected: pass --cells, --table or --all")
   if args.list:
@@ -340,7 +409,7 @@ def _split_cells(text: str) -> list[str]:
   """'a:b:c,configs/x.py:m,model=y,d:e:f' → ['a:b:c', 'configs/x.py:m,model=y', 'd:e:f']."""
   out: list[str] = []
   for part in text.split(","):
-    if out and "=" in part and ":" not in part:   # key=value of the previous config string
+    if out and "=" in part and ":" not in part:  # key=value of the previous config string
       out[-1] += "," + part
     else:
       out.append(part)

@@ -16,6 +16,7 @@ A case is ``model:stem:size:batch`` (empty stem = the model's default). ``proces
 the whole worker per step (all its threads): PyTorch's OpenMP threads spin while waiting, so compare it only
 between the mixjax columns.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CASES = "resnet18:cifar:32:32,resnet50::112:8,resnet50::224:4,deit_tiny::224:4"
 CLASSES = 1000
 # timm names of the non-torchvision models (as in benchmarks/model_throughput.py)
-TIMM_NAMES = {"deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224",
-              "efficientnet_b0": "efficientnet_b0", "mobilenet_v2": "mobilenetv2_100", "convnext_tiny": "convnext_tiny",
-              "swin_tiny": "swin_tiny_patch4_window7_224", "pvt_tiny": "pvt_v2_b0"}
+TIMM_NAMES = {
+  "deit_tiny": "deit_tiny_patch16_224",
+  "deit_small": "deit_small_patch16_224",
+  "efficientnet_b0": "efficientnet_b0",
+  "mobilenet_v2": "mobilenetv2_100",
+  "convnext_tiny": "convnext_tiny",
+  "swin_tiny": "swin_tiny_patch4_window7_224",
+  "pvt_tiny": "pvt_v2_b0",
+}
 
 
 # ----------------------------------------------------------------------------------------------- workers
+
 
 def _serve(step_once) -> None:
   """Worker loop: 'run N' -> one JSON line with per-step wall and process-CPU seconds; 'quit' -> exit."""
@@ -55,10 +63,12 @@ def _serve(step_once) -> None:
 def jax_worker(model: str, stem: str, size: int, batch: int, warmup: int) -> None:
   sys.path.insert(0, os.path.dirname(HERE))
   from mixjax import cpu_backend
+
   cpu_backend.configure_xla_flags()  # before jax starts a backend; no-op with MIXJAX_CPU_TUNING=0
   import argparse as ap
 
   import jax
+
   sys.path.insert(0, HERE)
   from mixing_overhead import build_step
 
@@ -74,22 +84,24 @@ def jax_worker(model: str, stem: str, size: int, batch: int, warmup: int) -> Non
   compile_s = time.perf_counter() - t0
   for _ in range(warmup):
     step_once()
-  print(f"READY {compile_s:.1f} {jax.default_backend()} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
-        flush=True)
+  print(f"READY {compile_s:.1f} {jax.default_backend()} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   _serve(step_once)
 
 
 def torch_worker(model: str, stem: str, size: int, batch: int, warmup: int) -> None:
   import torch
+
   torch.manual_seed(0)
   if model.startswith("resnet") and model[6:].isdigit():
     import torchvision
+
     net = getattr(torchvision.models, model)(num_classes=CLASSES)
     if stem == "cifar":  # mixjax's CIFAR stem: 3x3/1 conv, no max-pool
       net.conv1 = torch.nn.Conv2d(3, net.conv1.out_channels, 3, 1, 1, bias=False)
       net.maxpool = torch.nn.Identity()
   else:
     import timm
+
     extra = {"img_size": size} if model.startswith(("deit", "vit")) else {}
     net = timm.create_model(TIMM_NAMES.get(model, model), num_classes=CLASSES, **extra)
   net.train()
@@ -113,14 +125,28 @@ def torch_worker(model: str, stem: str, size: int, batch: int, warmup: int) -> N
 
 # ------------------------------------------------------------------------------------------- orchestration
 
+
 class Worker:
   def __init__(self, kind: str, case: tuple, warmup: int, env: dict | None = None):
     model, stem, size, batch = case
-    cmd = [sys.executable, os.path.abspath(__file__), f"--worker={kind}", f"--model={model}", f"--stem={stem}",
-           f"--size={size}", f"--batch={batch}", f"--warmup={warmup}"]
+    cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--worker={kind}",
+      f"--model={model}",
+      f"--stem={stem}",
+      f"--size={size}",
+      f"--batch={batch}",
+      f"--warmup={warmup}",
+    ]
     self.kind = kind
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    self.proc = subprocess.Popen(
+      cmd,
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
     self.wall, self.cpu = [], []
     self.info = self._read_line("READY")
 
@@ -161,9 +187,12 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--untuned", action="store_true", help="also time mixjax with XLA's defaults (before issue 15)")
   p.add_argument("--no_torch", action="store_true")
-  p.add_argument("--torch_passive", action="store_true",
-                 help="also time PyTorch with OMP_WAIT_POLICY=PASSIVE (its threads sleep instead of spinning, "
-                      "which helps it on a busy machine); the ratio is taken to the faster PyTorch side")
+  p.add_argument(
+    "--torch_passive",
+    action="store_true",
+    help="also time PyTorch with OMP_WAIT_POLICY=PASSIVE (its threads sleep instead of spinning, "
+    "which helps it on a busy machine); the ratio is taken to the faster PyTorch side",
+  )
   p.add_argument("--json", default="", help="also write the results here")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   p.add_argument("--model", default="", help=argparse.SUPPRESS)
@@ -176,8 +205,11 @@ def main() -> None:
     fn(args.model, args.stem, args.size, args.batch, args.warmup)
     return
 
-  print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.rounds} rounds x {args.steps} "
-        f"steps per side, interleaved; images/s = batch / step time (median, best)", flush=True)
+  print(
+    f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.rounds} rounds x {args.steps} "
+    f"steps per side, interleaved; images/s = batch / step time (median, best)",
+    flush=True,
+  )
   sides = [("mixjax", "jax", {})]
   if args.untuned:
     sides.append(("mixjax-untuned", "jax", {"MIXJAX_CPU_TUNING": "0"}))
@@ -186,7 +218,9 @@ def main() -> None:
     if args.torch_passive:
       sides.append(("torch-passive", "torch", {"OMP_WAIT_POLICY": "PASSIVE"}))
   results = []
-  header = f"{'case':<28}{'side':<16}{'img/s med':>10}{'img/s best':>11}{'step ms':>9}{'process_cpu_ms':>15}{'vs torch':>9}"
+  header = (
+    f"{'case':<28}{'side':<16}{'img/s med':>10}{'img/s best':>11}{'step ms':>9}{'process_cpu_ms':>15}{'vs torch':>9}"
+  )
   print(header)
   for text in args.cases.split(","):
     case = parse_case(text)
@@ -204,14 +238,22 @@ def main() -> None:
     rows = {}
     for name, w in workers:
       med = statistics.median(w.wall)
-      rows[name] = dict(images_per_s=batch / med, best_images_per_s=batch / min(w.wall), step_ms=med * 1e3,
-                        process_cpu_ms=statistics.median(w.cpu) * 1e3, info=w.info)
+      rows[name] = dict(
+        images_per_s=batch / med,
+        best_images_per_s=batch / min(w.wall),
+        step_ms=med * 1e3,
+        process_cpu_ms=statistics.median(w.cpu) * 1e3,
+        info=w.info,
+      )
     torch_best = max((r["images_per_s"] for n, r in rows.items() if n.startswith("torch")), default=float("nan"))
     for name, r in rows.items():
       ratio = r["images_per_s"] / torch_best
       r["ratio_vs_torch"] = ratio
-      print(f"{text:<28}{name:<16}{r['images_per_s']:>10.2f}{r['best_images_per_s']:>11.2f}{r['step_ms']:>9.0f}"
-            f"{r['process_cpu_ms']:>15.0f}{ratio:>9.2f}", flush=True)
+      print(
+        f"{text:<28}{name:<16}{r['images_per_s']:>10.2f}{r['best_images_per_s']:>11.2f}{r['step_ms']:>9.0f}"
+        f"{r['process_cpu_ms']:>15.0f}{ratio:>9.2f}",
+        flush=True,
+      )
     results.append({"case": text, **{k: v for k, v in rows.items()}})
   if args.json:
     with open(args.json, "w") as f:

@@ -15,6 +15,7 @@ Goals (issue 14): ≥ 350 img/s/core for decode + RandomResizedCrop + flip to 22
 RandAugment recipes at least as fast as torchvision's, eval ≥ 400 img/s/core. ``--breakdown`` adds the
 cumulative cost of each op of the train specs (prefixes of the spec) and full-image decode alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,21 @@ import time
 
 # recipe → how torchvision/timm does the same train transform: (size, timm RandAugment string or None, erasing p)
 TORCH_TRAIN = {
-    "pytorch_style": (224, None, 0.0),
-    "rsb_a3": (160, "rand-m6-mstd0.5-inc1", 0.0),
-    "rsb_a2": (224, "rand-m7-mstd0.5-inc1", 0.0),
-    "deit": (224, "rand-m9-mstd0.5-inc1", 0.25),
-    "tiny_imagenet": (64, None, 0.0),
+  "pytorch_style": (224, None, 0.0),
+  "rsb_a3": (160, "rand-m6-mstd0.5-inc1", 0.0),
+  "rsb_a2": (224, "rand-m7-mstd0.5-inc1", 0.0),
+  "deit": (224, "rand-m9-mstd0.5-inc1", 0.25),
+  "tiny_imagenet": (64, None, 0.0),
 }
 # eval pp name → torchvision: (resize short side, centre crop) ; (size, None): resize to size×size
 TORCH_EVAL = {"eval_224_0.875": (256, 224), "eval_224_0.95": (236, 224), "eval_64_resize": (64, None)}
 RECIPE_ARG = {"pytorch_style": "vanilla", "rsb_a3": "rsb", "rsb_a2": "rsb", "deit": "deit", "tiny_imagenet": "vanilla"}
-EVAL_OF = {"pytorch_style": "eval_224_0.875", "rsb_a3": "eval_224_0.95", "deit": "eval_224_0.875",
-           "tiny_imagenet": "eval_64_resize"}
+EVAL_OF = {
+  "pytorch_style": "eval_224_0.875",
+  "rsb_a3": "eval_224_0.95",
+  "deit": "eval_224_0.875",
+  "tiny_imagenet": "eval_64_resize",
+}
 DATASET = "mixjax_photos"
 GOALS = {"pytorch_style": 350, "eval_224_0.875": 400, "eval_224_0.95": 400}
 
@@ -44,20 +49,30 @@ GOALS = {"pytorch_style": 350, "eval_224_0.875": 400, "eval_224_0.95": 400}
 def recipe_specs(recipes) -> list[dict]:
   """Rows to measure: every recipe's train pp and the distinct eval pps, from the recipe configs themselves."""
   from mixjax.recipes import cells
+
   rows, evals = [], {}
   for recipe in recipes:
     c = cells.load_recipe(recipe).build_config(RECIPE_ARG[recipe])
-    rows.append({"name": f"{recipe} train", "key": recipe, "spec": c.data.pp_train, "split": "train",
-                 "torch": ["train", *TORCH_TRAIN[recipe]]})
+    rows.append(
+      {
+        "name": f"{recipe} train",
+        "key": recipe,
+        "spec": c.data.pp_train,
+        "split": "train",
+        "torch": ["train", *TORCH_TRAIN[recipe]],
+      }
+    )
     if recipe in EVAL_OF:
       evals.setdefault(EVAL_OF[recipe], c.data.pp_eval)
   for key, spec in evals.items():
-    rows.append({"name": key.replace("_", " "), "key": key, "spec": spec, "split": "eval",
-                 "torch": ["eval", *TORCH_EVAL[key]]})
+    rows.append(
+      {"name": key.replace("_", " "), "key": key, "spec": spec, "split": "eval", "torch": ["eval", *TORCH_EVAL[key]]}
+    )
   return rows
 
 
 # ------------------------------------------------------------------------------------------- workers ---
+
 
 def _pin(cores: int) -> None:
   available = sorted(os.sched_getaffinity(0))
@@ -68,6 +83,7 @@ def tf_worker(spec: str, split: str, cores: int, batch: int, seconds: float, dat
   """images/s of mixjax's real pipeline with `spec` (run in a process pinned to `cores`)."""
   _pin(cores)
   from mixjax import data
+
   cfg = data.default_data_config()
   cfg.name, cfg.data_dir = DATASET, data_dir
   cfg.train_split, cfg.eval_split = "train", "train"  # eval pp over the 768 train JPEGs (more than validation)
@@ -89,6 +105,7 @@ def tf_worker(spec: str, split: str, cores: int, batch: int, seconds: float, dat
       except StopIteration:
         state["it"] = factory()
         return next(state["it"])
+
   return _time_batches(next_batch, batch, seconds)
 
 
@@ -98,11 +115,13 @@ def tf_decode_worker(cores: int, seconds: float, data_dir: str) -> dict:
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from mixjax.data import photos
+
   builder = photos.prepared_builder(data_dir)
   raw = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()}).map(lambda ex: ex["image"])
   raw = raw.cache().repeat()
-  ds = raw.map(lambda b: tf.reduce_max(tf.io.decode_jpeg(b, channels=3)),
-               num_parallel_calls=cores).batch(64).prefetch(2)
+  ds = (
+    raw.map(lambda b: tf.reduce_max(tf.io.decode_jpeg(b, channels=3)), num_parallel_calls=cores).batch(64).prefetch(2)
+  )
   it = iter(ds)
   return _time_batches(lambda: next(it), 64, seconds)
 
@@ -122,6 +141,7 @@ def export_jpegs(data_dir: str) -> str:
   """The train JPEGs of mixjax_photos as files (<dir>/<label>/<i>.jpg) for the torchvision side (once)."""
   import tensorflow_datasets as tfds
   from mixjax.data import photos
+
   out = os.path.join(data_dir, "mixjax_photos_files", "train")
   done = os.path.join(out, ".complete")
   if os.path.exists(done):
@@ -143,6 +163,7 @@ def torch_worker(kind: list, cores: int, batch: int, seconds: float, folder: str
   import torch
   from PIL import Image
   from torchvision import transforms as T
+
   bicubic = T.InterpolationMode.BICUBIC
   if kind[0] == "train":
     _, size, ra, erase = kind
@@ -150,25 +171,38 @@ def torch_worker(kind: list, cores: int, batch: int, seconds: float, folder: str
     if ra:
       from timm.data import auto_augment
       from timm.data.auto_augment import rand_augment_transform
+
       # timm's PosterizeIncreasing reaches 0 bits at high magnitudes, which Pillow >= 12 refuses; older Pillow
       # returned a black image for 0 bits, which is what this keeps (same cost, same semantics).
       _posterize = auto_augment.posterize
-      safe = lambda img, bits, **kw: (Image.new(img.mode, img.size) if bits <= 0  # noqa: E731
-                                      else _posterize(img, bits, **kw))
+      safe = lambda img, bits, **kw: (
+        Image.new(img.mode, img.size)
+        if bits <= 0  # noqa: E731
+        else _posterize(img, bits, **kw)
+      )
       for op_name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
         auto_augment.NAME_TO_OP[op_name] = safe
-      ops.append(rand_augment_transform(ra, dict(translate_const=int(size * 0.45),
-                                                 img_mean=(124, 116, 104), interpolation=Image.BICUBIC)))
+      ops.append(
+        rand_augment_transform(
+          ra, dict(translate_const=int(size * 0.45), img_mean=(124, 116, 104), interpolation=Image.BICUBIC)
+        )
+      )
     ops.append(T.PILToTensor())
     if erase:  # timm erases the normalised float tensor
       from timm.data.random_erasing import RandomErasing
-      ops += [T.ConvertImageDtype(torch.float32),
-              T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-              RandomErasing(erase, mode="pixel", device="cpu")]
+
+      ops += [
+        T.ConvertImageDtype(torch.float32),
+        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        RandomErasing(erase, mode="pixel", device="cpu"),
+      ]
   elif kind[0] == "eval":
     _, short, crop = kind
-    ops = ([T.Resize(short, interpolation=bicubic), T.CenterCrop(crop)] if crop
-           else [T.Resize((short, short), interpolation=T.InterpolationMode.BILINEAR)])
+    ops = (
+      [T.Resize(short, interpolation=bicubic), T.CenterCrop(crop)]
+      if crop
+      else [T.Resize((short, short), interpolation=T.InterpolationMode.BILINEAR)]
+    )
     ops.append(T.PILToTensor())
   else:  # decode only
     ops = [T.PILToTensor()]
@@ -185,8 +219,15 @@ def torch_worker(kind: list, cores: int, batch: int, seconds: float, folder: str
       out = transform(image)
       return out if kind[0] != "decode" else torch.zeros(()), 0
 
-  loader = torch.utils.data.DataLoader(Files(), batch_size=batch, shuffle=True, num_workers=cores,
-                                       drop_last=True, persistent_workers=True, prefetch_factor=2)
+  loader = torch.utils.data.DataLoader(
+    Files(),
+    batch_size=batch,
+    shuffle=True,
+    num_workers=cores,
+    drop_last=True,
+    persistent_workers=True,
+    prefetch_factor=2,
+  )
   state = {"it": iter(loader)}
 
   def next_batch():
@@ -195,16 +236,24 @@ def torch_worker(kind: list, cores: int, batch: int, seconds: float, folder: str
     except StopIteration:
       state["it"] = iter(loader)
       return next(state["it"])
+
   return _time_batches(next_batch, batch, seconds)
 
 
 # ------------------------------------------------------------------------------------------- parent ---
 
+
 def _run_worker(argv: list[str], timeout: float) -> dict:
   env = dict(os.environ)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True,
-                        env=env, timeout=timeout, check=False)
+  proc = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), *argv],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=timeout,
+    check=False,
+  )
   for line in reversed(proc.stdout.strip().splitlines()):
     if line.startswith("{"):
       return json.loads(line)
@@ -241,8 +290,9 @@ def main(argv=None) -> int:
   p.add_argument("--folder", default="")
   p.add_argument("--ncores", type=int, default=1)
   args = p.parse_args(argv)
-  data_dir = os.path.expanduser(args.data_dir or os.environ.get("TFDS_DATA_DIR")
-                                or os.path.join("~", "tensorflow_datasets"))
+  data_dir = os.path.expanduser(
+    args.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
+  )
 
   if args.worker:
     if args.worker == "tf":
@@ -255,6 +305,7 @@ def main(argv=None) -> int:
     return 0
 
   from mixjax.data import photos
+
   photos.prepared_builder(data_dir)
   all_cores = len(os.sched_getaffinity(0))
   core_counts = sorted({all_cores if c == "all" else min(int(c), all_cores) for c in args.cores.split(",")})
@@ -266,16 +317,19 @@ def main(argv=None) -> int:
     for row in rows:
       if row["split"] == "train":
         for prefix in spec_prefixes(row["spec"])[:-1]:
-          extra.append({"name": f"  ↳ {prefix.split('|')[-1][:40]}", "key": "", "spec": prefix, "split": "train",
-                        "torch": None})
+          extra.append(
+            {"name": f"  ↳ {prefix.split('|')[-1][:40]}", "key": "", "spec": prefix, "split": "train", "torch": None}
+          )
     rows += extra
-    rows.append({"name": "decode only (full image)", "key": "decode", "spec": None, "split": "train",
-                 "torch": ["decode"]})
+    rows.append(
+      {"name": "decode only (full image)", "key": "decode", "spec": None, "split": "train", "torch": ["decode"]}
+    )
   timeout = 120 + 10 * args.seconds
   common = [f"--batch={args.batch}", f"--seconds={args.seconds}", f"--data_dir={data_dir}"]
   print(f"# input pipeline on {DATASET} ({all_cores} cores available, batch {args.batch}; img/s/core = img/s ÷ cores)")
   header = "| pipeline | pp spec (tf.data) | " + " | ".join(
-      f"tf.data {n}c img/s/core" + (f" | torchvision {n}c img/s/core" if use_torch else "") for n in core_counts)
+    f"tf.data {n}c img/s/core" + (f" | torchvision {n}c img/s/core" if use_torch else "") for n in core_counts
+  )
   print(header + " | goal |")
   print("|" + "---|" * (3 + len(core_counts) * (2 if use_torch else 1)), flush=True)
   results = []
@@ -286,21 +340,34 @@ def main(argv=None) -> int:
       if row["spec"] is None:
         tf_out = _run_worker(["--worker=tf_decode", f"--ncores={n}", *common], timeout)
       else:
-        tf_out = _run_worker(["--worker=tf", f"--spec={row['spec']}", f"--split={row['split']}", f"--ncores={n}",
-                              *common], timeout)
+        tf_out = _run_worker(
+          ["--worker=tf", f"--spec={row['spec']}", f"--split={row['split']}", f"--ncores={n}", *common], timeout
+        )
       entry["results"][f"tf_{n}"] = tf_out
       cells.append(f"{tf_out['images_per_s'] / n:.0f}" if "images_per_s" in tf_out else f"error: {tf_out['error']}")
       if use_torch:
         if row["torch"] is None:
           cells.append("")
           continue
-        th_out = _run_worker(["--worker=torch", f"--torch_kind={json.dumps(row['torch'])}", f"--folder={folder}",
-                              f"--ncores={n}", *common], timeout)
+        th_out = _run_worker(
+          [
+            "--worker=torch",
+            f"--torch_kind={json.dumps(row['torch'])}",
+            f"--folder={folder}",
+            f"--ncores={n}",
+            *common,
+          ],
+          timeout,
+        )
         entry["results"][f"torch_{n}"] = th_out
         cells.append(f"{th_out['images_per_s'] / n:.0f}" if "images_per_s" in th_out else f"error: {th_out['error']}")
     goal = GOALS.get(row["key"])
-    print(f"| {row['name']} | `{row['spec'] or 'tf.io.decode_jpeg / PIL'}` | " + " | ".join(cells) +
-          f" | {f'≥ {goal}' if goal else ''} |", flush=True)
+    print(
+      f"| {row['name']} | `{row['spec'] or 'tf.io.decode_jpeg / PIL'}` | "
+      + " | ".join(cells)
+      + f" | {f'≥ {goal}' if goal else ''} |",
+      flush=True,
+    )
     results.append(entry)
   if args.json:
     with open(args.json, "w") as f:

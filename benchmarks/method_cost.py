@@ -13,6 +13,7 @@ separately compiled network passes.
 Batches are per device (the global batch is ×device count). TransMix/TokenMix need a ViT and are skipped on CNNs;
 AttentiveMix+ runs with a random-weight extractor (same cost as a pretrained one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,12 @@ VIT_ONLY = ("transmix", "tokenmix")
 
 # Goals of issue 14, as (metric, limit) pairs on the ratio to vanilla.
 GOALS = {
-    **{m: (("flops", 1.01), ("peak", 1.02)) for m in INPUT_LEVEL},
-    "manifoldmix": (("flops", 1.02), ("peak", 1.02)),
-    "attentivemix": (("flops", 1.15),),
-    "puzzlemix": (("flops", 1.7),),
-    "automix": (("peak", 2.0),),
-    "samix": (("peak", 2.0),),
+  **{m: (("flops", 1.01), ("peak", 1.02)) for m in INPUT_LEVEL},
+  "manifoldmix": (("flops", 1.02), ("peak", 1.02)),
+  "attentivemix": (("flops", 1.15),),
+  "puzzlemix": (("flops", 1.7),),
+  "automix": (("peak", 2.0),),
+  "samix": (("peak", 2.0),),
 }
 
 
@@ -54,16 +55,25 @@ def _cost(compiled) -> dict:
   if mem is not None:
     out["temp"] = float(mem.temp_size_in_bytes)
     out["args"] = float(mem.argument_size_in_bytes)
-    out["peak"] = float(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-                        - mem.alias_size_in_bytes)
+    out["peak"] = float(
+      mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+    )
   return out
 
 
 def step_args(model: str, size: int, per_device_batch: int, dtype: str, classes: int = 1000):
   """The argparse namespace ``mixing_overhead.build_step`` reads."""
-  return types.SimpleNamespace(model=model, stem="", size=size, batch=per_device_batch * jax.device_count(),
-                               classes=classes, dtype=dtype, set=["attentivemix.allow_random_extractor=True"],
-                               steps=0, warmup=0)
+  return types.SimpleNamespace(
+    model=model,
+    stem="",
+    size=size,
+    batch=per_device_batch * jax.device_count(),
+    classes=classes,
+    dtype=dtype,
+    set=["attentivemix.allow_random_extractor=True"],
+    steps=0,
+    warmup=0,
+  )
 
 
 def method_cost(method: str, args) -> dict:
@@ -80,8 +90,10 @@ def method_cost(method: str, args) -> dict:
 
 # ---------------------------------------------------------------- pass accounting (AutoMix / SAMix) ---
 
-def pass_costs(model: str, size: int, per_device_batch: int, dtype: str, classes: int = 1000,
-               feature: str = "stage3") -> dict:
+
+def pass_costs(
+  model: str, size: int, per_device_batch: int, dtype: str, classes: int = 1000, feature: str = "stage3"
+) -> dict:
   """FLOPs/bytes of the network passes AutoMix/SAMix are made of, each compiled on its own (abstract inputs).
 
   fwd: train-mode forward (logits + BN statistics); fwd_feature: the encoder forward the MixBlock reads
@@ -112,10 +124,10 @@ def pass_costs(model: str, size: int, per_device_batch: int, dtype: str, classes
     return feats[feature]
 
   fns = {
-      "fwd": (fwd, (params, stats, x)),
-      "fwd_feature": (fwd_feature, (params, stats, x)),
-      "fwd_bwd_params": (jax.value_and_grad(loss, has_aux=True), (params, stats, x, y)),
-      "fwd_bwd_input": (jax.value_and_grad(loss, argnums=2, has_aux=True), (params, stats, x, y)),
+    "fwd": (fwd, (params, stats, x)),
+    "fwd_feature": (fwd_feature, (params, stats, x)),
+    "fwd_bwd_params": (jax.value_and_grad(loss, has_aux=True), (params, stats, x, y)),
+    "fwd_bwd_input": (jax.value_and_grad(loss, argnums=2, has_aux=True), (params, stats, x, y)),
   }
   out = {}
   for name, (fn, fn_args) in fns.items():
@@ -135,15 +147,16 @@ def automix_accounting(passes: dict, vanilla_flops: float, per_device_batch: int
   """
   f = {k: v["flops"] for k, v in passes.items()}
   terms = {
-      "vanilla step (q fwd+bwd on mixed, optimizer)": vanilla_flops,
-      "q fwd+bwd on clean": f["fwd_bwd_params"],
-      "k fwd on clean": f["fwd"] if merged_clean else f["fwd"] + f["fwd_feature"],
-      "k fwd on mixed + bwd to input": f["fwd_bwd_input"],
+    "vanilla step (q fwd+bwd on mixed, optimizer)": vanilla_flops,
+    "q fwd+bwd on clean": f["fwd_bwd_params"],
+    "k fwd on clean": f["fwd"] if merged_clean else f["fwd"] + f["fwd_feature"],
+    "k fwd on mixed + bwd to input": f["fwd_bwd_input"],
   }
   return {"terms": terms, "predicted": sum(terms.values()), "F": f["fwd"]}
 
 
 # ----------------------------------------------------------------------------------------- output ---
+
 
 def _ratio(a, b) -> float:
   return a / b if b and not math.isnan(b) else math.nan
@@ -163,18 +176,23 @@ def goal_verdict(method: str, ratios: dict) -> str:
 
 def markdown_table(rows: dict, title: str) -> str:
   base = rows.get("vanilla")
-  lines = [f"### {title}", "",
-           "| method | GFLOP | × vanilla | bytes GB | × vanilla | temp GB | × vanilla | peak GB | × vanilla | compile s |"
-           " goal |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"### {title}",
+    "",
+    "| method | GFLOP | × vanilla | bytes GB | × vanilla | temp GB | × vanilla | peak GB | × vanilla | compile s |"
+    " goal |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for method, r in rows.items():
     if "error" in r:
       lines.append(f"| {method} | – | – | – | – | – | – | – | – | – | {r['error']} |")
       continue
     ratios = {k: _ratio(r.get(k, math.nan), base.get(k, math.nan)) for k in ("flops", "bytes", "temp", "peak")}
     lines.append(
-        f"| {method} | {r['flops'] / 1e9:.1f} | {ratios['flops']:.3f} | {r['bytes'] / 1e9:.2f} | {ratios['bytes']:.3f} | "
-        f"{r.get('temp', math.nan) / 1e9:.2f} | {ratios['temp']:.3f} | {r.get('peak', math.nan) / 1e9:.2f} | "
-        f"{ratios['peak']:.3f} | {r['compile_s']:.0f} | {goal_verdict(method, ratios)} |")
+      f"| {method} | {r['flops'] / 1e9:.1f} | {ratios['flops']:.3f} | {r['bytes'] / 1e9:.2f} | {ratios['bytes']:.3f} | "
+      f"{r.get('temp', math.nan) / 1e9:.2f} | {ratios['temp']:.3f} | {r.get('peak', math.nan) / 1e9:.2f} | "
+      f"{ratios['peak']:.3f} | {r['compile_s']:.0f} | {goal_verdict(method, ratios)} |"
+    )
   return "\n".join(lines)
 
 
@@ -183,16 +201,21 @@ def accounting_table(acc: dict, measured: dict, vanilla: float) -> str:
   F = acc["F"]
   for name, flops in acc["terms"].items():
     lines.append(f"| {name} | {flops / 1e9:.1f} | {flops / F:.2f} |")
-  lines.append(f"| **predicted total** | {acc['predicted'] / 1e9:.1f} | {acc['predicted'] / F:.2f} "
-               f"(= {acc['predicted'] / vanilla:.3f}× vanilla) |")
+  lines.append(
+    f"| **predicted total** | {acc['predicted'] / 1e9:.1f} | {acc['predicted'] / F:.2f} "
+    f"(= {acc['predicted'] / vanilla:.3f}× vanilla) |"
+  )
   for method, r in measured.items():
-    lines.append(f"| measured {method} | {r['flops'] / 1e9:.1f} | {r['flops'] / F:.2f} (= {r['flops'] / vanilla:.3f}× "
-                 f"vanilla; residual {100 * (r['flops'] / acc['predicted'] - 1):+.1f}% vs predicted) |")
+    lines.append(
+      f"| measured {method} | {r['flops'] / 1e9:.1f} | {r['flops'] / F:.2f} (= {r['flops'] / vanilla:.3f}× "
+      f"vanilla; residual {100 * (r['flops'] / acc['predicted'] - 1):+.1f}% vs predicted) |"
+    )
   return "\n".join(lines)
 
 
 def main(argv=None) -> int:
   from mixjax import mixing
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="resnet50,deit_small")
   p.add_argument("--size", type=int, default=224)
@@ -205,8 +228,11 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   methods = mixing.list_methods() if args.methods == "all" else args.methods.split(",")
   methods = ["vanilla"] + [m for m in methods if m != "vanilla"]
-  print(f"# compiled train-step cost: {jax.device_count()}× {jax.devices()[0].device_kind}, size {args.size}, "
-        f"jax {jax.__version__}", flush=True)
+  print(
+    f"# compiled train-step cost: {jax.device_count()}× {jax.devices()[0].device_kind}, size {args.size}, "
+    f"jax {jax.__version__}",
+    flush=True,
+  )
   everything = []
   for model in args.models.split(","):
     vit = model.startswith(("deit", "vit"))
@@ -221,9 +247,17 @@ def main(argv=None) -> int:
             rows[method] = method_cost(method, sargs)
           except Exception as e:  # pylint: disable=broad-except
             rows[method] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"}
-          print(f"  {model} b{batch} {dtype} {method}: " + json.dumps(
-              {k: (round(v / 1e9, 3) if k != "compile_s" and isinstance(v, float) else v) for k, v in rows[method].items()}),
-              file=sys.stderr, flush=True)
+          print(
+            f"  {model} b{batch} {dtype} {method}: "
+            + json.dumps(
+              {
+                k: (round(v / 1e9, 3) if k != "compile_s" and isinstance(v, float) else v)
+                for k, v in rows[method].items()
+              }
+            ),
+            file=sys.stderr,
+            flush=True,
+          )
         title = f"{model} / {args.size} px, per-device batch {batch}, {dtype}"
         print("\n" + markdown_table(rows, title), flush=True)
         entry = {"model": model, "size": args.size, "batch": batch, "dtype": dtype, "rows": rows}

@@ -10,6 +10,7 @@ Goals: every input-level method ≤ 1.01× vanilla on ResNet-50-sized steps (iss
 other model-aware methods ≤ 1.2× (issue 6); AutoMix/SAMix ≤ 2.2× (issue 7). TransMix/TokenMix need a ViT
 (``--model=deit_tiny``); AttentiveMix+ needs ``--set=attentivemix.allow_random_extractor=True`` (or a checkpoint).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,13 @@ def build_step(method: str, args):
   fns = build_step_functions(c, mesh=mesh, num_classes=args.classes, steps_per_epoch=100)
   state, step = fns.init_state(), fns.train_step
   rng = np.random.default_rng(0)
-  batch = host_batch_to_global({
+  batch = host_batch_to_global(
+    {
       "image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), dtype=np.uint8),
-      "label": rng.integers(0, args.classes, (args.batch,), dtype=np.int32)}, mesh)
+      "label": rng.integers(0, args.classes, (args.batch,), dtype=np.int32),
+    },
+    mesh,
+  )
   return state, step, batch
 
 
@@ -75,6 +80,7 @@ def time_method(method: str, args) -> tuple[float, float]:
 
 def main():
   from mixjax import mixing
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="resnet18")
   p.add_argument("--stem", default="", help="model stem kwarg (e.g. cifar for small images)")
@@ -83,16 +89,21 @@ def main():
   p.add_argument("--classes", type=int, default=1000)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--methods", default="all", help="comma-separated, or all")
-  p.add_argument("--set", action="append", default=[],
-                 help="method hyper-parameter, METHOD.KEY=VALUE (repeatable), e.g. "
-                      "attentivemix.allow_random_extractor=True")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    help="method hyper-parameter, METHOD.KEY=VALUE (repeatable), e.g. attentivemix.allow_random_extractor=True",
+  )
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   args = p.parse_args()
   methods = mixing.list_methods() if args.methods == "all" else args.methods.split(",")
   methods = ["vanilla"] + [m for m in methods if m != "vanilla"]
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  model={args.model} size={args.size} "
-        f"batch={args.batch} dtype={args.dtype} steps={args.steps}")
+  print(
+    f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  model={args.model} size={args.size} "
+    f"batch={args.batch} dtype={args.dtype} steps={args.steps}"
+  )
   print(f"{'method':<22}{'step ms':>10}{'× vanilla':>11}{'compile s':>11}")
   base = None
   for method in methods:

@@ -12,6 +12,7 @@ On the CPU the JAX side runs with ``mixjax.cpu_backend``'s settings (``MIXJAX_CP
 defaults). PyTorch runs in this same process here; ``benchmarks/cpu_vs_torch.py`` runs each side in its own
 process, interleaved, with the CIFAR stem and the untuned JAX step as well (the CPU comparison of issue 15).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,18 @@ import numpy as np  # noqa: E402
 
 # timm/torchvision names of our models, for the PyTorch side of the comparison.
 TORCH_NAMES = {
-    "resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
-    "resnext101_32x4d": "resnext101_32x4d", "efficientnet_b0": "efficientnet_b0",
-    "mobilenet_v2": "mobilenetv2_100", "deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224",
-    "convnext_tiny": "convnext_tiny", "swin_tiny": "swin_tiny_patch4_window7_224", "pvt_tiny": "pvt_v2_b0",
+  "resnet18": "resnet18",
+  "resnet34": "resnet34",
+  "resnet50": "resnet50",
+  "resnet101": "resnet101",
+  "resnext101_32x4d": "resnext101_32x4d",
+  "efficientnet_b0": "efficientnet_b0",
+  "mobilenet_v2": "mobilenetv2_100",
+  "deit_tiny": "deit_tiny_patch16_224",
+  "deit_small": "deit_small_patch16_224",
+  "convnext_tiny": "convnext_tiny",
+  "swin_tiny": "swin_tiny_patch4_window7_224",
+  "pvt_tiny": "pvt_v2_b0",
 }
 
 
@@ -56,9 +65,13 @@ def jax_images_per_sec(model: str, args) -> float:
   fns = build_step_functions(c, mesh=mesh, num_classes=1000, steps_per_epoch=100)
   state = fns.init_state()
   rng = np.random.default_rng(0)
-  batch = host_batch_to_global({
+  batch = host_batch_to_global(
+    {
       "image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), dtype=np.uint8),
-      "label": rng.integers(0, 1000, (args.batch,), dtype=np.int32)}, mesh)
+      "label": rng.integers(0, 1000, (args.batch,), dtype=np.int32),
+    },
+    mesh,
+  )
   times = []
   for i in range(args.warmup + args.steps):
     t0 = time.perf_counter()
@@ -95,6 +108,7 @@ def torch_images_per_sec(model: str, args) -> float | None:
 
 def main():
   from mixjax import models
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="all")
   p.add_argument("--size", type=int, default=64)
@@ -105,8 +119,10 @@ def main():
   p.add_argument("--no_torch", action="store_true")
   args = p.parse_args()
   names = models.list_models() if args.models == "all" else args.models.split(",")
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  size={args.size} batch={args.batch} "
-        f"dtype={args.dtype}")
+  print(
+    f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  size={args.size} batch={args.batch} "
+    f"dtype={args.dtype}"
+  )
   print(f"{'model':<20}{'jax img/s':>11}{'torch img/s':>13}{'jax/torch':>11}")
   for name in names:
     ours = jax_images_per_sec(name, args)

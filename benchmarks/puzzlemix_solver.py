@@ -16,6 +16,7 @@ max relative gap (E − E_min)/E_min, and how often each solver is worse / bette
 asserted here; ``tests/mixing/test_puzzlemix.py`` asserts the goals (≥ 95% exact, mean gap ≤ 1e-4, never worse
 on average than α-β swap) on a smaller sample.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,7 @@ def exact_minimum(unary: np.ndarray, w_v: np.ndarray, w_h: np.ndarray) -> tuple[
     return cost
 
   message = row_cost(0)
-  steps = []                                   # per row transition: the argmin table of each column step
+  steps = []  # per row transition: the argmin table of each column step
   for r in range(1, g):
     tables = []
     for c in range(g):
@@ -125,7 +126,7 @@ def alpha_beta_swap(unary: np.ndarray, w_v: np.ndarray, w_h: np.ndarray, max_swe
         for lab in (alpha, beta):
           cost[lab] = unary[p][lab] + sum(w * dist[lab, labels[q]] for q, w in neighbours[p] if q not in members)
         low = min(cost.values())
-        graph.add_edge("s", p, capacity=cost[beta] - low)   # cut (p on the sink side) ⇒ p takes β
+        graph.add_edge("s", p, capacity=cost[beta] - low)  # cut (p on the sink side) ⇒ p takes β
         graph.add_edge(p, "t", capacity=cost[alpha] - low)  # cut (p on the source side) ⇒ p takes α
       for p, q, w in edges:
         if p in members and q in members:
@@ -143,8 +144,9 @@ def alpha_beta_swap(unary: np.ndarray, w_v: np.ndarray, w_h: np.ndarray, max_swe
   return labels
 
 
-def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int = 0, batch: int = 16,
-                   saliency: str = "gradient"):
+def photo_problems(
+  count: int, g: int, n_labels: int, size: int = 224, seed: int = 0, batch: int = 16, saliency: str = "gradient"
+):
   """``count`` labeling problems (unary [g, g, L], w_v, w_h as float32 numpy) built from scikit-image photos.
 
   ``saliency='gradient'``: PuzzleMix's input-gradient saliency of a random ResNet-18 (diffuse: an untrained
@@ -159,13 +161,25 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
   from mixjax.mixing.model_aware import puzzlemix
   from mixjax.mixing.model_aware.picture_models import small_cnn_saliency
 
-  names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-           "camera", "moon", "page", "motorcycle_left", "cat")
+  names = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "camera",
+    "moon",
+    "page",
+    "motorcycle_left",
+    "cat",
+  )
   photos = []
   for name in names:
     try:
       image = getattr(data, name)()
-    except Exception:   # noqa: BLE001  (a photo that needs a download: skip it)
+    except Exception:  # noqa: BLE001  (a photo that needs a download: skip it)
       continue
     if image.ndim == 2:
       image = np.stack([image] * 3, -1)
@@ -176,6 +190,7 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
   std = jnp.asarray(IMAGENET_STD)
   problem = jax.jit(lambda x, s, p, a: puzzlemix.labeling_problem(x, s, p, a, g=g, hp=hp, mean=mean, std=std)[1:])
   from mixjax.mixing.ops.saliency import fine_grained_saliency
+
   if saliency == "gradient":
     saliency_fn = jax.jit(small_cnn_saliency)
   else:
@@ -188,10 +203,9 @@ def photo_problems(count: int, g: int, n_labels: int, size: int = 224, seed: int
       h, w = photo.shape[:2]
       side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
       top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-      crop = transform.resize(photo[top:top + side, left:left + side], (size, size), preserve_range=True)
+      crop = transform.resize(photo[top : top + side, left : left + side], (size, size), preserve_range=True)
       crops.append(crop)
-    images = ((np.stack(crops) - np.asarray(IMAGENET_MEAN))
-              / np.asarray(IMAGENET_STD)).astype(np.float32)
+    images = ((np.stack(crops) - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)).astype(np.float32)
     labels = jax.nn.one_hot(rng.integers(0, 10, batch), 10)
     saliency = saliency_fn(jnp.asarray(images), labels)
     perm = jnp.asarray(rng.permutation(batch))
@@ -234,21 +248,27 @@ def main():
 
   from mixjax.mixing.ops.puzzlemix_solver import solve_labeling
 
-  solvers = {"row_dp": lambda u, v, h: solve_labeling(u, v, h, method="row_dp"),
-             "chain_descent": lambda u, v, h: solve_labeling(u, v, h, sweeps=args.sweeps, method="chain_descent")}
-  print(f"{'saliency':>12} {'grid':>5} {'L':>2} {'solver':>16} {'exact':>7} {'mean gap':>10} {'max gap':>10} "
-        f"{'worse than swap':>16} {'better than swap':>17}")
-  for family, g, n_labels in itertools.product(args.saliency.split(","), (int(x) for x in args.grids.split(",")),
-                                              (int(x) for x in args.labels.split(","))):
-    problems = photo_problems(args.problems, g, n_labels, size=args.size, seed=g * 10 + n_labels,
-                              saliency=family)
+  solvers = {
+    "row_dp": lambda u, v, h: solve_labeling(u, v, h, method="row_dp"),
+    "chain_descent": lambda u, v, h: solve_labeling(u, v, h, sweeps=args.sweeps, method="chain_descent"),
+  }
+  print(
+    f"{'saliency':>12} {'grid':>5} {'L':>2} {'solver':>16} {'exact':>7} {'mean gap':>10} {'max gap':>10} "
+    f"{'worse than swap':>16} {'better than swap':>17}"
+  )
+  for family, g, n_labels in itertools.product(
+    args.saliency.split(","), (int(x) for x in args.grids.split(",")), (int(x) for x in args.labels.split(","))
+  ):
+    problems = photo_problems(args.problems, g, n_labels, size=args.size, seed=g * 10 + n_labels, saliency=family)
     gaps = evaluate(problems, solvers)
     swap = gaps["alpha_beta_swap"]
     for name, gap in gaps.items():
       worse = np.mean(gap > swap + EXACT_TOL) if name != "alpha_beta_swap" else float("nan")
       better = np.mean(gap < swap - EXACT_TOL) if name != "alpha_beta_swap" else float("nan")
-      print(f"{family:>12} {g:>5} {n_labels:>2} {name:>16} {np.mean(gap <= EXACT_TOL):>7.1%} {gap.mean():>10.2e} "
-            f"{gap.max():>10.2e} {worse:>16.1%} {better:>17.1%}")
+      print(
+        f"{family:>12} {g:>5} {n_labels:>2} {name:>16} {np.mean(gap <= EXACT_TOL):>7.1%} {gap.mean():>10.2e} "
+        f"{gap.max():>10.2e} {worse:>16.1%} {better:>17.1%}"
+      )
 
 
 if __name__ == "__main__":

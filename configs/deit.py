@@ -19,6 +19,7 @@ those reference runs trained from PyTorch's layer defaults with zero ``cls_token
 and MogaNet-T (model-level ``init_cfg``) and every AutoMix/SAMix run (``AutoMixup`` calls ``init_weights``) do
 initialise. ``--config.model.init=torch_default`` is the reference's uninitialised variant where a model offers it.
 """
+
 from mixjax.recipes import base
 
 # SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
@@ -40,8 +41,14 @@ _DEIT_EMA = {"ema.decay": 0.99996, "ema.warmup_epochs": 20.0, "optimizer.min_lr"
 # "use 6-layer for MixBlock"), Swin's stage after the second patch merging ("stage2", 14×14×384: the config's
 # 7×7×768 map with ×16 upsampling cannot reach 224 px, spec 2.14 PITFALL), ConvNeXt/PVT/MogaNet "stage3".
 # DeiT-S AutoMix trains with drop path 0.1 (the AutoMix config; the recipe's mixup rows use 0).
-_AUTOMIX_VIT = {"mixblock_min_lr": 1e-4, "mixblock_warmup_epochs": 0.0, "mixblock_lr_by_epoch": False,
-                "mixblock_update_prob": 0.8, "momentum_scope_start": 0.25, "mask_loss_schedule": "compounding"}
+_AUTOMIX_VIT = {
+  "mixblock_min_lr": 1e-4,
+  "mixblock_warmup_epochs": 0.0,
+  "mixblock_lr_by_epoch": False,
+  "mixblock_update_prob": 0.8,
+  "momentum_scope_start": 0.25,
+  "mask_loss_schedule": "compounding",
+}
 # SAMix: the snapshot has no ViT-family SAMix config; the same AutoMixup training loop as the AutoMix rows above
 # (same feature tap, schedules, switch-off, drop path), with SAMix's MixBlock design (registered defaults) and,
 # as in every reference SAMix config, no η-balanced MixBlock loss (head_mix_k neg_weight 1: spec 2.15).
@@ -50,81 +57,139 @@ _SAMIX_VIT = {**_AUTOMIX_VIT, "mixblock_loss_eta": 0.0}
 
 def _learned_mask_per_model(name: str, hp: dict) -> dict:
   return {
-      **{m: {"args": {name: {**hp, "feature": "stage2"}}} for m in ("deit_tiny", "deit_base", "swin_tiny")},
-      "deit_small": {"args": {name: {**hp, "feature": "stage2"}}, "model": {"drop_path_rate": 0.1}},
-      "convnext_tiny": {"args": {name: {**hp, "momentum_end": 0.99996}}},
+    **{m: {"args": {name: {**hp, "feature": "stage2"}}} for m in ("deit_tiny", "deit_base", "swin_tiny")},
+    "deit_small": {"args": {name: {**hp, "feature": "stage2"}}, "model": {"drop_path_rate": 0.1}},
+    "convnext_tiny": {"args": {name: {**hp, "momentum_end": 0.99996}}},
   }
 
+
 METHODS = {
-    "vanilla":      dict(method="vanilla", alpha=1.0),
-    # The recipe's own Mixup 0.8 / CutMix 1.0 50/50 switch; MogaNet-T's "DeiT" row uses Mixup α 0.1.
-    "deit":         dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0),
-                         per_model={"moganet_tiny": {"alpha": (0.1, 1.0)}}),
-    "mixup":        dict(method="mixup", alpha=0.2),
-    "cutmix":       dict(method="cutmix", alpha=0.2),
-    "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    # AttentiveMix+ with a pretrained torchvision ResNet-50 extractor (deit_small_smooth_attentivemix_a2_4xb256_
-    # ep300.py: backbone_k torchvision://resnet50); give its weights with args.attentivemix.extractor_checkpoint.
-    "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet50"}}),
-    "saliencymix":  dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
-    "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
-    # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
-    "fmix":         dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
-    "resizemix":    dict(method="resizemix", alpha=1.0),
-    # TransMix: Mixup 0.8 (p 0.2) / TransMix-on-CutMix 1.0 (p 0.8); the DeiT configs add EMA and min lr 1e-4.
-    "transmix":     dict(method=("mixup", "transmix"), alpha=(0.8, 1.0), prob=(0.2, 0.8),
-                         per_model={m: {"overrides": _DEIT_EMA} for m in ("deit_tiny", "deit_small", "deit_base")}),
-    "tokenmix":     dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0)),
-    "smmix":        dict(method=("mixup", "smmix"), alpha=(0.8, 1.0)),
-    "automix":      dict(method="automix", alpha=2.0, args={"automix": _AUTOMIX_VIT},
-                         per_model=_learned_mask_per_model("automix", _AUTOMIX_VIT)),
-    "samix":        dict(method="samix", alpha=2.0, args={"samix": _SAMIX_VIT},
-                         per_model=_learned_mask_per_model("samix", _SAMIX_VIT)),
+  "vanilla": dict(method="vanilla", alpha=1.0),
+  # The recipe's own Mixup 0.8 / CutMix 1.0 50/50 switch; MogaNet-T's "DeiT" row uses Mixup α 0.1.
+  "deit": dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0), per_model={"moganet_tiny": {"alpha": (0.1, 1.0)}}),
+  "mixup": dict(method="mixup", alpha=0.2),
+  "cutmix": dict(method="cutmix", alpha=0.2),
+  "manifoldmix": dict(method="manifoldmix", alpha=0.2),
+  # AttentiveMix+ with a pretrained torchvision ResNet-50 extractor (deit_small_smooth_attentivemix_a2_4xb256_
+  # ep300.py: backbone_k torchvision://resnet50); give its weights with args.attentivemix.extractor_checkpoint.
+  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet50"}}),
+  "saliencymix": dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
+  "puzzlemix": dict(method="puzzlemix", alpha=1.0),
+  # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+  "fmix": dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
+  "resizemix": dict(method="resizemix", alpha=1.0),
+  # TransMix: Mixup 0.8 (p 0.2) / TransMix-on-CutMix 1.0 (p 0.8); the DeiT configs add EMA and min lr 1e-4.
+  "transmix": dict(
+    method=("mixup", "transmix"),
+    alpha=(0.8, 1.0),
+    prob=(0.2, 0.8),
+    per_model={m: {"overrides": _DEIT_EMA} for m in ("deit_tiny", "deit_small", "deit_base")},
+  ),
+  "tokenmix": dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0)),
+  "smmix": dict(method=("mixup", "smmix"), alpha=(0.8, 1.0)),
+  "automix": dict(
+    method="automix",
+    alpha=2.0,
+    args={"automix": _AUTOMIX_VIT},
+    per_model=_learned_mask_per_model("automix", _AUTOMIX_VIT),
+  ),
+  "samix": dict(
+    method="samix", alpha=2.0, args={"samix": _SAMIX_VIT}, per_model=_learned_mask_per_model("samix", _SAMIX_VIT)
+  ),
 }
 
 # Settings every backbone starts from; BACKBONES lists only what differs.
-DEFAULTS = dict(batch_size=1024, weight_decay=0.05, warmup_epochs=5.0, warmup_start_ratio=1e-5, min_lr=1e-5,
-                grad_clip_norm=0.0, drop_path_rate=0.0, randaugment_m=9, repeated_aug=0, ema_decay=0.0,
-                ema_warmup_epochs=0.0, eval_crop_ratio=0.875, wd_exclude=())
+DEFAULTS = dict(
+  batch_size=1024,
+  weight_decay=0.05,
+  warmup_epochs=5.0,
+  warmup_start_ratio=1e-5,
+  min_lr=1e-5,
+  grad_clip_norm=0.0,
+  drop_path_rate=0.0,
+  randaugment_m=9,
+  repeated_aug=0,
+  ema_decay=0.0,
+  ema_warmup_epochs=0.0,
+  eval_crop_ratio=0.875,
+  wd_exclude=(),
+)
 
 _VIT_NO_WD = ("cls_token", "pos_embed")
 BACKBONES = {
-    "deit_tiny":     dict(grad_clip_norm=5.0, wd_exclude=_VIT_NO_WD),
-    "deit_small":    dict(grad_clip_norm=5.0, wd_exclude=_VIT_NO_WD),   # drop path 0 as in OpenMixup's config
-    "deit_base":     dict(grad_clip_norm=5.0, wd_exclude=_VIT_NO_WD, drop_path_rate=0.1, repeated_aug=3,
-                          ema_decay=0.99996, ema_warmup_epochs=20.0),
-    "pvt_tiny":      dict(warmup_start_ratio=1e-6, drop_path_rate=0.1, repeated_aug=3, wd_exclude=_VIT_NO_WD),
-    "pvt_small":     dict(warmup_start_ratio=1e-6, drop_path_rate=0.1, repeated_aug=3, wd_exclude=_VIT_NO_WD),
-    "swin_tiny":     dict(warmup_epochs=20.0, warmup_start_ratio=1e-6, grad_clip_norm=5.0, drop_path_rate=0.2,
-                          wd_exclude=("absolute_pos_embed", "relative_position_bias_table")),
-    "convnext_tiny": dict(batch_size=4096, warmup_epochs=20.0, warmup_start_ratio=1e-6, min_lr=1e-6,
-                          drop_path_rate=0.1, ema_decay=0.9999, ema_warmup_epochs=20.0),
-    "moganet_tiny":  dict(weight_decay=0.04, warmup_start_ratio=1e-6, min_lr=1e-6, drop_path_rate=0.1,
-                          randaugment_m=7, eval_crop_ratio=0.9032),  # resize 248 → crop 224
+  "deit_tiny": dict(grad_clip_norm=5.0, wd_exclude=_VIT_NO_WD),
+  "deit_small": dict(grad_clip_norm=5.0, wd_exclude=_VIT_NO_WD),  # drop path 0 as in OpenMixup's config
+  "deit_base": dict(
+    grad_clip_norm=5.0,
+    wd_exclude=_VIT_NO_WD,
+    drop_path_rate=0.1,
+    repeated_aug=3,
+    ema_decay=0.99996,
+    ema_warmup_epochs=20.0,
+  ),
+  "pvt_tiny": dict(warmup_start_ratio=1e-6, drop_path_rate=0.1, repeated_aug=3, wd_exclude=_VIT_NO_WD),
+  "pvt_small": dict(warmup_start_ratio=1e-6, drop_path_rate=0.1, repeated_aug=3, wd_exclude=_VIT_NO_WD),
+  "swin_tiny": dict(
+    warmup_epochs=20.0,
+    warmup_start_ratio=1e-6,
+    grad_clip_norm=5.0,
+    drop_path_rate=0.2,
+    wd_exclude=("absolute_pos_embed", "relative_position_bias_table"),
+  ),
+  "convnext_tiny": dict(
+    batch_size=4096,
+    warmup_epochs=20.0,
+    warmup_start_ratio=1e-6,
+    min_lr=1e-6,
+    drop_path_rate=0.1,
+    ema_decay=0.9999,
+    ema_warmup_epochs=20.0,
+  ),
+  "moganet_tiny": dict(
+    weight_decay=0.04, warmup_start_ratio=1e-6, min_lr=1e-6, drop_path_rate=0.1, randaugment_m=7, eval_crop_ratio=0.9032
+  ),  # resize 248 → crop 224
 }
 
 
 def build_config(arg=None):
   """The resolved config, even for cells that cannot run yet (sweeps and docs list those too)."""
-  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL,
-                          default_epochs=DEFAULT_EPOCHS)
+  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL, default_epochs=DEFAULT_EPOCHS)
   model, epochs = args["model"], args["epochs"]
   s = {**DEFAULTS, **BACKBONES.get(model, {})}
   c = base.skeleton(recipe=RECIPE, method=args["method"], model=model, epochs=epochs, report_metric="best")
   c.batch_size = s["batch_size"]
   c.compute_dtype = "bfloat16"
-  base.set_data(c, name="imagenet2012", num_classes=1000,
-                pp_train=(f"{base.random_resized_crop(224)}|flip_lr|"
-                          f"randaugment_timm('rand-m{s['randaugment_m']}-mstd0.5-inc1')|"
-                          "random_erasing(0.25, mode='pixel')"),
-                pp_eval=base.center_crop_eval(224, s["eval_crop_ratio"]),
-                repeated_aug=s["repeated_aug"])
+  base.set_data(
+    c,
+    name="imagenet2012",
+    num_classes=1000,
+    pp_train=(
+      f"{base.random_resized_crop(224)}|flip_lr|"
+      f"randaugment_timm('rand-m{s['randaugment_m']}-mstd0.5-inc1')|"
+      "random_erasing(0.25, mode='pixel')"
+    ),
+    pp_eval=base.center_crop_eval(224, s["eval_crop_ratio"]),
+    repeated_aug=s["repeated_aug"],
+  )
   if s["drop_path_rate"]:
     base.model_kwargs(c, {"drop_path_rate": s["drop_path_rate"]})
-  base.set_optimizer(c, name="adamw", lr=5e-4, base_batch_size=512, b1=0.9, b2=0.999, eps=1e-8,
-                     weight_decay=s["weight_decay"], wd_exclude_1d=True, wd_exclude=tuple(s["wd_exclude"]),
-                     warmup_epochs=s["warmup_epochs"], warmup_start_ratio=s["warmup_start_ratio"],
-                     min_lr=s["min_lr"], schedule_by_epoch=False, grad_clip_norm=s["grad_clip_norm"])
+  base.set_optimizer(
+    c,
+    name="adamw",
+    lr=5e-4,
+    base_batch_size=512,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=s["weight_decay"],
+    wd_exclude_1d=True,
+    wd_exclude=tuple(s["wd_exclude"]),
+    warmup_epochs=s["warmup_epochs"],
+    warmup_start_ratio=s["warmup_start_ratio"],
+    min_lr=s["min_lr"],
+    schedule_by_epoch=False,
+    grad_clip_norm=s["grad_clip_norm"],
+  )
   c.loss.label_smoothing = 0.1
   c.ema.decay, c.ema.warmup_epochs = s["ema_decay"], s["ema_warmup_epochs"]
   base.apply_row(c, base.resolve_row(METHODS, args["method"], model))

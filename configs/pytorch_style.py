@@ -11,6 +11,7 @@ Reported metric: median top-1 of the last 5 (100 ep) / 10 (300 ep) epochs.
 Deviations from the reference, on purpose: weights use this repo's default initialisation (the reference configs
 never call init_weights, spec §4); BN is computed over the global batch (the reference uses per-GPU BN of 64).
 """
+
 from mixjax.recipes import base
 
 # SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
@@ -25,39 +26,42 @@ _R18_SMALL_ALPHA = {"resnet18": {"alpha": 0.2}}
 
 # Rows of the benchmark (README "Beta" column) → mixing config. One place for every α and hyper-parameter.
 METHODS = {
-    "vanilla":      dict(method="vanilla", alpha=1.0),
-    "mixup":        dict(method="mixup", alpha=0.2),
-    "cutmix":       dict(method="cutmix", alpha=1.0, per_model=_R18_SMALL_ALPHA),
-    "deit":         dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0)),          # 50/50 switch per step
-    "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    "saliencymix":  dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL, per_model=_R18_SMALL_ALPHA),
-    # AttentiveMix+ with a pretrained torchvision ResNet-18 extractor (r50_attentivemix_CE_none_4xb64.py:
-    # backbone_k from resnet18_pytorch.pth); its weights: args.attentivemix.extractor_checkpoint.
-    "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
-    # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
-    "fmix":         dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}},
-                         per_model=_R18_SMALL_ALPHA),
-    "gridmix":      dict(method="gridmix", alpha=0.2),
-    "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
-    "comixup":      dict(method="comixup", alpha=2.0),
-    "supermix":     dict(method="supermix", alpha=2.0),
-    "resizemix":    dict(method="resizemix", alpha=1.0, args={"resizemix": {"use_alpha": True}},
-                         per_model=_R18_SMALL_ALPHA),
-    "alignmix":     dict(method=("manifoldmix", "alignmix"), alpha=(2.0, 2.0)),  # 50/50, as the R-50 config
-    "grafting":     dict(method="grafting", alpha=1.0),
-    # AutoMix/SAMix as the reference configs run them (spec 2.14-2.15): the compounding mask-loss schedule,
-    # MixBlock SGD momentum 0.9 (the R-50 100-epoch reference config uses 0.0), SAMix without the η-balanced
-    # MixBlock loss, and the ResNet's last BN of each residual block zero-initialised (AutoMixup runs mmcv's
-    # init_weights with zero_init_residual=True). The registered defaults are the papers' versions.
-    "automix":      dict(method="automix", alpha=2.0,
-                         args={"automix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9}},
-                         model={"zero_init_residual": True}),
-    "samix":        dict(method="samix", alpha=2.0,
-                         args={"samix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9,
-                                         "mixblock_loss_eta": 0.0}},
-                         model={"zero_init_residual": True}),
-    # DecoupleMix: the decoupled mixup loss on Mixup α = 1 (decouple/r50_mixups_CE_soft_decouple_4xb64.py).
-    "decouplemix":  dict(method="mixup", alpha=1.0, loss={"name": "decouple"}),
+  "vanilla": dict(method="vanilla", alpha=1.0),
+  "mixup": dict(method="mixup", alpha=0.2),
+  "cutmix": dict(method="cutmix", alpha=1.0, per_model=_R18_SMALL_ALPHA),
+  "deit": dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0)),  # 50/50 switch per step
+  "manifoldmix": dict(method="manifoldmix", alpha=0.2),
+  "saliencymix": dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL, per_model=_R18_SMALL_ALPHA),
+  # AttentiveMix+ with a pretrained torchvision ResNet-18 extractor (r50_attentivemix_CE_none_4xb64.py:
+  # backbone_k from resnet18_pytorch.pth); its weights: args.attentivemix.extractor_checkpoint.
+  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+  # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+  "fmix": dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}}, per_model=_R18_SMALL_ALPHA),
+  "gridmix": dict(method="gridmix", alpha=0.2),
+  "puzzlemix": dict(method="puzzlemix", alpha=1.0),
+  "comixup": dict(method="comixup", alpha=2.0),
+  "supermix": dict(method="supermix", alpha=2.0),
+  "resizemix": dict(method="resizemix", alpha=1.0, args={"resizemix": {"use_alpha": True}}, per_model=_R18_SMALL_ALPHA),
+  "alignmix": dict(method=("manifoldmix", "alignmix"), alpha=(2.0, 2.0)),  # 50/50, as the R-50 config
+  "grafting": dict(method="grafting", alpha=1.0),
+  # AutoMix/SAMix as the reference configs run them (spec 2.14-2.15): the compounding mask-loss schedule,
+  # MixBlock SGD momentum 0.9 (the R-50 100-epoch reference config uses 0.0), SAMix without the η-balanced
+  # MixBlock loss, and the ResNet's last BN of each residual block zero-initialised (AutoMixup runs mmcv's
+  # init_weights with zero_init_residual=True). The registered defaults are the papers' versions.
+  "automix": dict(
+    method="automix",
+    alpha=2.0,
+    args={"automix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9}},
+    model={"zero_init_residual": True},
+  ),
+  "samix": dict(
+    method="samix",
+    alpha=2.0,
+    args={"samix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9, "mixblock_loss_eta": 0.0}},
+    model={"zero_init_residual": True},
+  ),
+  # DecoupleMix: the decoupled mixup loss on Mixup α = 1 (decouple/r50_mixups_CE_soft_decouple_4xb64.py).
+  "decouplemix": dict(method="mixup", alpha=1.0, loss={"name": "decouple"}),
 }
 
 # Per-backbone model arguments (none needed: all ResNets use the ImageNet stem and no drop path).
@@ -66,14 +70,17 @@ BACKBONES = {"resnet18": {}, "resnet34": {}, "resnet50": {}, "resnet101": {}, "r
 
 def build_config(arg=None):
   """The resolved config, even for cells that cannot run yet (sweeps and docs list those too)."""
-  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL,
-                          default_epochs=DEFAULT_EPOCHS)
+  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL, default_epochs=DEFAULT_EPOCHS)
   model, epochs = args["model"], args["epochs"]
   c = base.skeleton(recipe=RECIPE, method=args["method"], model=model, epochs=epochs, report_metric="median")
   c.batch_size = 256
-  base.set_data(c, name="imagenet2012", num_classes=1000,
-                pp_train=f"{base.random_resized_crop(224)}|flip_lr",
-                pp_eval=base.center_crop_eval(224, 0.875))
+  base.set_data(
+    c,
+    name="imagenet2012",
+    num_classes=1000,
+    pp_train=f"{base.random_resized_crop(224)}|flip_lr",
+    pp_eval=base.center_crop_eval(224, 0.875),
+  )
   base.model_kwargs(c, BACKBONES.get(model, {}))
   base.set_pytorch_sgd(c, lr=0.1, base_batch_size=256)
   base.apply_row(c, base.resolve_row(METHODS, args["method"], model))

@@ -8,6 +8,7 @@ resize 236 → centre crop 224; batch 2048 (4×256×2 accumulation in the refere
 except BN/bias, 5 warmup epochs, cosine per epoch to 1e-6; BCE loss; ResNet-50 drop path 0.05. Reported metric:
 median top-1 of the last 10 epochs.
 """
+
 from mixjax.recipes import rsb
 
 RECIPE = "rsb_a2"
@@ -18,8 +19,9 @@ METHODS = rsb.METHODS
 # Per-backbone model arguments: only ResNet-50 uses drop path in A2.
 BACKBONES = {"resnet50": {"drop_path_rate": 0.05}, "efficientnet_b0": {}, "mobilenet_v2": {}}
 
-SETTINGS = dict(epochs=300, batch_size=2048, lr=5e-3, train_size=224, randaugment="rand-m7-mstd0.5-inc1",
-                repeated_aug=3)
+SETTINGS = dict(
+  epochs=300, batch_size=2048, lr=5e-3, train_size=224, randaugment="rand-m7-mstd0.5-inc1", repeated_aug=3
+)
 
 
 def build_config(arg=None):

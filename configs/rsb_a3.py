@@ -7,6 +7,7 @@ RandomResizedCrop 160 + flip + RandAugment rand-m6-mstd0.5-inc1; eval resize 236
 0.95); batch 2048; LAMB lr 8e-3 per 2048, wd 0.02 except BN/bias, 5 warmup epochs, cosine per epoch to 1e-6;
 BCE loss; no EMA, smoothing, erasing or drop path. Reported metric: median top-1 of the last 5 epochs.
 """
+
 from mixjax.recipes import rsb
 
 RECIPE = "rsb_a3"

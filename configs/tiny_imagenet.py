@@ -9,6 +9,7 @@ folders once). Train RandomResizedCrop 64 + flip, test at 64 px without centre c
 momentum 0.9, wd 1e-4, cosine per epoch to 0, batch 100, soft CE. Reported metric: median top-1 of the last 10
 epochs. α values: the Tiny-ImageNet README column (searched per method there).
 """
+
 from mixjax.recipes import base
 
 # SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
@@ -27,33 +28,48 @@ DEFAULT_EPOCHS = 400
 # (with_last_dropout=0); ResNeXt-50 re-maps λ with lam_mul_k 0.25. SAMix's head_mix_k sets neg_weight=0.5 ("try
 # neg (eta in SAMix)"), but with its soft-CE loss that weight multiplies only zero-target classes
 # (cross_entropy_loss.soft_cross_entropy), so it changes nothing: no η term here either.
-_TINY_COMMON = {"momentum_end": 0.999999, "mixblock_lr": 0.1, "mixblock_min_lr": 1e-3,
-                "mask_loss_schedule": "constant", "mask_loss_weight": 0.1}
+_TINY_COMMON = {
+  "momentum_end": 0.999999,
+  "mixblock_lr": 0.1,
+  "mixblock_min_lr": 1e-3,
+  "mask_loss_schedule": "constant",
+  "mask_loss_weight": 0.1,
+}
 _TINY_AUTOMIX = {**_TINY_COMMON, "lam_embedding": "none"}
 _TINY_SAMIX = {**_TINY_COMMON, "value_dropout": 0.0, "mixblock_loss_eta": 0.0}
 
 # Rows of the Tiny-ImageNet table (README α column).
 METHODS = {
-    "vanilla":      dict(method="vanilla", alpha=1.0),
-    "mixup":        dict(method="mixup", alpha=1.0),
-    "cutmix":       dict(method="cutmix", alpha=1.0),
-    "manifoldmix":  dict(method="manifoldmix", alpha=0.2),
-    # SmoothMix's published number comes from the reference's inverted label weights (λ = mean(G) for y_a).
-    "smoothmix":    dict(method="smoothmix", alpha=0.2, args={"smoothmix": {"label_weights": "reference"}}),
-    "saliencymix":  dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL),
-    "attentivemix": dict(method="attentivemix", alpha=2.0),
-    "fmix":         dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}}),  # reference spectrum
-    "puzzlemix":    dict(method="puzzlemix", alpha=1.0),
-    "comixup":      dict(method="comixup", alpha=2.0),
-    "resizemix":    dict(method="resizemix", alpha=1.0),
-    "gridmix":      dict(method="gridmix", alpha=0.2),
-    "grafting":     dict(method="grafting", alpha=1.0),
-    "alignmix":     dict(method=("manifoldmix", "alignmix"), alpha=(2.0, 2.0)),
-    "automix":      dict(method="automix", alpha=2.0, args={"automix": _TINY_AUTOMIX},
-                         overrides={"optimizer.min_lr": 5e-2}, model={"zero_init_residual": True}),
-    "samix":        dict(method="samix", alpha=2.0, args={"samix": _TINY_SAMIX},
-                         overrides={"optimizer.min_lr": 5e-2}, model={"zero_init_residual": True},
-                         per_model={"resnext50_32x4d": {"args": {"samix": {**_TINY_SAMIX, "lam_mul_k": 0.25}}}}),
+  "vanilla": dict(method="vanilla", alpha=1.0),
+  "mixup": dict(method="mixup", alpha=1.0),
+  "cutmix": dict(method="cutmix", alpha=1.0),
+  "manifoldmix": dict(method="manifoldmix", alpha=0.2),
+  # SmoothMix's published number comes from the reference's inverted label weights (λ = mean(G) for y_a).
+  "smoothmix": dict(method="smoothmix", alpha=0.2, args={"smoothmix": {"label_weights": "reference"}}),
+  "saliencymix": dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL),
+  "attentivemix": dict(method="attentivemix", alpha=2.0),
+  "fmix": dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}}),  # reference spectrum
+  "puzzlemix": dict(method="puzzlemix", alpha=1.0),
+  "comixup": dict(method="comixup", alpha=2.0),
+  "resizemix": dict(method="resizemix", alpha=1.0),
+  "gridmix": dict(method="gridmix", alpha=0.2),
+  "grafting": dict(method="grafting", alpha=1.0),
+  "alignmix": dict(method=("manifoldmix", "alignmix"), alpha=(2.0, 2.0)),
+  "automix": dict(
+    method="automix",
+    alpha=2.0,
+    args={"automix": _TINY_AUTOMIX},
+    overrides={"optimizer.min_lr": 5e-2},
+    model={"zero_init_residual": True},
+  ),
+  "samix": dict(
+    method="samix",
+    alpha=2.0,
+    args={"samix": _TINY_SAMIX},
+    overrides={"optimizer.min_lr": 5e-2},
+    model={"zero_init_residual": True},
+    per_model={"resnext50_32x4d": {"args": {"samix": {**_TINY_SAMIX, "lam_mul_k": 0.25}}}},
+  ),
 }
 
 # Per-backbone model arguments: the CIFAR stem (3×3 stride-1 conv, no max-pool) keeps 64 px inputs large enough.
@@ -62,14 +78,20 @@ BACKBONES = {"resnet18": {"stem": "cifar"}, "resnext50_32x4d": {"stem": "cifar"}
 
 def build_config(arg=None):
   """The resolved config, even for cells that cannot run yet (sweeps and docs list those too)."""
-  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL,
-                          default_epochs=DEFAULT_EPOCHS)
+  args = base.recipe_args(arg, recipe=RECIPE, rows=METHODS, default_model=DEFAULT_MODEL, default_epochs=DEFAULT_EPOCHS)
   model, epochs = args["model"], args["epochs"]
   c = base.skeleton(recipe=RECIPE, method=args["method"], model=model, epochs=epochs, report_metric="median")
   c.batch_size = 100
-  base.set_data(c, name="image_folder", num_classes=200, train_split="train", eval_split="val",
-                pp_train=f"{base.random_resized_crop(64)}|flip_lr", pp_eval="decode|resize(64)",
-                shuffle_buffer=100_000)
+  base.set_data(
+    c,
+    name="image_folder",
+    num_classes=200,
+    train_split="train",
+    eval_split="val",
+    pp_train=f"{base.random_resized_crop(64)}|flip_lr",
+    pp_eval="decode|resize(64)",
+    shuffle_buffer=100_000,
+  )
   base.model_kwargs(c, BACKBONES.get(model, {"stem": "cifar"}))
   base.set_pytorch_sgd(c, lr=0.2, base_batch_size=100)
   base.apply_row(c, base.resolve_row(METHODS, args["method"], model))

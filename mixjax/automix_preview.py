@@ -12,6 +12,7 @@ for the bi-level train step's compile (about half a minute of CPU per method). T
 MixBlock is not the mask a trained one draws, and a few dozen steps on four photographs do not make one either;
 pass ``steps`` (``--automix_steps``) to see the mask move towards its λ-regularised area.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,8 +47,9 @@ def _preview_config(batch: int) -> ml_collections.ConfigDict:
   return c
 
 
-def mixes_fn(method, images: jax.Array, labels: jax.Array, *, alpha: float, hp,
-             steps: int | None = None) -> Callable[[jax.Array], MixResult]:
+def mixes_fn(
+  method, images: jax.Array, labels: jax.Array, *, alpha: float, hp, steps: int | None = None
+) -> Callable[[jax.Array], MixResult]:
   """``rng → MixResult``: the MixBlock's mixes of (images, labels) after ``steps`` training steps on them."""
   steps = DEFAULT_STEPS if steps is None else int(steps)
   images = jnp.asarray(images, jnp.float32)
@@ -56,12 +58,21 @@ def mixes_fn(method, images: jax.Array, labels: jax.Array, *, alpha: float, hp,
   config = _preview_config(images.shape[0])
   model_fn, params, batch_stats = picture_models.small_cnn(num_classes)
   total = max(steps, 1)
-  make_optimizer = functools.partial(optim.derived_optimizer, config.optimizer, config.batch_size,
-                                     steps_per_epoch=total, total_steps=total)
-  ctx = StepContext(mesh=None, model_fn=model_fn, model=config.model, num_classes=num_classes,
-                    compute_dtype=jnp.float32,
-                    classification_loss=lambda logits, mix: jnp.mean(soft_cross_entropy(logits, mix.targets)),
-                    steps_per_epoch=total, total_steps=total, seed=config.seed, make_optimizer=make_optimizer)
+  make_optimizer = functools.partial(
+    optim.derived_optimizer, config.optimizer, config.batch_size, steps_per_epoch=total, total_steps=total
+  )
+  ctx = StepContext(
+    mesh=None,
+    model_fn=model_fn,
+    model=config.model,
+    num_classes=num_classes,
+    compute_dtype=jnp.float32,
+    classification_loss=lambda logits, mix: jnp.mean(soft_cross_entropy(logits, mix.targets)),
+    steps_per_epoch=total,
+    total_steps=total,
+    seed=config.seed,
+    make_optimizer=make_optimizer,
+  )
   aux = method.init_aux(ctx, jax.random.key(config.seed), params, batch_stats, hp)
   if steps:
     aux = _train(method, ctx, config, params, batch_stats, aux, images, labels, alpha=alpha, hp=hp, steps=steps)
@@ -73,16 +84,18 @@ def mixes_fn(method, images: jax.Array, labels: jax.Array, *, alpha: float, hp,
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], 1)
     feats, _ = feature_map(ctx, aux["encoder"]["params"], aux["encoder"]["batch_stats"], images, hp["feature"])
     mask = partner_mask(aux["mixblock"], feats, lam, perm, 1, images.shape[1:3], design_of(hp), k_drop)
-    plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)   # as the classifier's loss does
+    plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)  # as the classifier's loss does
     mask = jnp.where(plain, 1.0 - lam, mask)
     return mixed_result(images, labels, mask, lam, perm, 1, hp["label_weight"])
+
   return lambda rng: draw(rng, images, labels, aux)
 
 
 def _train(method, ctx, config, params, batch_stats, aux, images, labels, *, alpha, hp, steps: int):
   """``steps`` train steps (classifier loss, its SGD update, then ``update_aux``) on the photos; the new aux."""
-  schedule = optim.make_lr_schedule(config.optimizer, global_batch_size=config.batch_size,
-                                    steps_per_epoch=steps, total_epochs=1)
+  schedule = optim.make_lr_schedule(
+    config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=steps, total_epochs=1
+  )
   tx = optim.make_optimizer(config.optimizer, params, schedule)
   rng = jax.random.key(config.seed + 1)
 
@@ -91,13 +104,15 @@ def _train(method, ctx, config, params, batch_stats, aux, images, labels, *, alp
     params, stats, opt_state, aux = state
     key = jax.random.fold_in(rng, step)
     grad_fn = jax.value_and_grad(
-        lambda p: method.loss(ctx, jax.random.fold_in(key, 0), p, stats, aux, images, labels, alpha=alpha, hp=hp),
-        has_aux=True)
+      lambda p: method.loss(ctx, jax.random.fold_in(key, 0), p, stats, aux, images, labels, alpha=alpha, hp=hp),
+      has_aux=True,
+    )
     (_, (_, stats, _)), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    aux, _ = method.update_aux(ctx, jax.random.fold_in(key, 2), aux, params, stats, images, labels, step,
-                               alpha=alpha, hp=hp)
+    aux, _ = method.update_aux(
+      ctx, jax.random.fold_in(key, 2), aux, params, stats, images, labels, step, alpha=alpha, hp=hp
+    )
     return params, stats, opt_state, aux
 
   state = (params, batch_stats, tx.init(params), aux)

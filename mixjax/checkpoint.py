@@ -6,6 +6,7 @@ eval history, the resolved config). Saves are asynchronous; Orbax writes into a 
 it when complete, so a process killed mid-save leaves the previous checkpoint intact and the partial one is
 ignored (and cleaned up at the next start).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,11 @@ class CheckpointSaveError(UserError):
   hard_exit = True  # Orbax may leave non-daemon threads waiting for the failed save (see mixjax.cli)
 
   def __init__(self, message: str):
-    super().__init__(message, hint="fix the file system problem, then rerun the same command: it resumes from "
-                     "the last checkpoint that was written")
+    super().__init__(
+      message,
+      hint="fix the file system problem, then rerun the same command: it resumes from "
+      "the last checkpoint that was written",
+    )
 
 
 class NoIntactCheckpointError(UserError):
@@ -52,8 +56,7 @@ def _quiet_abandoned_reads() -> None:
 
   def hook(unraisable):
     text = f"{unraisable.exc_value} {unraisable.object!r}"
-    if ("Event loop is closed" in text or "_read_array_index" in text
-        or "Encountered error while reading array" in text):
+    if "Event loop is closed" in text or "_read_array_index" in text or "Encountered error while reading array" in text:
       return
     previous(unraisable)
 
@@ -72,11 +75,11 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True, read_only: bool = False):
     self.directory = os.fspath(directory)
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=not read_only,
-        read_only=read_only,
-        create=not read_only,
+      preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=not read_only,
+      read_only=read_only,
+      create=not read_only,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
     self._pending: int | None = None  # the step of the last save not yet checked for errors
@@ -94,8 +97,9 @@ class Checkpointer:
     """
     self.check_for_errors()
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+      )
     except Exception as e:  # anything Orbax/TensorStore/the file system raise
       raise CheckpointSaveError(f"Saving checkpoint step {step} in {self.directory} failed: {_first_line(e)}") from e
     self._pending = step
@@ -118,8 +122,9 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointNotFoundError(f"No checkpoint found in {self.directory}.")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    )
     return restored.state, dict(restored.meta)
 
   def restore_meta(self, step: int | None = None) -> dict:
@@ -134,8 +139,13 @@ class Checkpointer:
     except Exception as e:
       raise CheckpointSaveError(f"Saving checkpoint step {step} in {self.directory} failed: {_first_line(e)}") from e
 
-  def restore_newest_intact(self, abstract_state: Any, *, check_meta: Callable[[dict, int], None] | None = None,
-                            warn: Callable[[str], None] = print) -> tuple[Any, dict, int]:
+  def restore_newest_intact(
+    self,
+    abstract_state: Any,
+    *,
+    check_meta: Callable[[dict, int], None] | None = None,
+    warn: Callable[[str], None] = print,
+  ) -> tuple[Any, dict, int]:
     """Restores the newest step that restores cleanly; damaged newer steps are moved aside, never deleted.
 
     ``check_meta(meta, step)`` runs on each step's metadata before its state is read (a config fingerprint
@@ -159,8 +169,9 @@ class Checkpointer:
         continue
       return state, meta, step
     raise NoIntactCheckpointError(
-        f"None of the checkpoints in {self.directory} could be restored; they were moved to "
-        f"{self.damaged_directory}.", hint="start over with --noauto_resume, or another --workdir")
+      f"None of the checkpoints in {self.directory} could be restored; they were moved to {self.damaged_directory}.",
+      hint="start over with --noauto_resume, or another --workdir",
+    )
 
   @property
   def damaged_directory(self) -> str:
@@ -175,8 +186,10 @@ class Checkpointer:
     target = epath.Path(self.damaged_directory) / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
     source.rename(target)
     self._manager.reload()
-    warn(f"Checkpoint step {step} cannot be restored ({_first_line(error)}); moved it to {target} and "
-         "trying the previous one.")
+    warn(
+      f"Checkpoint step {step} cannot be restored ({_first_line(error)}); moved it to {target} and "
+      "trying the previous one."
+    )
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once a multi-host preemption notice reached this step (needs jax.distributed)."""
@@ -211,8 +224,9 @@ def locate_checkpoint(path: str) -> tuple[str, int]:
       if steps:
         return os.fspath(directory), steps[-1]
   raise CheckpointNotFoundError(
-      f"No checkpoint found at {path}: expected a step directory (…/checkpoints/<step>), a checkpoints directory "
-      "or a run directory that contains checkpoints/.")
+    f"No checkpoint found at {path}: expected a step directory (…/checkpoints/<step>), a checkpoints directory "
+    "or a run directory that contains checkpoints/."
+  )
 
 
 @functools.lru_cache(maxsize=8)

@@ -5,6 +5,7 @@
 parses the other flags, so the config is loaded with mixjax's own errors. Any :class:`~mixjax.errors.UserError`
 ends the command with one ``error:`` line (and a ``hint:`` line when there is a fix) on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ from mixjax.errors import EXIT_USER_ERROR, UserError, format_user_error
 
 class ConfigArgs:
   """The ``--config`` spec and overrides of this command line (filled by :func:`parse_flags`)."""
+
   spec: str | None = None
   overrides: list[tuple[str, str]] = []
 
@@ -50,6 +52,7 @@ def _program() -> str:
 
 def run(main: Callable[[], int]) -> None:
   """``app.run`` with mixjax's flag parsing; a :class:`UserError` from ``main`` exits 2 with one line."""
+
   def wrapped(argv):
     if len(argv) > 1:
       sys.exit(report(UserError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")))

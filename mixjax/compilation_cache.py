@@ -5,6 +5,7 @@ cache a resumed or repeated run of the same cell loads the compiled program inst
 ``--compilation_cache_dir`` (default ``$JAX_COMPILATION_CACHE_DIR``, else ``~/.cache/mixjax/jax_cache``);
 ``--compilation_cache_dir=`` (empty) turns it off.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,14 +14,15 @@ from absl import flags, logging
 
 _DEFAULT = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join("~", ".cache", "mixjax", "jax_cache")
 _CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir", _DEFAULT,
-    "Persistent compilation cache (a local directory or gs://…); empty turns it off.")
+  "compilation_cache_dir", _DEFAULT, "Persistent compilation cache (a local directory or gs://…); empty turns it off."
+)
 
 
 def enable(directory: str | None = None) -> str | None:
   """Points jax at the cache directory (``directory`` or the flag); returns it, or None when off."""
   import jax
   from mixjax import paths
+
   directory = _CACHE_DIR.value if directory is None else directory
   if not directory:
     return None

@@ -4,6 +4,7 @@
 rest are ``key=value`` pairs such as ``model=resnet18,epochs=300``. Values are parsed as Python literals where
 possible (``epochs=300`` → int), else kept as strings.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,9 @@ def parse_arg(arg: str | None, *, allowed: dict[str, object]) -> dict:
       continue
     if "=" not in item:
       if i != 0:
-        raise ConfigArgError(f"Config argument {item!r} in {arg!r} must be key=value (only the first item may be "
-                             "a bare method name).")
+        raise ConfigArgError(
+          f"Config argument {item!r} in {arg!r} must be key=value (only the first item may be a bare method name)."
+        )
       key, value = "method", item
     else:
       key, value = (s.strip() for s in item.split("=", 1))

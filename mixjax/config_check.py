@@ -5,6 +5,7 @@ dataset, benchmark cell). Each failure is a :class:`~mixjax.config_args.ConfigEr
 :class:`~mixjax.errors.UserError`) whose message names the key and what would work. ``mixjax.main`` calls
 :func:`check_config` right after loading the config, so a mistake costs a second or two, not a compile.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ def _require(config, key: str, ok, expectation: str, *, integer: bool = False, o
       return
     raise ConfigError(f"config.{key} must be set: {expectation}.")
   if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-    raise ConfigError(f"config.{key} must be {expectation if integer else 'a number ' + expectation}, "
-                      f"got {value!r}.")
+    raise ConfigError(f"config.{key} must be {expectation if integer else 'a number ' + expectation}, got {value!r}.")
   if not (math.isfinite(value) and ok(value)):
     raise ConfigError(f"config.{key} must be {expectation}, got {value!r}.")
 
@@ -56,8 +56,7 @@ def check_values(config) -> None:
   _require(config, "epochs", lambda v: v >= 1, "an integer >= 1", integer=True)
   _require(config, "batch_size", lambda v: v >= 1, "an integer >= 1 (the global batch)", integer=True)
   _require(config, "eval_batch_size", lambda v: v >= 1, "an integer >= 1", integer=True, optional=True)
-  _require(config, "max_steps", lambda v: v >= 0, "an integer >= 0 (0: run every epoch)", integer=True,
-           optional=True)
+  _require(config, "max_steps", lambda v: v >= 0, "an integer >= 0 (0: run every epoch)", integer=True, optional=True)
   _require(config, "seed", lambda v: True, "an integer", integer=True)
   for key in ("log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"):
     _require(config, key, lambda v: v >= 1, "an integer >= 1", integer=True, optional=True)
@@ -80,8 +79,9 @@ def check_values(config) -> None:
     _require(config, "data.repeated_aug", lambda v: v >= 1, "an integer >= 1", integer=True)
   for key in ("mean", "std"):
     value = _number(config, f"data.{key}")
-    if value is not None and (not isinstance(value, (tuple, list)) or len(value) != 3
-                              or not all(isinstance(v, (int, float)) for v in value)):
+    if value is not None and (
+      not isinstance(value, (tuple, list)) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)
+    ):
       raise ConfigError(f"config.data.{key} must be three numbers (R, G, B in 0-255 units), got {value!r}.")
   std = _number(config, "data.std")
   if std is not None and min(std) <= 0:
@@ -92,8 +92,10 @@ def check_values(config) -> None:
 
   dtype = config.get("compute_dtype", "float32")
   if dtype not in COMPUTE_DTYPES:
-    raise ConfigError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}."
-                      f"{did_you_mean(dtype, COMPUTE_DTYPES)}")
+    raise ConfigError(
+      f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}."
+      f"{did_you_mean(dtype, COMPUTE_DTYPES)}"
+    )
   _check_mixing_numbers(config.mixing)
 
 
@@ -126,34 +128,42 @@ def check_dataset_name(data_cfg, *, data_paths: bool = True) -> None:
     root = data_cfg.get("folder_root")
     if not root or not os.path.isdir(os.path.expanduser(root)) and "://" not in root:
       raise DatasetNotFoundError(
-          f"name='image_folder' needs --config.data.folder_root pointing to an existing directory laid out as "
-          f"<root>/<split>/<class>/<image>; got folder_root={root!r}.")
+        f"name='image_folder' needs --config.data.folder_root pointing to an existing directory laid out as "
+        f"<root>/<split>/<class>/<image>; got folder_root={root!r}."
+      )
     return
   base = name.split("/")[0].split(":")[0]
   if base in LOCAL_DATASETS:
     return
   import tensorflow_datasets as tfds  # light: registers builders without loading TensorFlow
+
   known = list(tfds.core.registered.list_imported_builders())
   if base not in known:
     raise DatasetNotFoundError(
-        f"Unknown dataset {name!r}: not a TFDS builder nor a mixjax dataset.{did_you_mean(base, known + list(LOCAL_DATASETS))}",
-        hint="use a TFDS name (e.g. imagenet2012), image_folder with --config.data.folder_root=DIR, or the bundled "
-             "mixjax_digits")
+      f"Unknown dataset {name!r}: not a TFDS builder nor a mixjax dataset.{did_you_mean(base, known + list(LOCAL_DATASETS))}",
+      hint="use a TFDS name (e.g. imagenet2012), image_folder with --config.data.folder_root=DIR, or the bundled "
+      "mixjax_digits",
+    )
 
 
 def check_names(config, *, data_paths: bool = True) -> None:
   """Method, model, loss, optimizer, dataset and benchmark-cell names (imports jax and the registries)."""
   from mixjax import losses, mixing, models, optim, recipes
+
   recipes.check_implemented(config)
   mixing.validate_mixing_config(config.mixing)
   models.get_model_builder(config.model.name)
   loss_names = (*losses.LOSSES, "decouple")
   if config.loss.name not in loss_names:
-    raise ConfigError(f"Unknown loss {config.loss.name!r}.{did_you_mean(config.loss.name, loss_names)} "
-                      f"Valid losses: {', '.join(loss_names)}.")
+    raise ConfigError(
+      f"Unknown loss {config.loss.name!r}.{did_you_mean(config.loss.name, loss_names)} "
+      f"Valid losses: {', '.join(loss_names)}."
+    )
   if config.optimizer.name not in optim.OPTIMIZERS:
-    raise ConfigError(f"Unknown optimizer {config.optimizer.name!r}.{did_you_mean(config.optimizer.name, optim.OPTIMIZERS)}"
-                      f" Valid: {', '.join(optim.OPTIMIZERS)}.")
+    raise ConfigError(
+      f"Unknown optimizer {config.optimizer.name!r}.{did_you_mean(config.optimizer.name, optim.OPTIMIZERS)}"
+      f" Valid: {', '.join(optim.OPTIMIZERS)}."
+    )
   check_dataset_name(config.data, data_paths=data_paths)
 
 

@@ -7,6 +7,7 @@ mistake is a :class:`~mixjax.config_args.ConfigError` naming the key and, for ty
 
 Loading happens before jax or TensorFlow are imported, so a bad config is reported in a second or two.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,7 @@ from mixjax.errors import did_you_mean
 _PREFIX = "--config."
 
 
-def split_config_args(argv: Sequence[str], flag: str = "config") -> tuple[list[str], str | None,
-                                                                           list[tuple[str, str]]]:
+def split_config_args(argv: Sequence[str], flag: str = "config") -> tuple[list[str], str | None, list[tuple[str, str]]]:
   """Separates ``--config=...`` and ``--config.key=value`` items from the other command-line arguments.
 
   Returns (the other arguments, the config spec or None, [(dotted key, raw value)] in command-line order).
@@ -46,7 +46,7 @@ def split_config_args(argv: Sequence[str], flag: str = "config") -> tuple[list[s
       if name == flag:
         spec = value
       else:
-        key = name[len(flag) + 1:]
+        key = name[len(flag) + 1 :]
         if not key:
           raise ConfigError(f"Malformed override {item!r}: write --{flag}.KEY=VALUE, e.g. --{flag}.epochs=5.")
         overrides.append((key, value))
@@ -73,8 +73,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     near = _config_files_near(path)
     listing = f" Config files in {os.path.dirname(path) or '.'}/: {', '.join(near)}." if near else ""
     raise ConfigError(
-        f"Config file {path!r} not found (relative to {os.getcwd()}).{did_you_mean(os.path.basename(path), near)}"
-        f"{listing}", hint="run from the repository root, or give the config file's full path")
+      f"Config file {path!r} not found (relative to {os.getcwd()}).{did_you_mean(os.path.basename(path), near)}"
+      f"{listing}",
+      hint="run from the repository root, or give the config file's full path",
+    )
   module_name = "mixjax_config_" + os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(module_name, path)
   module = importlib.util.module_from_spec(module_spec)
@@ -112,6 +114,7 @@ def _field_type(config: ml_collections.ConfigDict, leaf: str) -> type | None:
 
 def parse_value(raw: str, kind: type | None, key: str) -> Any:
   """``raw`` as a value of ``kind`` (the key's current type); a mismatch names the key and the expected form."""
+
   def fail(expected: str):
     raise ConfigError(f"--config.{key}={raw}: expected {expected}.")
 
@@ -163,14 +166,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
     for depth, part in enumerate(parents):
       child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
       if not isinstance(child, ml_collections.ConfigDict):
-        _unknown_key(config, key, ".".join(parents[:depth + 1]))
+        _unknown_key(config, key, ".".join(parents[: depth + 1]))
       node = child
     if leaf not in node:
       _unknown_key(config, key, key)
     current = node[leaf]
     if isinstance(current, ml_collections.ConfigDict):
-      raise ConfigError(f"--config.{key} is a section, not a value; set one of its keys, e.g. "
-                        f"--config.{key}.{next(iter(current.keys()), 'KEY')}=VALUE.")
+      raise ConfigError(
+        f"--config.{key} is a section, not a value; set one of its keys, e.g. "
+        f"--config.{key}.{next(iter(current.keys()), 'KEY')}=VALUE."
+      )
     value = parse_value(raw, _field_type(node, leaf), key)
     try:
       node[leaf] = value
@@ -180,8 +185,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
 
 def _unknown_key(config: ml_collections.ConfigDict, key: str, missing: str) -> None:
   keys = list(dotted_keys(config))
-  raise ConfigError(f"Unknown config key {missing!r} in --config.{key}.{did_you_mean(key, keys)}",
-                    hint="`--dry_run` prints every key of the resolved config")
+  raise ConfigError(
+    f"Unknown config key {missing!r} in --config.{key}.{did_you_mean(key, keys)}",
+    hint="`--dry_run` prints every key of the resolved config",
+  )
 
 
 def config_from_args(spec: str | None, overrides: Sequence[tuple[str, str]]) -> ml_collections.ConfigDict:

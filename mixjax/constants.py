@@ -5,6 +5,7 @@
 * ``IMAGENET_MEAN`` / ``IMAGENET_STD``: the per-channel ImageNet normalisation on the 0..255 scale
   (``255 * (0.485, 0.456, 0.406)`` and ``255 * (0.229, 0.224, 0.225)``, as mmcv/timm write them).
 """
+
 DATA_AXIS = "data"
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)

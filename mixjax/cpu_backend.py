@@ -25,6 +25,7 @@ ResNet-50 112 px batch 8, forward + backward + SGD; ``benchmarks/cpu_vs_torch.py
   that transpose; for ResNet-50 these transposes were half the step. As a matmul
   ``[N*H*W, C_in] @ [C_in, C_out]`` its gradients are two plain matmuls with no transpose of the activations.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,8 @@ import warnings
 
 # Flags for XLA:CPU compilations only (every name starts with xla_cpu_).
 CPU_XLA_FLAGS = (
-    # Convolutions to Eigen instead of YNNPACK (YNNPACK keeps reductions and dots).
-    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+  # Convolutions to Eigen instead of YNNPACK (YNNPACK keeps reductions and dots).
+  "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
 )
 
 _NHWC = (0, 3, 1, 2)  # lax.ConvDimensionNumbers specs of NHWC / HWIO / NHWC
@@ -51,6 +52,7 @@ def _backend_initialized() -> bool:
     return False
   try:
     from jax._src import xla_bridge
+
     return bool(getattr(xla_bridge, "_backends", {}))
   except Exception:  # private API moved: assume the worst, the caller only warns
     return True
@@ -72,15 +74,26 @@ def configure_xla_flags(environ=None) -> bool:
   if not missing:
     return True
   if environ is os.environ and _backend_initialized():
-    warnings.warn("mixjax.cpu_backend.configure_xla_flags() called after jax initialised its backends; "
-                  "the CPU flags are not applied in this process", stacklevel=2)
+    warnings.warn(
+      "mixjax.cpu_backend.configure_xla_flags() called after jax initialised its backends; "
+      "the CPU flags are not applied in this process",
+      stacklevel=2,
+    )
     return False
   environ["XLA_FLAGS"] = " ".join([current, *missing]).strip()
   return True
 
 
-def _is_pointwise(rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                  feature_group_count, batch_group_count) -> bool:
+def _is_pointwise(
+  rhs_shape,
+  window_strides,
+  padding,
+  lhs_dilation,
+  rhs_dilation,
+  dimension_numbers,
+  feature_group_count,
+  batch_group_count,
+) -> bool:
   if len(rhs_shape) != 4 or rhs_shape[0] != 1 or rhs_shape[1] != 1:
     return False
   if feature_group_count != 1 or batch_group_count != 1:
@@ -106,19 +119,35 @@ def pointwise_conv(x, kernel, strides=(1, 1), *, precision=None, preferred_eleme
   """
   import jax.numpy as jnp
   from jax import lax
+
   sh, sw = strides
   if (sh, sw) != (1, 1):
     x = x[:, ::sh, ::sw, :]
   b, h, w, c = x.shape
-  y = lax.dot_general(x.reshape(b * h * w, c), kernel.reshape(c, kernel.shape[-1]),
-                      (((1,), (0,)), ((), ())), precision=precision,
-                      preferred_element_type=preferred_element_type)
+  y = lax.dot_general(
+    x.reshape(b * h * w, c),
+    kernel.reshape(c, kernel.shape[-1]),
+    (((1,), (0,)), ((), ())),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
   return jnp.reshape(y, (b, h, w, kernel.shape[-1]))
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                         preferred_element_type=None, **kwargs):
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  batch_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+  **kwargs,
+):
   """``lax.conv_general_dilated`` with XLA:CPU's fast formulation of 1x1 convolutions (see module docstring).
 
   Only when ``jax.default_backend() == 'cpu'`` and the convolution is a plain 1x1 NHWC/HWIO one without
@@ -126,14 +155,37 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """
   import jax
   from jax import lax
-  if (jax.default_backend() == "cpu" and kwargs.get("out_sharding") is None and enabled()
-      and _is_pointwise(rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                        feature_group_count, batch_group_count)):
-    return pointwise_conv(lhs, rhs, tuple(window_strides), precision=precision,
-                          preferred_element_type=preferred_element_type)
+
+  if (
+    jax.default_backend() == "cpu"
+    and kwargs.get("out_sharding") is None
+    and enabled()
+    and _is_pointwise(
+      rhs.shape,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+    )
+  ):
+    return pointwise_conv(
+      lhs, rhs, tuple(window_strides), precision=precision, preferred_element_type=preferred_element_type
+    )
   if preferred_element_type is not None:
     kwargs["preferred_element_type"] = preferred_element_type
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                  rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                  feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-                                  precision=precision, **kwargs)
+  return lax.conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    batch_group_count=batch_group_count,
+    precision=precision,
+    **kwargs,
+  )

@@ -7,6 +7,7 @@ when there is a fix to suggest, and exit with status 2; anything else is a bug a
 
 This module imports nothing heavy: the commands check configs with it before jax or TensorFlow load.
 """
+
 from __future__ import annotations
 
 import difflib

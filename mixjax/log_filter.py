@@ -1,5 +1,6 @@
 """Keeps the console readable: library INFO chatter (Orbax logs every save step by step) is dropped, while
 warnings and errors from everywhere, and all of mixjax's own messages, still show."""
+
 from __future__ import annotations
 
 import logging as std_logging
@@ -25,4 +26,5 @@ class _LibraryInfoFilter(std_logging.Filter):
 def quiet_library_logs() -> None:
   """Installs the filter on the absl handler (call after absl has parsed flags)."""
   from absl import logging as absl_logging
+
   absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())

@@ -3,6 +3,7 @@
 Mixup-family methods turn every label into a distribution over classes, so all losses here take a soft target
 matrix ``targets`` of shape [B, K] whose rows sum to one. Hard labels are the special case of one-hot rows.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,8 +31,7 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return -jnp.sum(targets * logp, axis=-1)
 
 
-def binary_cross_entropy(logits: jax.Array, targets: jax.Array, *, reduction: str = "sum_classes"
-                         ) -> jax.Array:
+def binary_cross_entropy(logits: jax.Array, targets: jax.Array, *, reduction: str = "sum_classes") -> jax.Array:
   """Per-sample sigmoid BCE against soft targets (the RSB recipes' loss), shape [B].
 
   ``reduction`` picks the class reduction deliberately, because the two references disagree:
@@ -48,15 +48,17 @@ def binary_cross_entropy(logits: jax.Array, targets: jax.Array, *, reduction: st
   raise ConfigError(f"Unknown BCE reduction {reduction!r}; use 'sum_classes' or 'mean_classes'.")
 
 
-def classification_loss(name: str, logits: jax.Array, targets: jax.Array, *,
-                        bce_reduction: str = "sum_classes") -> jax.Array:
+def classification_loss(
+  name: str, logits: jax.Array, targets: jax.Array, *, bce_reduction: str = "sum_classes"
+) -> jax.Array:
   """Per-sample loss by name (``soft_ce`` | ``bce``)."""
   if name == "soft_ce":
     return soft_cross_entropy(logits, targets)
   if name == "bce":
     return binary_cross_entropy(logits, targets, reduction=bce_reduction)
-  raise ConfigError(f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)} (and 'decouple' via the "
-                   "mixing library).")
+  raise ConfigError(
+    f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)} (and 'decouple' via the mixing library)."
+  )
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:

@@ -9,6 +9,7 @@ and exits without reading data.
 Order of work: the config is loaded and checked (names, ranges) before jax initialises its devices or
 TensorFlow loads, so a mistake is one line within seconds; then the compilation cache, the processes, the run.
 """
+
 from __future__ import annotations
 
 from absl import flags, logging
@@ -21,10 +22,16 @@ _AUTO_RESUME = flags.DEFINE_bool("auto_resume", True, "Resume from the latest ch
 _RESUME_FROM = flags.DEFINE_string("resume_from", None, "Checkpoint to resume the full train state from.")
 _LOAD_CHECKPOINT = flags.DEFINE_string("load_checkpoint", None, "Checkpoint to load weights from (fresh optimizer).")
 _ACCEPT_CHANGE = flags.DEFINE_bool(
-    "accept_config_change", False,
-    "Resume although the config differs from the run's in settings that change the training trajectory.")
-_MULTIHOST = flags.DEFINE_enum("multihost", "auto", ["auto", "on", "off"],
-                               "jax.distributed: auto-detect (TPU pod, Slurm, MPI, explicit flags), on, off.")
+  "accept_config_change",
+  False,
+  "Resume although the config differs from the run's in settings that change the training trajectory.",
+)
+_MULTIHOST = flags.DEFINE_enum(
+  "multihost",
+  "auto",
+  ["auto", "on", "off"],
+  "jax.distributed: auto-detect (TPU pod, Slurm, MPI, explicit flags), on, off.",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -33,16 +40,20 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 def dry_run(config) -> None:
   """Builds the model abstractly (no devices touched); prints parameters and the resolved config."""
   from mixjax import train_state
+
   num_classes = int(config.data.get("num_classes", 0) or 1000)
   _, params, _ = train_state.model_fn_and_shapes(config, num_classes)
-  print(f"model: {config.model.name}  parameters: {train_state.parameter_count(params):,} "
-        f"({train_state.parameter_count(params) / 1e6:.2f}M, {num_classes} classes)")
+  print(
+    f"model: {config.model.name}  parameters: {train_state.parameter_count(params):,} "
+    f"({train_state.parameter_count(params) / 1e6:.2f}M, {num_classes} classes)"
+  )
   print(config)
 
 
 def main() -> int:
   from mixjax import config_check, config_loading
   from mixjax.log_filter import quiet_library_logs
+
   quiet_library_logs()
   config = config_loading.config_from_args(cli.ConfigArgs.spec, cli.ConfigArgs.overrides)
   paths.resolve_config_paths(config)
@@ -51,16 +62,23 @@ def main() -> int:
     dry_run(config)
     return 0
   if not _WORKDIR.value:
-    raise cli.UserError("--workdir is required (checkpoints, events and results.json go there).",
-                        hint="e.g. --workdir=runs/demo")
+    raise cli.UserError(
+      "--workdir is required (checkpoints, events and results.json go there).", hint="e.g. --workdir=runs/demo"
+    )
   compilation_cache.enable()
   from mixjax import multihost
+
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_MULTIHOST.value)
   from mixjax import train
+
   results = train.train_and_evaluate(
-      config, paths.absolute(_WORKDIR.value), auto_resume=_AUTO_RESUME.value,
-      resume_from=paths.absolute(_RESUME_FROM.value), load_checkpoint=paths.absolute(_LOAD_CHECKPOINT.value),
-      accept_config_change=_ACCEPT_CHANGE.value)
+    config,
+    paths.absolute(_WORKDIR.value),
+    auto_resume=_AUTO_RESUME.value,
+    resume_from=paths.absolute(_RESUME_FROM.value),
+    load_checkpoint=paths.absolute(_LOAD_CHECKPOINT.value),
+    accept_config_change=_ACCEPT_CHANGE.value,
+  )
   logging.info("results.json: status %s.", results["status"])
   return 0
 

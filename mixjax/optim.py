@@ -10,6 +10,7 @@ Three optimizers cover every table of the benchmark (OpenMixup spec §3):
 The schedule follows mmcv: a cosine from ``lr`` to ``min_lr`` (stepped per epoch or per iteration) multiplied by
 a linear warmup factor 1 − (1 − t/W)(1 − warmup_start_ratio) that always steps per iteration.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,11 @@ OPTIMIZERS = ("sgd", "adamw", "lamb")
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       name="sgd",
-      lr=0.1,                  # peak learning rate at `base_batch_size`
-      base_batch_size=256,     # lr is scaled by global_batch / base_batch_size (None: no scaling)
+      lr=0.1,  # peak learning rate at `base_batch_size`
+      base_batch_size=256,  # lr is scaled by global_batch / base_batch_size (None: no scaling)
       min_lr=0.0,
       warmup_epochs=0.0,
       warmup_start_ratio=1e-5,  # warmup starts at lr * ratio (mmcv's warmup_ratio)
@@ -41,10 +43,11 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       b2=0.999,
       eps=1e-8,
       weight_decay=1e-4,
-      wd_exclude_1d=False,     # no decay on any parameter with ndim <= 1 (all norms and biases)
-      wd_exclude=(),           # regexes searched in the '/'-joined parameter path (e.g. 'pos_embed')
-      grad_clip_norm=0.0,      # global-norm clipping before the optimizer (0: off)
-  ))
+      wd_exclude_1d=False,  # no decay on any parameter with ndim <= 1 (all norms and biases)
+      wd_exclude=(),  # regexes searched in the '/'-joined parameter path (e.g. 'pos_embed')
+      grad_clip_norm=0.0,  # global-norm clipping before the optimizer (0: off)
+    )
+  )
 
 
 def scaled_learning_rate(opt_cfg, global_batch_size: int) -> float:
@@ -54,8 +57,9 @@ def scaled_learning_rate(opt_cfg, global_batch_size: int) -> float:
   return float(opt_cfg.lr) * global_batch_size / float(opt_cfg.base_batch_size)
 
 
-def make_lr_schedule(opt_cfg, *, global_batch_size: int, steps_per_epoch: int, total_epochs: int
-                     ) -> Callable[[jax.Array], jax.Array]:
+def make_lr_schedule(
+  opt_cfg, *, global_batch_size: int, steps_per_epoch: int, total_epochs: int
+) -> Callable[[jax.Array], jax.Array]:
   """Warmup × cosine schedule as a function of the optimizer step."""
   peak = scaled_learning_rate(opt_cfg, global_batch_size)
   min_lr = float(opt_cfg.min_lr)
@@ -114,11 +118,11 @@ def weight_decay_mask(params, opt_cfg) -> Any:
 def _lamb_timm(schedule, *, b1, b2, eps, weight_decay, mask) -> optax.GradientTransformation:
   """timm-style LAMB (see module docstring): the trust ratio only on the decayed parameter group."""
   return optax.chain(
-      optax.clip_by_global_norm(1.0),
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.masked(optax.scale_by_trust_ratio(), mask),
-      optax.scale_by_learning_rate(schedule),
+    optax.clip_by_global_norm(1.0),
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    optax.add_decayed_weights(weight_decay, mask),
+    optax.masked(optax.scale_by_trust_ratio(), mask),
+    optax.scale_by_learning_rate(schedule),
   )
 
 
@@ -131,23 +135,36 @@ def make_optimizer(opt_cfg, params, schedule) -> optax.GradientTransformation:
   wd = float(opt_cfg.weight_decay)
   if name == "sgd":
     tx = optax.chain(
-        optax.add_decayed_weights(wd, mask),
-        optax.sgd(schedule, momentum=float(opt_cfg.momentum) or None, nesterov=bool(opt_cfg.nesterov)))
+      optax.add_decayed_weights(wd, mask),
+      optax.sgd(schedule, momentum=float(opt_cfg.momentum) or None, nesterov=bool(opt_cfg.nesterov)),
+    )
   elif name == "adamw":
-    tx = optax.adamw(schedule, b1=float(opt_cfg.b1), b2=float(opt_cfg.b2), eps=float(opt_cfg.eps),
-                     weight_decay=wd, mask=mask)
+    tx = optax.adamw(
+      schedule, b1=float(opt_cfg.b1), b2=float(opt_cfg.b2), eps=float(opt_cfg.eps), weight_decay=wd, mask=mask
+    )
   else:
-    tx = _lamb_timm(schedule, b1=float(opt_cfg.b1), b2=float(opt_cfg.b2), eps=float(opt_cfg.eps),
-                    weight_decay=wd, mask=mask)
+    tx = _lamb_timm(
+      schedule, b1=float(opt_cfg.b1), b2=float(opt_cfg.b2), eps=float(opt_cfg.eps), weight_decay=wd, mask=mask
+    )
   if opt_cfg.get("grad_clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(float(opt_cfg.grad_clip_norm)), tx)
   return tx
 
 
-def derived_optimizer(main_cfg, global_batch_size: int, params, *, steps_per_epoch: int, total_steps: int,
-                      lr: float | None = None, min_lr: float | None = None, warmup_epochs: float | None = None,
-                      momentum: float | None = None, schedule_by_epoch: bool | None = None,
-                      grad_clip_norm: float | None = None) -> tuple[optax.GradientTransformation, Callable]:
+def derived_optimizer(
+  main_cfg,
+  global_batch_size: int,
+  params,
+  *,
+  steps_per_epoch: int,
+  total_steps: int,
+  lr: float | None = None,
+  min_lr: float | None = None,
+  warmup_epochs: float | None = None,
+  momentum: float | None = None,
+  schedule_by_epoch: bool | None = None,
+  grad_clip_norm: float | None = None,
+) -> tuple[optax.GradientTransformation, Callable]:
   """An optimizer for a second network trained beside the classifier (AutoMix/SAMix's MixBlock): the
   classifier's optimizer kind and settings ``main_cfg`` with the given overrides (None keeps the classifier's
   value; ``lr`` None is the classifier's peak lr after batch scaling, never batch-scaled again).
@@ -171,6 +188,7 @@ def derived_optimizer(main_cfg, global_batch_size: int, params, *, steps_per_epo
     cfg.grad_clip_norm = float(grad_clip_norm)
   steps_per_epoch = max(1, steps_per_epoch)
   epochs = max(1, -(-total_steps // steps_per_epoch))
-  schedule = make_lr_schedule(cfg, global_batch_size=global_batch_size, steps_per_epoch=steps_per_epoch,
-                              total_epochs=epochs)
+  schedule = make_lr_schedule(
+    cfg, global_batch_size=global_batch_size, steps_per_epoch=steps_per_epoch, total_epochs=epochs
+  )
   return make_optimizer(cfg, params, 1.0), schedule

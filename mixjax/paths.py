@@ -3,6 +3,7 @@
 Orbax and TensorStore need absolute paths, and a run that changes directory later must still find its files,
 so every path flag and config path goes through :func:`absolute` once. Cloud paths (``gs://…``) pass through.
 """
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ A run that has not finished is marked ``†`` with its epochs done.
 (its section headings, row order and labels with 📖 and ``*``, the α column, the same columns; "-" and empty
 cells as there), so they can be diffed against ``../shared/reference/benchmark_tables.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def find_result_files(patterns: list[str]) -> list[str]:
       elif os.path.isdir(path):
         found += glob.glob(os.path.join(path, "**", "results.json"), recursive=True)
       else:
-        raise FileNotFoundError(f"--runs entry {pattern!r} is neither a run directory with results.json nor a "
-                                "folder containing runs.")
+        raise FileNotFoundError(
+          f"--runs entry {pattern!r} is neither a run directory with results.json nor a folder containing runs."
+        )
   return sorted(set(os.path.normpath(p) for p in found))
 
 
@@ -72,12 +74,14 @@ def load_run(path: str) -> Run:
     results = json.load(f)
   config = results.get("config") or {}
   recipe = config.get("recipe") or {}
-  return Run(path=os.path.dirname(path),
-             recipe=recipe.get("name") or "custom",
-             method=recipe.get("method") or _method_name(config),
-             model=recipe.get("model") or (config.get("model") or {}).get("name", "?"),
-             epochs=int(recipe.get("epochs") or results.get("total_epochs") or config.get("epochs") or 0),
-             results=results)
+  return Run(
+    path=os.path.dirname(path),
+    recipe=recipe.get("name") or "custom",
+    method=recipe.get("method") or _method_name(config),
+    model=recipe.get("model") or (config.get("model") or {}).get("name", "?"),
+    epochs=int(recipe.get("epochs") or results.get("total_epochs") or config.get("epochs") or 0),
+    results=results,
+  )
 
 
 def metric_for(run: Run, metric: str = "auto") -> str:
@@ -119,8 +123,11 @@ def render(runs: list[Run], metric: str = "auto") -> str:
     for r in members:
       by_cell.setdefault((r.method, r.model), []).append(r)
     fields = sorted({metric_for(r, metric) for r in members})
-    out += [f"### {recipe}, {epochs} epochs — top-1 (%) by {', '.join(fields)}; "
-            "in brackets: published (benchmark document; docs page for cells outside it), difference", ""]
+    out += [
+      f"### {recipe}, {epochs} epochs — top-1 (%) by {', '.join(fields)}; "
+      "in brackets: published (benchmark document; docs page for cells outside it), difference",
+      "",
+    ]
     out.append("| Method | " + " | ".join(tables.MODEL_LABELS.get(m, m) for m in models) + " |")
     out.append("|---|" + "---|" * len(models))
     for method in methods:
@@ -143,13 +150,17 @@ def render(runs: list[Run], metric: str = "auto") -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description="Benchmark tables from finished runs' results.json.")
-  parser.add_argument("--runs", nargs="+", action="extend", default=[],
-                      help="run dirs, folders of runs, or globs")
-  parser.add_argument("--published", action="store_true",
-                      help="print the benchmark document's published tables (its layout) and exit")
+  parser.add_argument("--runs", nargs="+", action="extend", default=[], help="run dirs, folders of runs, or globs")
+  parser.add_argument(
+    "--published", action="store_true", help="print the benchmark document's published tables (its layout) and exit"
+  )
   parser.add_argument("more_runs", nargs="*", help="more run dirs (so --runs=A B C works too)")
-  parser.add_argument("--metric", default="auto", choices=METRICS,
-                      help="auto: median of last 5/10 for CNN recipes, best for transformers (spec §5)")
+  parser.add_argument(
+    "--metric",
+    default="auto",
+    choices=METRICS,
+    help="auto: median of last 5/10 for CNN recipes, best for transformers (spec §5)",
+  )
   args = parser.parse_args(argv)
   if args.published:
     print(tables.document_markdown(tables.IMAGENET_TABLES), end="")

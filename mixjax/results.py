@@ -7,6 +7,7 @@ reference script's inclusive bound can take N+1). AutoMix/SAMix runs also hold t
 momentum encoder (``top1_momentum_*``); the reference reports the better of the two encoders, and so does
 :func:`reported_top1`.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,26 +21,32 @@ def _median_last(values: list[float], n: int) -> float | None:
   return float(statistics.median(values[-n:])) if values else None
 
 
-def summarize(history: list[dict], *, epochs_done: int, total_epochs: int, config_json: dict,
-              status: str, extra: dict | None = None) -> dict:
+def summarize(
+  history: list[dict], *, epochs_done: int, total_epochs: int, config_json: dict, status: str, extra: dict | None = None
+) -> dict:
   """The summary; ``extra`` adds keys such as ``reason`` (why a run failed), ``data_warnings``, ``preemption``."""
   top1 = [h["top1"] for h in history]
   momentum = [h["top1_momentum"] for h in history if "top1_momentum" in h]
   if momentum:  # AutoMix/SAMix: the momentum encoder k is evaluated beside the online encoder q
-    extra = {**(extra or {}), "top1_momentum_last": momentum[-1], "top1_momentum_best": max(momentum),
-             "top1_momentum_median_last5": _median_last(momentum, 5),
-             "top1_momentum_median_last10": _median_last(momentum, 10)}
-  return {**(extra or {}),
-      "status": status,
-      "epochs_done": epochs_done,
-      "total_epochs": total_epochs,
-      "top1_last": top1[-1] if top1 else None,
-      "top1_best": max(top1) if top1 else None,
-      "top1_median_last5": _median_last(top1, 5),
-      "top1_median_last10": _median_last(top1, 10),
-      "top5_last": history[-1]["top5"] if history else None,
-      "history": history,
-      "config": config_json,
+    extra = {
+      **(extra or {}),
+      "top1_momentum_last": momentum[-1],
+      "top1_momentum_best": max(momentum),
+      "top1_momentum_median_last5": _median_last(momentum, 5),
+      "top1_momentum_median_last10": _median_last(momentum, 10),
+    }
+  return {
+    **(extra or {}),
+    "status": status,
+    "epochs_done": epochs_done,
+    "total_epochs": total_epochs,
+    "top1_last": top1[-1] if top1 else None,
+    "top1_best": max(top1) if top1 else None,
+    "top1_median_last5": _median_last(top1, 5),
+    "top1_median_last10": _median_last(top1, 10),
+    "top5_last": history[-1]["top5"] if history else None,
+    "history": history,
+    "config": config_json,
   }
 
 

@@ -10,6 +10,7 @@ while its heartbeat is younger than :data:`STALE_AFTER_S`; a restarted job on a 
 the training trajectory (everything except :data:`HARMLESS_KEYS`) must match, else :class:`ConfigChangedError`
 lists the differences and the two ways out; harmless differences are logged and allowed.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -30,10 +31,24 @@ LOCK_NAME = ".lock"
 # Settings that do not change the sequence of parameters a run goes through: logging, evaluation and checkpoint
 # cadence, where the data lives, how fast it is read, early stopping for smoke runs.
 HARMLESS_KEYS = (
-    "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "checkpoint_every_steps",
-    "keep_checkpoints", "log_mixed_samples", "prefetch_to_device", "max_steps", "eval_batch_size",
-    "data.data_dir", "data.folder_root", "data.prefetch", "data.num_parallel_calls", "data.cache",
-    "data.skip_corrupt", "data.pp_eval", "data.eval_split", "recipe.report_metric",
+  "log_every_steps",
+  "eval_every_epochs",
+  "checkpoint_every_epochs",
+  "checkpoint_every_steps",
+  "keep_checkpoints",
+  "log_mixed_samples",
+  "prefetch_to_device",
+  "max_steps",
+  "eval_batch_size",
+  "data.data_dir",
+  "data.folder_root",
+  "data.prefetch",
+  "data.num_parallel_calls",
+  "data.cache",
+  "data.skip_corrupt",
+  "data.pp_eval",
+  "data.eval_split",
+  "recipe.report_metric",
 )
 
 
@@ -67,8 +82,10 @@ class WorkdirLock:
     except OSError:
       holder = _read(fd)
       os.close(fd)
-      raise WorkdirLockedError(f"{os.path.dirname(self.path)} is in use by another run ({_describe(holder)}).",
-                               hint="wait for it to end or stop it, or give this run another --workdir") from None
+      raise WorkdirLockedError(
+        f"{os.path.dirname(self.path)} is in use by another run ({_describe(holder)}).",
+        hint="wait for it to end or stop it, or give this run another --workdir",
+      ) from None
     previous = _read(fd)
     if previous:
       age = time.time() - float(previous.get("heartbeat", 0))
@@ -76,9 +93,10 @@ class WorkdirLock:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
         raise WorkdirLockedError(
-            f"{os.path.dirname(self.path)} is in use by a run on another host ({_describe(previous)}, last "
-            f"heartbeat {age:.0f} s ago).",
-            hint=f"if that run is dead, wait {STALE_AFTER_S - age:.0f} s or delete {self.path}")
+          f"{os.path.dirname(self.path)} is in use by a run on another host ({_describe(previous)}, last "
+          f"heartbeat {age:.0f} s ago).",
+          hint=f"if that run is dead, wait {STALE_AFTER_S - age:.0f} s or delete {self.path}",
+        )
       logging.warning("Took over the lock of a run that is no longer alive (%s).", _describe(previous))
     self._fd = fd
     self._record = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
@@ -165,8 +183,9 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> tupl
   return changing, harmless
 
 
-def check_resume_config(saved: Mapping[str, Any] | None, new: Mapping[str, Any], *, where: str,
-                        accept_change: bool) -> None:
+def check_resume_config(
+  saved: Mapping[str, Any] | None, new: Mapping[str, Any], *, where: str, accept_change: bool
+) -> None:
   """Refuses a resume whose config changes the trajectory (unless ``accept_change``); logs harmless changes."""
   if not saved:
     return
@@ -179,5 +198,6 @@ def check_resume_config(saved: Mapping[str, Any] | None, new: Mapping[str, Any],
     logging.warning("Resuming with a changed config (--accept_config_change): %s", "; ".join(changing))
     return
   raise ConfigChangedError(
-      f"The config differs from the one {where} was trained with: {'; '.join(changing)}.",
-      hint="use a new --workdir for a new run, or pass --accept_config_change to resume with the change")
+    f"The config differs from the one {where} was trained with: {'; '.join(changing)}.",
+    hint="use a new --workdir for a new run, or pass --accept_config_change to resume with the change",
+  )

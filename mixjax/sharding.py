@@ -4,6 +4,7 @@ One mesh axis, ``data``, spans every device of every process. The train state is
 along their leading axis. Each process contributes its host-local slice of the global batch through
 ``jax.make_array_from_process_local_data``, so the same code runs on one CPU, one GPU box or a TPU pod.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,7 @@ from mixjax.constants import DATA_AXIS  # noqa: F401  (re-exported: sharding.DAT
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D data-parallel mesh over ``devices`` (default: all devices of all processes)."""
   if devices is None:
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
   return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
@@ -40,11 +40,11 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   if global_batch_size % n:
     lower = (global_batch_size // n) * n
     raise ConfigError(
-        f"Global batch size {global_batch_size} is not divisible by the {n} devices of the mesh; use a multiple "
-        f"of {n} (e.g. --config.batch_size={max(n, lower)} or {lower + n}).")
+      f"Global batch size {global_batch_size} is not divisible by the {n} devices of the mesh; use a multiple "
+      f"of {n} (e.g. --config.batch_size={max(n, lower)} or {lower + n})."
+    )
   if global_batch_size % jax.process_count():
-    raise ConfigError(f"Global batch size {global_batch_size} is not divisible by the "
-                     f"{jax.process_count()} processes.")
+    raise ConfigError(f"Global batch size {global_batch_size} is not divisible by the {jax.process_count()} processes.")
 
 
 def host_batch_to_global(batch: dict, mesh: Mesh) -> dict:

@@ -11,6 +11,7 @@ Run-directory safety: the run holds ``<workdir>/.lock`` (a second run on it refu
 config it was trained with (:mod:`mixjax.run_dir`), a checkpoint that fails to restore is moved aside and the
 previous one used, and a failed save stops the run with ``results.json`` saying why.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,6 +77,7 @@ class _PreemptionFlag:
 @dataclasses.dataclass
 class _Schedule:
   """When the loop evaluates and saves (the predicates are the whole policy)."""
+
   steps_per_epoch: int
   total_steps: int
   eval_every_epochs: int
@@ -87,8 +89,9 @@ class _Schedule:
     return step % self.steps_per_epoch == 0
 
   def should_eval(self, step: int) -> bool:
-    return self.epoch_end(step) and ((step // self.steps_per_epoch) % self.eval_every_epochs == 0
-                                     or step == self.total_steps)
+    return self.epoch_end(step) and (
+      (step // self.steps_per_epoch) % self.eval_every_epochs == 0 or step == self.total_steps
+    )
 
   def should_save(self, step: int, preempted: bool) -> bool:
     if preempted or step == self.total_steps:
@@ -98,7 +101,7 @@ class _Schedule:
     return bool(self.checkpoint_every_steps) and step % self.checkpoint_every_steps == 0
 
   def should_log(self, step: int, preempted: bool) -> bool:
-    return (step % self.log_every_steps == 0 or self.epoch_end(step) or preempted or step == self.total_steps)
+    return step % self.log_every_steps == 0 or self.epoch_end(step) or preempted or step == self.total_steps
 
 
 def _write_mixed_samples(writer, mixed_batch_fn, batch, config, step: int) -> None:
@@ -109,13 +112,19 @@ def _write_mixed_samples(writer, mixed_batch_fn, batch, config, step: int) -> No
   mix = jax.jit(mixed_batch_fn)(jnp.asarray(step, jnp.int32), batch)
   local = np.asarray(mix.images.addressable_shards[0].data)[:n]
   if jax.process_index() == 0:
-    writer.write_images(step, {"train/mixed_samples": np.asarray(
-        denormalize_images(jnp.asarray(local), config.data))})
+    writer.write_images(step, {"train/mixed_samples": np.asarray(denormalize_images(jnp.asarray(local), config.data))})
 
 
-def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume_from: str | None = None,
-                       load_checkpoint: str | None = None, accept_config_change: bool = False,
-                       devices=None) -> dict:
+def train_and_evaluate(
+  config,
+  workdir: str,
+  *,
+  auto_resume: bool = True,
+  resume_from: str | None = None,
+  load_checkpoint: str | None = None,
+  accept_config_change: bool = False,
+  devices=None,
+) -> dict:
   """Trains ``config`` in ``workdir`` (resuming from its checkpoints by default) and returns results.json.
 
   ``devices`` restricts the mesh to some devices (default: all devices of all processes). Relative paths are
@@ -128,8 +137,11 @@ def train_and_evaluate(config, workdir: str, *, auto_resume: bool = True, resume
   os.makedirs(workdir, exist_ok=True)
   with run_dir.WorkdirLock(workdir, enabled=is_main) as lock:
     return _Run(config, workdir, lock=lock, devices=devices).run(
-        auto_resume=auto_resume, resume_from=paths.absolute(resume_from),
-        load_checkpoint=paths.absolute(load_checkpoint), accept_config_change=accept_config_change)
+      auto_resume=auto_resume,
+      resume_from=paths.absolute(resume_from),
+      load_checkpoint=paths.absolute(load_checkpoint),
+      accept_config_change=accept_config_change,
+    )
 
 
 class _Run:
@@ -151,21 +163,33 @@ class _Run:
     total_steps = steps_per_epoch * config.epochs
     if config.get("max_steps"):  # stop early (smoke tests, profiling); the schedule still spans epochs
       total_steps = min(total_steps, int(config.max_steps))
-    self.schedule = _Schedule(steps_per_epoch, total_steps, config.eval_every_epochs,
-                              config.checkpoint_every_epochs, config.get("checkpoint_every_steps") or 0,
-                              config.log_every_steps)
+    self.schedule = _Schedule(
+      steps_per_epoch,
+      total_steps,
+      config.eval_every_epochs,
+      config.checkpoint_every_epochs,
+      config.get("checkpoint_every_steps") or 0,
+      config.log_every_steps,
+    )
     eval_batch_size = config.get("eval_batch_size") or config.batch_size
     check_batch_size(eval_batch_size, self.mesh)
     self.eval_batches, _ = data.make_eval_iterator(config.data, global_batch_size=eval_batch_size)
     for warning in self.info.warnings:
       logging.warning("Data: %s", warning)
-    logging.info("Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.", self.info.name,
-                 self.info.num_train_examples, self.info.num_eval_examples, self.info.num_classes, steps_per_epoch,
-                 total_steps)
+    logging.info(
+      "Dataset %s: %d train / %d eval examples, %d classes; %d steps/epoch, %d steps.",
+      self.info.name,
+      self.info.num_train_examples,
+      self.info.num_eval_examples,
+      self.info.num_classes,
+      steps_per_epoch,
+      total_steps,
+    )
 
     # ---------------------------------------------------------------- model & optimizer
-    self.fns = build_step_functions(config, mesh=self.mesh, num_classes=self.info.num_classes,
-                                    steps_per_epoch=steps_per_epoch)
+    self.fns = build_step_functions(
+      config, mesh=self.mesh, num_classes=self.info.num_classes, steps_per_epoch=steps_per_epoch
+    )
     logging.info("Model %s: %.3fM parameters.", config.model.name, self.fns.num_params / 1e6)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2))
     self.use_ema = bool(config.ema.get("decay", 0.0))
@@ -174,13 +198,15 @@ class _Run:
     self.extra: dict[str, Any] = {"data_warnings": list(self.info.warnings)} if self.info.warnings else {}
 
   # ------------------------------------------------------------------ restore
-  def restore(self, *, auto_resume: bool, resume_from: str | None, load_checkpoint: str | None,
-              accept_config_change: bool) -> None:
+  def restore(
+    self, *, auto_resume: bool, resume_from: str | None, load_checkpoint: str | None, accept_config_change: bool
+  ) -> None:
     config, abstract_state = self.config, self.fns.abstract_state
 
     def check_meta(meta: dict, step: int) -> None:
-      run_dir.check_resume_config(meta.get("config"), self.config_json, where=f"the checkpoint at step {step}",
-                                  accept_change=accept_config_change)
+      run_dir.check_resume_config(
+        meta.get("config"), self.config_json, where=f"the checkpoint at step {step}", accept_change=accept_config_change
+      )
 
     meta: dict[str, Any] = {}
     if resume_from:
@@ -190,16 +216,18 @@ class _Run:
       self.state, meta = source.restore(step, abstract_state)
       logging.info("Resumed the full train state from %s step %d.", directory, step)
     elif auto_resume and self.ckpt.all_steps():
-      self.state, meta, step = self.ckpt.restore_newest_intact(abstract_state, check_meta=check_meta,
-                                                               warn=logging.warning)
+      self.state, meta, step = self.ckpt.restore_newest_intact(
+        abstract_state, check_meta=check_meta, warn=logging.warning
+      )
       logging.info("Auto-resumed from %s step %d.", self.ckpt.directory, step)
     else:
       self.state = self.fns.init_state()
       if load_checkpoint:
         directory, step = locate_checkpoint(load_checkpoint)
         loaded, _ = Checkpointer(directory, read_only=True).restore(step, abstract_state)
-        self.state = self.state.replace(params=loaded.params, batch_stats=loaded.batch_stats,
-                                        ema_params=loaded.ema_params if config.ema.decay else {})
+        self.state = self.state.replace(
+          params=loaded.params, batch_stats=loaded.batch_stats, ema_params=loaded.ema_params if config.ema.decay else {}
+        )
         logging.info("Loaded weights (fresh optimizer) from %s step %d.", directory, step)
     self.history = list(meta.get("history", []))
     if self.is_main:
@@ -219,22 +247,42 @@ class _Run:
     for name, (variant_params, variant_stats) in self.fns.eval_variants(state).items():
       entry[f"top1_{name}"] = scalars[f"eval/top1_{name}"] = self._evaluate(variant_params, variant_stats)["top1"]
     self.writer.write_scalars(step, scalars)
-    logging.info("Epoch %d (step %d): eval top-1 %.2f%%, top-5 %.2f%% on %d examples (%.1fs).", epoch, step,
-                 result["top1"], result["top5"], result["count"], time.time() - t0)
+    logging.info(
+      "Epoch %d (step %d): eval top-1 %.2f%%, top-5 %.2f%% on %d examples (%.1fs).",
+      epoch,
+      step,
+      result["top1"],
+      result["top5"],
+      result["count"],
+      time.time() - t0,
+    )
     return entry
 
   def _evaluate(self, params, batch_stats) -> dict:
-    return run_evaluation(self.fns.eval_step, params, batch_stats,
-                          prefetch_to_device(self.eval_batches(), self.mesh))
+    return run_evaluation(self.fns.eval_step, params, batch_stats, prefetch_to_device(self.eval_batches(), self.mesh))
 
   def save(self, step: int) -> None:
-    self.ckpt.save(step, self.state, {"step": step, "epoch": step // self.schedule.steps_per_epoch,
-                                      "history": self.history, "config": self.config_json})
+    self.ckpt.save(
+      step,
+      self.state,
+      {
+        "step": step,
+        "epoch": step // self.schedule.steps_per_epoch,
+        "history": self.history,
+        "config": self.config_json,
+      },
+    )
 
   def write_summary(self, status: str, **extra) -> dict:
     epochs_done = int(jax.device_get(self.state.step)) // self.schedule.steps_per_epoch
-    results = summarize(self.history, epochs_done=epochs_done, total_epochs=self.config.epochs,
-                        config_json=self.config_json, status=status, extra={**self.extra, **extra})
+    results = summarize(
+      self.history,
+      epochs_done=epochs_done,
+      total_epochs=self.config.epochs,
+      config_json=self.config_json,
+      status=status,
+      extra={**self.extra, **extra},
+    )
     if self.is_main:
       write_results(self.workdir, results)
     return results
@@ -262,12 +310,17 @@ class _Run:
     if start_step >= schedule.total_steps:
       logging.info("All %d steps are already done in %s; nothing to train.", schedule.total_steps, self.workdir)
       return "completed", {}
-    report = periodic_actions.ReportProgress(num_train_steps=schedule.total_steps,
-                                             writer=self.writer if self.is_main else None, every_secs=30.0)
+    report = periodic_actions.ReportProgress(
+      num_train_steps=schedule.total_steps, writer=self.writer if self.is_main else None, every_secs=30.0
+    )
     metrics_log = _MetricsLog(self, start_step)
     train_iter = prefetch_to_device(
-        data.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
-                                 start_step=start_step), self.mesh, size=config.get("prefetch_to_device", 2))
+      data.make_train_iterator(
+        config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step
+      ),
+      self.mesh,
+      size=config.get("prefetch_to_device", 2),
+    )
     in_flight, train_step = None, fns.train_step
     with _PreemptionFlag() as preemption:
       for step in range(start_step + 1, schedule.total_steps + 1):
@@ -303,16 +356,20 @@ class _Run:
         if schedule.should_save(step, preempted):
           self.save(step)
         if preempted:
-          logging.warning("Preemption notice (SIGTERM) received during step %s: checkpointed step %d, exiting.",
-                          preemption.step_at_signal, step)
+          logging.warning(
+            "Preemption notice (SIGTERM) received during step %s: checkpointed step %d, exiting.",
+            preemption.step_at_signal,
+            step,
+          )
           return "preempted", {"signal_step": preemption.step_at_signal, "saved_step": step}
     return "completed", {}
 
   def _compile(self, train_step, batch):
     """Compiles the step ahead of its first call (the shardings are explicit, so the executable serves every
     step) and logs how long it took: minutes for a big model on a CPU, seconds from the compilation cache."""
-    logging.info("Compiling the train step (minutes for a large model on a CPU; seconds when the compilation "
-                 "cache has it)...")
+    logging.info(
+      "Compiling the train step (minutes for a large model on a CPU; seconds when the compilation cache has it)..."
+    )
     t0 = time.time()
     compiled = train_step.lower(self.state, batch).compile()
     seconds = time.time() - t0
@@ -323,15 +380,17 @@ class _Run:
   def finish(self, status: str, stop: dict) -> dict:
     schedule = self.schedule
     self.ckpt.wait()
-    if status == "completed" and int(jax.device_get(self.state.step)) >= schedule.total_steps and (
-        not self.history or self.history[-1]["step"] < schedule.total_steps):
+    if (
+      status == "completed"
+      and int(jax.device_get(self.state.step)) >= schedule.total_steps
+      and (not self.history or self.history[-1]["step"] < schedule.total_steps)
+    ):
       self.history.append(self.evaluate(schedule.total_steps // schedule.steps_per_epoch, schedule.total_steps))
     results = self.write_summary(status, **({"preemption": stop} if stop else {}))
     self.writer.flush()
     self.ckpt.close()
     if self.history:
-      logging.info("Done (%s): top-1 last %.2f%%, best %.2f%%.", status, results["top1_last"],
-                   results["top1_best"])
+      logging.info("Done (%s): top-1 last %.2f%%, best %.2f%%.", status, results["top1_last"], results["top1_best"])
     return results
 
 
@@ -357,16 +416,16 @@ class _MetricsLog:
       ckpt = self.run.ckpt
       ckpt.wait()
       raise NonFiniteLossError(
-          f"Training loss became {losses_seen[~np.isfinite(losses_seen)][0]} at step {bad}. The run stopped; the "
-          f"last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept and was not overwritten.",
-          hint="lower the learning rate (--config.optimizer.lr), enable clipping (--config.optimizer.grad_clip_norm"
-               "=1.0) or use float32 compute, then rerun the same command to resume from it")
+        f"Training loss became {losses_seen[~np.isfinite(losses_seen)][0]} at step {bad}. The run stopped; the "
+        f"last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept and was not overwritten.",
+        hint="lower the learning rate (--config.optimizer.lr), enable clipping (--config.optimizer.grad_clip_norm"
+        "=1.0) or use float32 compute, then rerun the same command to resume from it",
+      )
     now = time.time()
     seconds, steps = now - self.last[0], step - self.last[1]
     self.last = (now, step)
     keys = ["loss", "top1", "grad_norm"] + [k for k in fetched[-1] if k.startswith("mix/")]
-    scalars = {(k if k.startswith("mix/") else f"train/{k}"): float(np.mean([m[k] for m in fetched]))
-               for k in keys}
+    scalars = {(k if k.startswith("mix/") else f"train/{k}"): float(np.mean([m[k] for m in fetched])) for k in keys}
     scalars["train/top1"] *= 100.0
     scalars["train/lr"] = float(fetched[-1]["lr"])
     if steps > 0 and seconds > 0:

@@ -4,6 +4,7 @@ The model is an NNX module, but inside ``jax.jit`` we treat it functionally: its
 its parameters and BatchNorm statistics travel as plain nested dicts in ``TrainState``. Plain dicts keep Optax
 masks, Orbax checkpoints and parameter paths simple and independent of Flax internals.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,11 +23,11 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @struct.dataclass
 class TrainState:
-  step: jax.Array          # optimizer steps taken (int32 scalar)
-  params: Any              # nested dict of float32 parameters
-  batch_stats: Any         # nested dict of BatchNorm running statistics ({} for norm-free models)
+  step: jax.Array  # optimizer steps taken (int32 scalar)
+  params: Any  # nested dict of float32 parameters
+  batch_stats: Any  # nested dict of BatchNorm running statistics ({} for norm-free models)
   opt_state: Any
-  ema_params: Any          # EMA of params, or {} when EMA is off
+  ema_params: Any  # EMA of params, or {} when EMA is off
   aux: Any = struct.field(default_factory=dict)  # state of a model-aware mixing method (e.g. AutoMix's MixBlock)
 
 
@@ -48,8 +49,10 @@ def _split_model(model: nnx.Module):
   graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
   leftovers = jax.tree.leaves(rest)
   if leftovers:
-    raise TypeError(f"Model {type(model).__name__} holds state other than Param/BatchStat ({rest}); models must "
-                    "take their random streams at call time (rngs=...) instead of storing them.")
+    raise TypeError(
+      f"Model {type(model).__name__} holds state other than Param/BatchStat ({rest}); models must "
+      "take their random streams at call time (rngs=...) instead of storing them."
+    )
   return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
 
 
@@ -77,8 +80,14 @@ def make_init_fn(config, num_classes: int, tx: optax.GradientTransformation, ini
     aux = {}
     if init_aux is not None:
       aux = init_aux(jax.random.fold_in(jax.random.key(config.seed), 0x7FFFFFFF), params, batch_stats)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), ema_params=params if use_ema else {}, aux=aux)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      ema_params=params if use_ema else {},
+      aux=aux,
+    )
 
   return init
 

@@ -26,6 +26,7 @@ about 18 s once the compiled programs are cached. The command compiles with LLVM
 programs run on four small photos, so compiling them well costs more than it saves) and keeps compiled programs
 in the persistent compilation cache (``--compilation_cache_dir``), so a second run takes seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,9 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 IMAGENET_MEAN = (np.asarray(constants.IMAGENET_MEAN) / 255).astype(np.float32)
 IMAGENET_STD = (np.asarray(constants.IMAGENET_STD) / 255).astype(np.float32)
 
-DEFAULT_SIZE = 96          # a multiple of 32 (PuzzleMix's label grids need it)
+DEFAULT_SIZE = 96  # a multiple of 32 (PuzzleMix's label grids need it)
 DEFAULT_TRIES = 32
-LAM_RANGE = (0.3, 0.7)     # λ of a shown draw, where the method lets some draw have it
+LAM_RANGE = (0.3, 0.7)  # λ of a shown draw, where the method lets some draw have it
 # A tile "differs" from a photo where at least this share of its pixels differ by more than 4/255.
 CHANGED_SHARE = 0.03
 CHANGED_LEVEL = 4 / 255
@@ -66,15 +67,15 @@ def load_photos(size: int, names: Sequence[str] = PHOTOS) -> np.ndarray:
   """[N, size, size, 3] float32 in [0, 1]: centre-cropped, resized photos."""
   import skimage.data
   import skimage.transform
+
   out = []
   for name in names:
     photo = getattr(skimage.data, name)()[..., :3].astype(np.float32) / 255.0
     h, w = photo.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = photo[top:top + side, left:left + side]
-    out.append(skimage.transform.resize(square, (size, size), order=1,
-                                        anti_aliasing=True))
+    square = photo[top : top + side, left : left + side]
+    out.append(skimage.transform.resize(square, (size, size), order=1, anti_aliasing=True))
   return np.stack(out).astype(np.float32)
 
 
@@ -93,6 +94,7 @@ def _picture_fn(entry) -> Callable:
   classifier's optimizer)."""
   if entry.name in ("automix", "samix"):
     from mixjax import automix_preview
+
     return functools.partial(automix_preview.mixes_fn, entry.fn)
   return entry.step.picture_fn
 
@@ -106,6 +108,7 @@ def drawer(method: str, photos: np.ndarray, alpha: float = 1.0, **picture_kwargs
   """
   import jax
   from mixjax import mixing
+
   labels = jax.numpy.asarray(np.eye(len(photos), dtype=np.float32))
   normalised = jax.numpy.asarray((photos - IMAGENET_MEAN) / IMAGENET_STD)
   entry = mixing.get_method(method)
@@ -134,9 +137,13 @@ def tile_mixes(images: np.ndarray, photos: np.ndarray, result) -> np.ndarray:
   own = np.argmax(np.asarray(result.labels_a), axis=1)
   partner = np.argmax(np.asarray(result.labels_b), axis=1)
   h, w = images.shape[1:3]
-  photos = photos[:, :h, :w]            # ViT pictures may crop to whole patches
-  return np.array([own[i] != partner[i] and _differs(images[i], photos[own[i]])
-                   and _differs(images[i], photos[partner[i]]) for i in range(len(images))])
+  photos = photos[:, :h, :w]  # ViT pictures may crop to whole patches
+  return np.array(
+    [
+      own[i] != partner[i] and _differs(images[i], photos[own[i]]) and _differs(images[i], photos[partner[i]])
+      for i in range(len(images))
+    ]
+  )
 
 
 def lam_in_range(result) -> np.ndarray:
@@ -173,19 +180,20 @@ def tile_caption(result, i: int, names: Sequence[str] = PHOTOS) -> str:
 @dataclasses.dataclass
 class Row:
   """One method's row, exactly as drawn."""
+
   method: str
-  title: str                 # the row title (method, key used, and what the picture shows when not obvious)
-  seed: int                  # the draw shown was made with jax.random.key(seed)
-  images: np.ndarray         # [N, H, W, 3] in [0, 1]
-  result: object             # the method's MixResult for the row (host arrays)
+  title: str  # the row title (method, key used, and what the picture shows when not obvious)
+  seed: int  # the draw shown was made with jax.random.key(seed)
+  images: np.ndarray  # [N, H, W, 3] in [0, 1]
+  result: object  # the method's MixResult for the row (host arrays)
   captions: tuple[str, ...]  # one per tile, from tile_caption(result, i)
-  mixed: np.ndarray          # [N] bool, tile_mixes
-  mixes_pixels: bool         # False: the tiles are a stand-in (feature-level method) or no mix (vanilla)
+  mixed: np.ndarray  # [N] bool, tile_mixes
+  mixes_pixels: bool  # False: the tiles are a stand-in (feature-level method) or no mix (vanilla)
 
 
-def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = DEFAULT_TRIES,
-                **picture_kwargs) -> Row:
+def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = DEFAULT_TRIES, **picture_kwargs) -> Row:
   from mixjax import mixing
+
   entry = mixing.get_method(method)
   note = NOT_MIXING.get(method, entry.step.picture_note)
   mixes_features = entry.step.mixes_features
@@ -201,12 +209,21 @@ def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = 
     note += f" (here trained {steps} steps on these photos)"
   title = f"{method} (key {s})" + (f" — {note}" if note else "")
   captions = tuple(tile_caption(result, i) for i in range(len(images)))
-  return Row(method=method, title=title, seed=s, images=images, result=result, captions=captions, mixed=mixed,
-             mixes_pixels=not (mixes_features or method in NOT_MIXING))
+  return Row(
+    method=method,
+    title=title,
+    seed=s,
+    images=images,
+    result=result,
+    captions=captions,
+    mixed=mixed,
+    mixes_pixels=not (mixes_features or method in NOT_MIXING),
+  )
 
 
-def build_rows(methods: Sequence[str], *, size: int = DEFAULT_SIZE, seed: int = 0, tries: int = DEFAULT_TRIES,
-               **picture_kwargs) -> list[Row]:
+def build_rows(
+  methods: Sequence[str], *, size: int = DEFAULT_SIZE, seed: int = 0, tries: int = DEFAULT_TRIES, **picture_kwargs
+) -> list[Row]:
   photos = load_photos(size)
   return [picture_row(m, photos, seed=seed, tries=tries, **picture_kwargs) for m in methods]
 
@@ -214,25 +231,37 @@ def build_rows(methods: Sequence[str], *, size: int = DEFAULT_SIZE, seed: int = 
 def figure(rows: Sequence[Row]):
   """The matplotlib figure of ``rows`` (rows: methods, columns: photos)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   cols = max(len(r.captions) for r in rows)
   height = HEADER_H_IN + ROW_H_IN * len(rows)
   fig = plt.figure(figsize=(TILE_W_IN * cols, height), dpi=DPI)
-  fig.text(0.5, 1 - 0.12 / height, "λ: weight of the tile's own photo.  Label weights: the target the sample is "
-           "trained with.", ha="center", va="top", fontsize=8)
-  fig.text(0.5, 1 - 0.3 / height, f"Each row: the first of --tries keys whose tiles all mix two photos with λ in "
-           f"[{LAM_RANGE[0]}, {LAM_RANGE[1]}] (else the best).", ha="center", va="top", fontsize=7)
+  fig.text(
+    0.5,
+    1 - 0.12 / height,
+    "λ: weight of the tile's own photo.  Label weights: the target the sample is trained with.",
+    ha="center",
+    va="top",
+    fontsize=8,
+  )
+  fig.text(
+    0.5,
+    1 - 0.3 / height,
+    f"Each row: the first of --tries keys whose tiles all mix two photos with λ in "
+    f"[{LAM_RANGE[0]}, {LAM_RANGE[1]}] (else the best).",
+    ha="center",
+    va="top",
+    fontsize=7,
+  )
   top = 1 - HEADER_H_IN / height
   row_h = ROW_H_IN / height
   for r, row in enumerate(rows):
     y0 = top - (r + 1) * row_h
-    fig.text(0.01, y0 + row_h - 0.05 / height, row.title, ha="left", va="top", fontsize=7.5,
-             fontweight="bold")
+    fig.text(0.01, y0 + row_h - 0.05 / height, row.title, ha="left", va="top", fontsize=7.5, fontweight="bold")
     for c, caption in enumerate(row.captions):
-      ax = fig.add_axes([c / cols + 0.06 / cols, y0 + 0.02 / height, 0.88 / cols,
-                         row_h - 0.75 / height])
+      ax = fig.add_axes([c / cols + 0.06 / cols, y0 + 0.02 / height, 0.88 / cols, row_h - 0.75 / height])
       ax.imshow(row.images[c])
       ax.set_xticks([])
       ax.set_yticks([])
@@ -240,10 +269,18 @@ def figure(rows: Sequence[Row]):
   return fig
 
 
-def render(methods: Sequence[str], out: str, *, size: int = DEFAULT_SIZE, seed: int = 0,
-           tries: int = DEFAULT_TRIES, **picture_kwargs) -> list[Row]:
+def render(
+  methods: Sequence[str],
+  out: str,
+  *,
+  size: int = DEFAULT_SIZE,
+  seed: int = 0,
+  tries: int = DEFAULT_TRIES,
+  **picture_kwargs,
+) -> list[Row]:
   """Writes a PNG grid (rows: methods, columns: photos) to ``out``; returns the rows drawn."""
   import matplotlib.pyplot as plt
+
   rows = build_rows(methods, size=size, seed=seed, tries=tries, **picture_kwargs)
   fig = figure(rows)
   fig.savefig(out, dpi=DPI)
@@ -264,26 +301,31 @@ def _fast_compiles() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   from mixjax import compilation_cache, mixing
+
   parser = argparse.ArgumentParser(
-      prog="python -m mixjax.visualize",
-      description="Render mixed samples of scikit-image photographs.")
-  parser.add_argument("--method", required=True,
-                      help="a method name or 'all'; valid: "
-                      + ", ".join(mixing.list_methods()))
-  parser.add_argument("--out", default=None,
-                      help="PNG path (default: mix_<method>.png)")
-  parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                      help="side of each photo in pixels, a multiple of 32")
+    prog="python -m mixjax.visualize", description="Render mixed samples of scikit-image photographs."
+  )
+  parser.add_argument(
+    "--method", required=True, help="a method name or 'all'; valid: " + ", ".join(mixing.list_methods())
+  )
+  parser.add_argument("--out", default=None, help="PNG path (default: mix_<method>.png)")
+  parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="side of each photo in pixels, a multiple of 32")
   parser.add_argument("--seed", type=int, default=0, help="first key tried for each row")
-  parser.add_argument("--tries", type=int, default=DEFAULT_TRIES,
-                      help="keys tried per row to find a draw whose tiles all show a mix")
-  parser.add_argument("--automix_steps", type=int, default=None,
-                      help="train steps of the AutoMix/SAMix picture's networks on the photos before mixing "
-                      "(default 0: an untrained MixBlock; training adds about half a minute per method)")
-  parser.add_argument("--compilation_cache_dir",
-                      default=os.environ.get("JAX_COMPILATION_CACHE_DIR")
-                      or os.path.join("~", ".cache", "mixjax", "jax_cache"),
-                      help="persistent compilation cache; empty turns it off")
+  parser.add_argument(
+    "--tries", type=int, default=DEFAULT_TRIES, help="keys tried per row to find a draw whose tiles all show a mix"
+  )
+  parser.add_argument(
+    "--automix_steps",
+    type=int,
+    default=None,
+    help="train steps of the AutoMix/SAMix picture's networks on the photos before mixing "
+    "(default 0: an untrained MixBlock; training adds about half a minute per method)",
+  )
+  parser.add_argument(
+    "--compilation_cache_dir",
+    default=os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join("~", ".cache", "mixjax", "jax_cache"),
+    help="persistent compilation cache; empty turns it off",
+  )
   args = parser.parse_args(argv)
   if args.size < 32 or args.size % 32:
     parser.error(f"--size must be a positive multiple of 32 (PuzzleMix's label grids), got {args.size}")
@@ -299,5 +341,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  _fast_compiles()   # only for the command: a program importing main() keeps its own XLA settings
+  _fast_compiles()  # only for the command: a program importing main() keeps its own XLA settings
   sys.exit(main())

@@ -1,4 +1,5 @@
 """Shared helpers for the end-to-end tests: running the real CLI in subprocesses and reading checkpoints."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,18 @@ import orbax.checkpoint as ocp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small, fast variant of the demo: a width-8 ResNet-18 for 2 epochs of the digits (11 steps each).
-FAST_OVERRIDES = ("--config.model.width=8", "--config.epochs=2", "--config.log_every_steps=5",
-                  "--config.log_mixed_samples=0")
+FAST_OVERRIDES = (
+  "--config.model.width=8",
+  "--config.epochs=2",
+  "--config.log_every_steps=5",
+  "--config.log_mixed_samples=0",
+)
 
 
 def demo_config(arg: str | None = None):
   """``configs/demo.py:<arg>`` loaded in process, shrunk to the width-8 ResNet-18 every test uses (no pictures)."""
   import importlib.util
+
   spec = importlib.util.spec_from_file_location("mixjax_demo_config", os.path.join(REPO, "configs", "demo.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -44,8 +50,7 @@ def main_cmd(config: str, workdir: str | None, *extra: str) -> list[str]:
 
 
 def run_cli(cmd: list[str], *, num_devices: int = 4, timeout: int = 600) -> subprocess.CompletedProcess:
-  return subprocess.run(cmd, env=cli_env(num_devices), cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(cmd, env=cli_env(num_devices), cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:
@@ -69,5 +74,6 @@ def load_state(workdir: str, step: int | None = None) -> dict:
     meta = ckptr.metadata(path).item_metadata.tree
     restore_args = ocp.checkpoint_utils.construct_restore_args(meta)
     import jax
+
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
     return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))

@@ -1,5 +1,6 @@
 """The benchmark scripts of issue 14 at tiny sizes: the accelerator suite's CPU dry mode, the compiled-cost table
 and the input-pipeline workers. Behaviour only (what is produced and how the numbers relate), never wall-clock."""
+
 import importlib.util
 import json
 import math
@@ -24,8 +25,14 @@ def _load(name):
 def test_accelerator_suite_cpu_dry_writes_one_complete_json(tmp_path):
   out = tmp_path / "suite.json"
   env = dict(os.environ, PYTHON=sys.executable)
-  proc = subprocess.run([os.path.join(REPO, "benchmarks", "accelerator_suite.sh"), "--cpu-dry", f"--out={out}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [os.path.join(REPO, "benchmarks", "accelerator_suite.sh"), "--cpu-dry", f"--out={out}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report["mode"] == "cpu-dry" and report["platform"] == "cpu"
@@ -84,6 +91,7 @@ def test_input_pipeline_workers_measure_the_same_recipe_in_both_frameworks():
   if ip._torch_available():
     folder = ip.export_jpegs(os.environ["TFDS_DATA_DIR"])
     assert sum(len(files) for _, _, files in os.walk(folder)) == 768 + 1  # + the completion marker
-    th = ip._run_worker(["--worker=torch", f"--torch_kind={json.dumps(rows[1]['torch'])}", f"--folder={folder}",
-                         *common], timeout=600)
+    th = ip._run_worker(
+      ["--worker=torch", f"--torch_kind={json.dumps(rows[1]['torch'])}", f"--folder={folder}", *common], timeout=600
+    )
     assert th.get("images_per_s", 0) > 0, th

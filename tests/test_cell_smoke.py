@@ -6,6 +6,7 @@ random erasing, AdamW, EMA) and the Tiny-ImageNet ResNet-18 (64 px, CIFAR stem).
 method once on the RSB-A3 ResNet-50 cell, every backbone once) runs with MIXJAX_CELL_SMOKE_FULL=1; every cell:
 ``python benchmarks/cell_smoke.py --all --isolate``.
 """
+
 import importlib.util
 import math
 import os
@@ -27,27 +28,42 @@ def _load(name):
 cell_smoke = _load("cell_smoke")
 
 CI_CELLS = {
-    # cell: (train image side, eval image side)
-    "rsb_a3:rsb:resnet50": (160, 224),
-    "deit:transmix:deit_small": (224, 224),
-    "tiny_imagenet:cutmix:resnet18": (64, 64),
+  # cell: (train image side, eval image side)
+  "rsb_a3:rsb:resnet50": (160, 224),
+  "deit:transmix:deit_small": (224, 224),
+  "tiny_imagenet:cutmix:resnet18": (64, 64),
 }
 
 FULL = os.environ.get("MIXJAX_CELL_SMOKE_FULL") == "1"
 FULL_CELLS = (
-    [f"rsb_a3:{m}:resnet50" for m in ("vanilla", "mixup", "cutmix", "manifoldmix", "attentivemix", "saliencymix",
-                                      "fmix", "puzzlemix", "resizemix", "automix", "samix")]
-    + [f"pytorch_style:{m}:resnet50" for m in ("gridmix", "alignmix")]
-    + ["deit:tokenmix:deit_small", "tiny_imagenet:smoothmix:resnet18"]
-    + [f"pytorch_style:vanilla:{m}" for m in ("resnet18", "resnet34", "resnet101", "resnext101_32x4d")]
-    + [f"rsb_a3:vanilla:{m}" for m in ("efficientnet_b0", "mobilenet_v2")]
-    + [f"deit:deit:{m}" for m in ("deit_tiny", "pvt_tiny", "swin_tiny", "convnext_tiny", "moganet_tiny")]
+  [
+    f"rsb_a3:{m}:resnet50"
+    for m in (
+      "vanilla",
+      "mixup",
+      "cutmix",
+      "manifoldmix",
+      "attentivemix",
+      "saliencymix",
+      "fmix",
+      "puzzlemix",
+      "resizemix",
+      "automix",
+      "samix",
+    )
+  ]
+  + [f"pytorch_style:{m}:resnet50" for m in ("gridmix", "alignmix")]
+  + ["deit:tokenmix:deit_small", "tiny_imagenet:smoothmix:resnet18"]
+  + [f"pytorch_style:vanilla:{m}" for m in ("resnet18", "resnet34", "resnet101", "resnext101_32x4d")]
+  + [f"rsb_a3:vanilla:{m}" for m in ("efficientnet_b0", "mobilenet_v2")]
+  + [f"deit:deit:{m}" for m in ("deit_tiny", "pvt_tiny", "swin_tiny", "convnext_tiny", "moganet_tiny")]
 )
 
 
 def _check_ok(result, train_side, eval_side, per_device_batch=2):
   assert result.status == "ok", result.error
   import jax
+
   batch = per_device_batch * jax.device_count()
   assert result.train_shape == (batch, train_side, train_side, 3)
   assert result.eval_shape[1:] == (eval_side, eval_side, 3)
@@ -59,19 +75,21 @@ def _check_ok(result, train_side, eval_side, per_device_batch=2):
 
 @pytest.mark.parametrize("cell", sorted(CI_CELLS))
 def test_ci_cell_trains_and_evaluates_at_its_real_shape(cell):
-  (key, config_string), = cell_smoke.select_cells(cells=[cell])
+  ((key, config_string),) = cell_smoke.select_cells(cells=[cell])
   assert key == cell
-  result = cell_smoke.smoke_cell(config_string, key=key, steps=1, per_device_batch=2, eval_per_device_batch=2,
-                                 eval_batches=1)
+  result = cell_smoke.smoke_cell(
+    config_string, key=key, steps=1, per_device_batch=2, eval_per_device_batch=2, eval_batches=1
+  )
   _check_ok(result, *CI_CELLS[cell])
 
 
 @pytest.mark.skipif(not FULL, reason="the issue's larger subset: set MIXJAX_CELL_SMOKE_FULL=1 (about an hour)")
 @pytest.mark.parametrize("cell", FULL_CELLS)
 def test_full_subset_cell(cell):
-  (key, config_string), = cell_smoke.select_cells(cells=[cell])
-  result = cell_smoke.smoke_cell(config_string, key=key, steps=1, per_device_batch=2, eval_per_device_batch=2,
-                                 eval_batches=1)
+  ((key, config_string),) = cell_smoke.select_cells(cells=[cell])
+  result = cell_smoke.smoke_cell(
+    config_string, key=key, steps=1, per_device_batch=2, eval_per_device_batch=2, eval_batches=1
+  )
   assert result.status == "ok", result.error
 
 
@@ -89,7 +107,9 @@ def test_selection_covers_tables_once_per_shape():
   assert len(pending) > len(cell_smoke.select_cells(tables=["deit"]))
   # Config strings and recipe:method:model name the same cell.
   assert cell_smoke._split_cells("rsb_a3:rsb:resnet50,configs/deit.py:deit,model=deit_tiny,epochs=300") == [
-      "rsb_a3:rsb:resnet50", "configs/deit.py:deit,model=deit_tiny,epochs=300"]
+    "rsb_a3:rsb:resnet50",
+    "configs/deit.py:deit,model=deit_tiny,epochs=300",
+  ]
 
 
 def test_pending_cell_is_reported_not_run():

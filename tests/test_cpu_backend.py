@@ -3,6 +3,7 @@
 The matmul form must give ``lax.conv_general_dilated``'s values and gradients (float tolerance), be chosen only
 for plain 1x1 convolutions on the CPU backend, and leave whole models' outputs and gradients unchanged.
 """
+
 import json
 import os
 import subprocess
@@ -31,8 +32,9 @@ def reference_conv(x, w, stride):
 
 
 def tuned_conv(x, w, stride):
-  return cpu_backend.conv_general_dilated(x, w, (stride, stride), ((0, 0), (0, 0)), dimension_numbers=NHWC,
-                                          out_sharding=None)
+  return cpu_backend.conv_general_dilated(
+    x, w, (stride, stride), ((0, 0), (0, 0)), dimension_numbers=NHWC, out_sharding=None
+  )
 
 
 @pytest.mark.parametrize("size,stride", [(8, 1), (7, 1), (8, 2), (7, 2)])
@@ -73,13 +75,15 @@ def test_matmul_form_only_for_plain_1x1_convs_on_cpu(monkeypatch):
   # 3x3, grouped, dilated, padded and sharding-annotated convolutions stay convolutions.
   three = jnp.ones((3, 3, 4, 6))
   assert "conv_general_dilated" in _primitives(lambda x, w: tuned_conv(x, w, 1), x, three)
-  grouped = lambda x, w: cpu_backend.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=NHWC,
-                                                          feature_group_count=2)
+  grouped = lambda x, w: cpu_backend.conv_general_dilated(
+    x, w, (1, 1), "VALID", dimension_numbers=NHWC, feature_group_count=2
+  )
   assert "conv_general_dilated" in _primitives(grouped, x, jnp.ones((1, 1, 2, 6)))
   padded = lambda x, w: cpu_backend.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
   assert "conv_general_dilated" in _primitives(padded, x, one)
-  dilated = lambda x, w: cpu_backend.conv_general_dilated(x, w, (1, 1), ((0, 0), (0, 0)), lhs_dilation=(2, 2),
-                                                          dimension_numbers=NHWC)
+  dilated = lambda x, w: cpu_backend.conv_general_dilated(
+    x, w, (1, 1), ((0, 0), (0, 0)), lhs_dilation=(2, 2), dimension_numbers=NHWC
+  )
   assert "conv_general_dilated" in _primitives(dilated, x, one)
   # MIXJAX_CPU_TUNING=0 restores XLA's defaults (read at trace time).
   monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
@@ -168,9 +172,23 @@ def test_cpu_vs_torch_benchmark_runs_its_jax_workers(tmp_path):
   """benchmarks/cpu_vs_torch.py at a tiny size, mixjax sides only: one JSON row with both mixjax columns."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / "cpu_vs_torch.json"
-  proc = subprocess.run([sys.executable, os.path.join(repo, "benchmarks", "cpu_vs_torch.py"),
-                         "--cases=resnet18:cifar:16:4", "--rounds=1", "--steps=1", "--warmup=0", "--untuned",
-                         "--no_torch", f"--json={out}"], cwd=repo, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(repo, "benchmarks", "cpu_vs_torch.py"),
+      "--cases=resnet18:cifar:16:4",
+      "--rounds=1",
+      "--steps=1",
+      "--warmup=0",
+      "--untuned",
+      "--no_torch",
+      f"--json={out}",
+    ],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   (row,) = json.loads(out.read_text())
   assert row["case"] == "resnet18:cifar:16:4"

@@ -1,4 +1,5 @@
 """Every registered mixing method trains the demo config end to end (a few steps, in process, 4 devices)."""
+
 import json
 import math
 
@@ -7,7 +8,6 @@ import pytest
 
 from mixjax import mixing, train
 from tests.helpers import demo_config
-
 
 
 # Methods that need a transformer's class-token attention run the demo on a tiny DeiT (4×4 patches of 32 px).

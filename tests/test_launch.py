@@ -1,4 +1,5 @@
 """launch/: the sweep writes one parseable command per cell; the launch scripts pass arguments through intact."""
+
 from __future__ import annotations
 
 import os
@@ -30,15 +31,28 @@ def _flag(argv, name):
   return values[0]
 
 
-@pytest.mark.parametrize("launcher,prefix", [("local", ["bash", "launch/local.sh"]),
-                                             ("slurm", ["sbatch"]), ("tpu", ["bash", "launch/tpu_pod.sh"])])
+@pytest.mark.parametrize(
+  "launcher,prefix",
+  [("local", ["bash", "launch/local.sh"]), ("slurm", ["sbatch"]), ("tpu", ["bash", "launch/tpu_pod.sh"])],
+)
 def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefix):
   out = tmp_path / "sweep.sh"
   # comixup stands for a table row whose method is not built yet: its cells must be written as comments.
   assert "comixup" not in availability.mixing.list_methods()
-  assert sweep.main(["--recipe=configs/pytorch_style.py", "--methods=mixup,cutmix,comixup",
-                     "--models=resnet50,resnet18", "--epochs=100,50", f"--launcher={launcher}",
-                     f"--out={out}", "--extra=--config.data.data_dir=/data/tfds"]) == 0
+  assert (
+    sweep.main(
+      [
+        "--recipe=configs/pytorch_style.py",
+        "--methods=mixup,cutmix,comixup",
+        "--models=resnet50,resnet18",
+        "--epochs=100,50",
+        f"--launcher={launcher}",
+        f"--out={out}",
+        "--extra=--config.data.data_dir=/data/tfds",
+      ]
+    )
+    == 0
+  )
   assert subprocess.run(["bash", "-n", str(out)]).returncode == 0
   assert os.stat(out).st_mode & stat.S_IXUSR
   _, commands, skipped = _commands(out)
@@ -46,7 +60,7 @@ def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefi
   seen = set()
   for command in commands:
     argv = shlex.split(command.split(" || ")[0])
-    assert argv[:len(prefix)] == prefix
+    assert argv[: len(prefix)] == prefix
     if launcher == "slurm":
       assert argv[2] == "launch/slurm_gpu.sh"
     config, workdir = _flag(argv, "config"), _flag(argv, "workdir")
@@ -55,8 +69,7 @@ def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefi
     c = cells.load_recipe(recipe).get_config(arg)  # the command's config resolves (implemented cell)
     assert workdir == f"runs/pytorch_style/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
     seen.add((c.recipe.method, c.recipe.model, c.epochs))
-  assert seen == {(m, model, e) for m in ("mixup", "cutmix") for model in ("resnet50", "resnet18")
-                  for e in (100, 50)}
+  assert seen == {(m, model, e) for m in ("mixup", "cutmix") for model in ("resnet50", "resnet18") for e in (100, 50)}
 
 
 def test_sweep_over_a_whole_published_table(tmp_path):
@@ -85,26 +98,42 @@ def test_launch_scripts_pass_arguments_through(tmp_path):
   env = dict(os.environ, PYTHON=_fake_bin(tmp_path, "python"), PATH=f"{tmp_path}:{os.environ['PATH']}")
   for script in ("local.sh", "slurm_gpu.sh", "tpu_pod.sh"):
     assert subprocess.run(["bash", "-n", os.path.join(REPO, "launch", script)]).returncode == 0
-  local = subprocess.run(["bash", os.path.join(REPO, "launch", "local.sh"), config, spaced], env=env,
-                         capture_output=True, text=True, check=True)
+  local = subprocess.run(
+    ["bash", os.path.join(REPO, "launch", "local.sh"), config, spaced],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   assert local.stdout.splitlines() == ["-m", "mixjax.main", config, spaced]
 
   _fake_bin(tmp_path, "srun")
-  slurm = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm_gpu.sh"), config, spaced], env=env,
-                         capture_output=True, text=True, check=True)
+  slurm = subprocess.run(
+    ["bash", os.path.join(REPO, "launch", "slurm_gpu.sh"), config, spaced],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   assert slurm.stdout.splitlines()[-4:] == ["-m", "mixjax.main", "--multihost=auto", config, spaced][-4:]
 
   _fake_bin(tmp_path, "gcloud")
   tpu_env = dict(env, TPU_NAME="pod", ZONE="z1", REMOTE_DIR="/srv/mixjax")
-  tpu = subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), config, spaced], env=tpu_env,
-                       capture_output=True, text=True, check=True)
+  tpu = subprocess.run(
+    ["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), config, spaced],
+    env=tpu_env,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   lines = tpu.stdout.splitlines()
   assert lines[:4] == ["compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in lines
-  remote = [l for l in lines if l.startswith("--command=")][0][len("--command="):]
+  remote = [l for l in lines if l.startswith("--command=")][0][len("--command=") :]
   # The remote shell sees exactly the original arguments again (quoting survives the ssh hop).
   argv = shlex.split(remote.split("&&", 1)[1])
   assert argv[-2:] == [config, spaced] and argv[1:4] == ["-m", "mixjax.main", "--multihost=on"]
 
-  missing = subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), config], env=env,
-                           capture_output=True, text=True)
+  missing = subprocess.run(
+    ["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), config], env=env, capture_output=True, text=True
+  )
   assert missing.returncode != 0 and "TPU_NAME" in missing.stderr

@@ -4,6 +4,7 @@ The README commands run in a temporary working directory with relative paths, ex
 (only a shorter schedule is appended). Checkpoint damage, config changes, a second run on the same directory
 and a failing save are produced for real on disk.
 """
+
 import json
 import os
 import re
@@ -24,9 +25,9 @@ DEMO = "configs/demo.py"
 def _readme_block(heading: str) -> list[str]:
   """The commands of the first ```bash block after ``heading`` in README.md, continuation lines joined."""
   text = open(os.path.join(REPO, "README.md")).read()
-  section = text[text.index(heading):]
-  block = section[section.index("```bash") + len("```bash"):]
-  block = block[:block.index("```")]
+  section = text[text.index(heading) :]
+  block = section[section.index("```bash") + len("```bash") :]
+  block = block[: block.index("```")]
   return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
@@ -41,8 +42,9 @@ def _in_user_dir(tmp_path) -> str:
 def _run(command: str, cwd: str, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
   args = command.split()
   assert args[0] == "python"
-  return subprocess.run([sys.executable, *args[1:], *extra], cwd=cwd, env=cli_env(1), capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, *args[1:], *extra], cwd=cwd, env=cli_env(1), capture_output=True, text=True, timeout=timeout
+  )
 
 
 def _assert_ok(proc):
@@ -60,6 +62,7 @@ def _one_line_error(proc) -> str:
 
 
 # ------------------------------------------------------------------------------------------ README commands
+
 
 def test_readme_quick_start_and_evaluate_commands_work_verbatim(tmp_path):
   """The Quick start's train command and the evaluate command, relative paths as written, in a fresh directory."""
@@ -81,6 +84,7 @@ def test_readme_quick_start_and_evaluate_commands_work_verbatim(tmp_path):
 def test_readme_image_folder_command_works_as_written(tmp_path):
   """The README's image-folder command on a Tiny-ImageNet-style tree whose eval folder is ``val``."""
   from tests.data.image_files import make_color_folder
+
   cwd = _in_user_dir(tmp_path)
   make_color_folder(os.path.join(cwd, "data", "tiny"), per_class=8)
   commands = [c for c in _readme_block("## Training on an image folder") if "image_folder" in c]
@@ -95,6 +99,7 @@ def test_readme_image_folder_command_works_as_written(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ run directories
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
@@ -125,8 +130,14 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(finished_run, 
   assert "Auto-resumed from" in proc.stderr and "step 11" in proc.stderr
   damaged = os.listdir(os.path.join(workdir, "checkpoints_damaged"))
   assert len(damaged) == 1 and damaged[0].startswith("22-")  # kept aside, not deleted
-  assert os.path.getsize(os.path.join(workdir, "checkpoints_damaged", damaged[0], "state", "ocdbt.process_0", "d",
-                                      os.path.basename(largest))) == 100
+  assert (
+    os.path.getsize(
+      os.path.join(
+        workdir, "checkpoints_damaged", damaged[0], "state", "ocdbt.process_0", "d", os.path.basename(largest)
+      )
+    )
+    == 100
+  )
   assert checkpoint_steps(workdir) == [11, 22]  # step 22 trained again from 11
   assert json.load(open(os.path.join(workdir, "results.json")))["status"] == "completed"
 
@@ -148,17 +159,28 @@ def test_changed_batch_size_is_refused_then_accepted_with_the_flag(finished_run,
   assert open(os.path.join(workdir, "config.json")).read() == before  # nothing of the run was touched
   # Harmless changes pass without the flag; the trajectory change passes with it.
   _assert_ok(run_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.log_every_steps=3")))
-  proc = run_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.batch_size=64", "--config.max_steps=24",
-                          "--accept_config_change"))
+  proc = run_cli(
+    main_cmd(
+      DEMO, workdir, *FAST_OVERRIDES, "--config.batch_size=64", "--config.max_steps=24", "--accept_config_change"
+    )
+  )
   _assert_ok(proc)
   assert "batch_size: 128 -> 64" in proc.stderr and checkpoint_steps(workdir)[-1] == 24
 
 
 def test_config_differences_split_trajectory_from_harmless():
-  saved = {"batch_size": 128, "log_every_steps": 20, "data": {"data_dir": "/a", "name": "d"},
-           "mixing": {"method": "cutmix", "args": {"cutmix": {"x": 1}, "fmix": {"decay": 3}}}}
-  new = {"batch_size": 128, "log_every_steps": 5, "data": {"data_dir": "/b", "name": "d"},
-         "mixing": {"method": "cutmix", "args": {"cutmix": {"x": 2}, "fmix": {"decay": 4}, "newmix": {}}}}
+  saved = {
+    "batch_size": 128,
+    "log_every_steps": 20,
+    "data": {"data_dir": "/a", "name": "d"},
+    "mixing": {"method": "cutmix", "args": {"cutmix": {"x": 1}, "fmix": {"decay": 3}}},
+  }
+  new = {
+    "batch_size": 128,
+    "log_every_steps": 5,
+    "data": {"data_dir": "/b", "name": "d"},
+    "mixing": {"method": "cutmix", "args": {"cutmix": {"x": 2}, "fmix": {"decay": 4}, "newmix": {}}},
+  }
   changing, harmless = run_dir.config_differences(saved, new)
   assert changing == ["mixing.args.cutmix.x: 1 -> 2"]  # unused methods' defaults do not count
   assert harmless == ["data.data_dir: '/a' -> '/b'", "log_every_steps: 20 -> 5"]
@@ -176,8 +198,9 @@ def test_workdir_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tmp_pat
   # A lock file left by a process that died (its flock is gone) is taken over.
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
   with open(os.path.join(workdir, run_dir.LOCK_NAME), "w") as f:
-    json.dump({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "earlier",
-               "heartbeat": time.time()}, f)
+    json.dump(
+      {"host": socket.gethostname(), "pid": int(dead.stdout), "started": "earlier", "heartbeat": time.time()}, f
+    )
   with run_dir.WorkdirLock(workdir):
     assert json.load(open(os.path.join(workdir, run_dir.LOCK_NAME)))["pid"] == os.getpid()
   # A fresh lock of a run on another host (shared file system) is respected.
@@ -190,8 +213,13 @@ def test_workdir_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tmp_pat
 
 def test_same_command_twice_at_once_second_refuses(tmp_path):
   workdir = str(tmp_path / "busy")
-  first = subprocess.Popen(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"), env=cli_env(4),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  first = subprocess.Popen(
+    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
+    env=cli_env(4),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     deadline = time.time() + 300
     while time.time() < deadline and not os.path.exists(os.path.join(workdir, run_dir.LOCK_NAME)):
@@ -206,8 +234,13 @@ def test_same_command_twice_at_once_second_refuses(tmp_path):
 def test_failed_save_stops_the_run_and_says_why(tmp_path):
   """The checkpoint directory becomes unwritable after the first save: the next save stops the run at once."""
   workdir = str(tmp_path / "nosave")
-  proc = subprocess.Popen(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=5"), env=cli_env(4),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=5"),
+    env=cli_env(4),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   ckpt = os.path.join(workdir, "checkpoints")
   deadline = time.time() + 300
   while time.time() < deadline and 11 not in checkpoint_steps(workdir):
@@ -228,7 +261,10 @@ def test_failed_save_stops_the_run_and_says_why(tmp_path):
 
 # ------------------------------------------------------------------------------------------ user mistakes
 
-@pytest.mark.parametrize("args,needle", [
+
+@pytest.mark.parametrize(
+  "args,needle",
+  [
     ((f"--config={DEMO}", "--config.epochs=-1"), "epochs must be an integer >= 1"),
     ((f"--config={DEMO}:cutmix,epochs=abc",), "epochs"),
     ((f"--config={DEMO}", "--config.optimizer.lrr=1"), 'Did you mean "optimizer.lr"'),
@@ -242,10 +278,17 @@ def test_failed_save_stops_the_run_and_says_why(tmp_path):
     (("--config=configs/demmo.py",), 'Did you mean "demo.py"'),
     ((f"--config={DEMO}:cutmix,epoch=3",), "Valid keys"),
     ((f"--config={DEMO}", "--worrkdir=x"), "worrkdir"),
-])
+  ],
+)
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
-  proc = subprocess.run([sys.executable, "-m", "mixjax.main", *args, f"--workdir={tmp_path / 'w'}"], cwd=REPO,
-                        env=cli_env(1), capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "mixjax.main", *args, f"--workdir={tmp_path / 'w'}"],
+    cwd=REPO,
+    env=cli_env(1),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   line = _one_line_error(proc)
   assert needle in line, line
   assert not os.path.exists(tmp_path / "w")  # reported before anything was created

@@ -1,4 +1,5 @@
 """Optimizers, schedules, weight-decay masks and losses against hand-written references of their semantics."""
+
 import math
 
 import jax
@@ -19,9 +20,11 @@ def _cfg(**kw):
 
 def _params():
   rng = np.random.default_rng(0)
-  return {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)},
-          "bn": {"scale": jnp.ones((4,)), "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
-          "pos_embed": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)}
+  return {
+    "conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)},
+    "bn": {"scale": jnp.ones((4,)), "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+    "pos_embed": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+  }
 
 
 def _grads(seed):
@@ -45,12 +48,12 @@ def _numpy_lamb(params, grads_seq, lr, wd, mask, b1=0.9, b2=0.999, eps=1e-6):
   v = [np.zeros_like(x) for x in flat_p]
   for t, grads in enumerate(grads_seq, start=1):
     g = [np.asarray(x, np.float64) for x in jax.tree.leaves(grads)]
-    norm = math.sqrt(sum(float((x ** 2).sum()) for x in g))
+    norm = math.sqrt(sum(float((x**2).sum()) for x in g))
     g = [x / max(1.0, norm / 1.0) for x in g]
     for i in range(len(flat_p)):
       m[i] = b1 * m[i] + (1 - b1) * g[i]
       v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
-      u = (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t)) + eps)
+      u = (m[i] / (1 - b1**t)) / (np.sqrt(v[i] / (1 - b2**t)) + eps)
       if flat_mask[i]:
         u = u + wd * flat_p[i]
         wn, un = np.linalg.norm(flat_p[i]), np.linalg.norm(u)
@@ -99,8 +102,9 @@ def test_sgd_is_pytorch_style_decay_then_nesterov_momentum():
 
 
 def test_schedule_warmup_cosine_and_batch_scaling():
-  cfg = _cfg(lr=0.1, base_batch_size=256, min_lr=1e-3, warmup_epochs=2, warmup_start_ratio=1e-2,
-             schedule_by_epoch=False)
+  cfg = _cfg(
+    lr=0.1, base_batch_size=256, min_lr=1e-3, warmup_epochs=2, warmup_start_ratio=1e-2, schedule_by_epoch=False
+  )
   sched = optim.make_lr_schedule(cfg, global_batch_size=512, steps_per_epoch=10, total_epochs=10)
   peak = 0.2  # 0.1 · 512/256
   cos = lambda t: 1e-3 + (peak - 1e-3) * 0.5 * (1 + math.cos(math.pi * t / 100))
@@ -108,8 +112,9 @@ def test_schedule_warmup_cosine_and_batch_scaling():
   assert float(sched(10)) == pytest.approx(cos(10) * (1 - 0.5 * (1 - 1e-2)), rel=1e-5)
   assert float(sched(20)) == pytest.approx(cos(20), rel=1e-5)
   assert float(sched(100)) == pytest.approx(1e-3, rel=1e-4)
-  by_epoch = optim.make_lr_schedule(_cfg(lr=0.1, base_batch_size=None, schedule_by_epoch=True),
-                                    global_batch_size=64, steps_per_epoch=10, total_epochs=4)
+  by_epoch = optim.make_lr_schedule(
+    _cfg(lr=0.1, base_batch_size=None, schedule_by_epoch=True), global_batch_size=64, steps_per_epoch=10, total_epochs=4
+  )
   assert float(by_epoch(10)) == float(by_epoch(19)) != float(by_epoch(20))
   assert float(by_epoch(0)) == pytest.approx(0.1)
 
@@ -127,8 +132,9 @@ def test_soft_ce_and_bce_reductions():
   sig = jax.nn.sigmoid(logits)
   naive = -(targets * jnp.log(sig) + (1 - targets) * jnp.log(1 - sig))
   np.testing.assert_allclose(losses.binary_cross_entropy(logits, targets), naive.sum(-1), rtol=1e-5)
-  np.testing.assert_allclose(losses.binary_cross_entropy(logits, targets, reduction="mean_classes"),
-                             naive.mean(-1), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.binary_cross_entropy(logits, targets, reduction="mean_classes"), naive.mean(-1), rtol=1e-5
+  )
   # Stable for huge logits where the naive formula gives inf.
   assert np.isfinite(losses.binary_cross_entropy(jnp.asarray([[1e4, -1e4]]), jnp.asarray([[0.0, 1.0]]))).all()
 
@@ -145,7 +151,8 @@ def test_label_smoothing_and_topk():
 def test_config_arg_grammar():
   allowed = dict(method="vanilla", model="resnet50", epochs=100)
   assert parse_arg("samix,model=resnet18,epochs=300", allowed=allowed) == dict(
-      method="samix", model="resnet18", epochs=300)
+    method="samix", model="resnet18", epochs=300
+  )
   assert parse_arg(None, allowed=allowed) == allowed
   with pytest.raises(ConfigArgError, match="Valid keys: epochs, method, model"):
     parse_arg("cutmix,depth=3", allowed=allowed)

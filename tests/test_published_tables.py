@@ -6,6 +6,7 @@ This test parses its four markdown tables and compares them with ``mixjax.recipe
 ``python -m mixjax.report --published`` prints: headers, row order, labels (📖, ``*``), the α column, every number,
 and which cells are "-" or empty.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -88,21 +89,26 @@ def test_every_cell_of_the_document_equals_ours(document_tables):
 
 def test_rows_and_columns_outside_the_document_say_where_they_come_from(document_tables):
   for table, doc in zip(tables.IMAGENET_TABLES, document_tables):
-    labels = {r[0] for r in doc[len(table.doc_header):]}
+    labels = {r[0] for r in doc[len(table.doc_header) :]}
     for row in table.published:
       if table.label(row) in labels:
         assert table.row_source(row) == tables.DOCUMENT, (table.name, row)
       else:
-        assert table.row_source(row) != tables.DOCUMENT and "not in the benchmark document" in \
-            table.row_source(row), (table.name, row)
+        assert table.row_source(row) != tables.DOCUMENT and "not in the benchmark document" in table.row_source(row), (
+          table.name,
+          row,
+        )
     for column in table.columns:
       if not column.in_document:
         assert "not in the benchmark document" in column.source, (table.name, column.label)
   # The cell list marks them too.
   off = [c for c in tables.cells(tables.IMAGENET_TABLES) if not c.in_document]
   assert {(c.table, c.row) for c in off if c.column.in_document} == {
-      ("pytorch_style_100ep", "deit"), ("pytorch_style_100ep", "gridmix"), ("pytorch_style_300ep", "gridmix"),
-      ("deit", "smmix")}
+    ("pytorch_style_100ep", "deit"),
+    ("pytorch_style_100ep", "gridmix"),
+    ("pytorch_style_300ep", "gridmix"),
+    ("deit", "smmix"),
+  }
   assert {c.column.model for c in off if c.table == "deit" and c.row == "mixup"} == {"deit_base", "pvt_small"}
   assert not tables.TINY_IMAGENET.source == tables.DOCUMENT
 
@@ -113,8 +119,9 @@ def test_report_published_prints_the_document(document_text, document_tables, ca
   printed = capsys.readouterr().out
   assert parse_markdown_tables(printed) == document_tables
   headings = [line for line in printed.splitlines() if line.startswith("###")]
-  assert headings == [line for line in document_text.splitlines()
-                      if line.startswith("### **") and "Getting Started" not in line]
+  assert headings == [
+    line for line in document_text.splitlines() if line.startswith("### **") and "Getting Started" not in line
+  ]
   # The known corrections against the docs-page copy (issue 11) are in.
   assert tables.published_top1("pytorch_style", "saliencymix", "resnet18", 300) == 70.21
   assert tables.published_top1("pytorch_style", "samix", "resnet50", 100) == 78.06

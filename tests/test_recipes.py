@@ -1,5 +1,6 @@
 """Recipes: every cell of the published tables resolves (or fails as not implemented yet), settings follow the
 spec, and every recipe trains a few steps on tiny data through the real training loop."""
+
 from __future__ import annotations
 
 import ast
@@ -15,15 +16,42 @@ from tests.helpers import main_cmd, run_cli
 
 # What each recipe must set (spec §3): optimizer, loss, per-epoch vs per-iteration cosine, train / eval sizes.
 RECIPE_EXPECTATIONS = {
-    "pytorch_style": dict(opt="sgd", loss="soft_ce", by_epoch=True, train=224, eval="resize_center_crop(224, "
-                          "crop_ratio=0.875)", smoothing=0.0, nesterov=False, wd_1d=False),
-    "rsb_a3": dict(opt="lamb", loss="bce", by_epoch=True, train=160, eval="resize_center_crop(224, crop_ratio=0.95)",
-                   smoothing=0.0, wd_1d=True, lr=8e-3, batch=2048),
-    "rsb_a2": dict(opt="lamb", loss="bce", by_epoch=True, train=224, eval="resize_center_crop(224, crop_ratio=0.95)",
-                   smoothing=0.0, wd_1d=True, lr=5e-3, batch=2048),
-    "deit": dict(opt="adamw", loss="soft_ce", by_epoch=False, train=224, smoothing=0.1, wd_1d=True),
-    "tiny_imagenet": dict(opt="sgd", loss="soft_ce", by_epoch=True, train=64, eval="resize(64)", smoothing=0.0,
-                          wd_1d=False, lr=0.2, batch=100),
+  "pytorch_style": dict(
+    opt="sgd",
+    loss="soft_ce",
+    by_epoch=True,
+    train=224,
+    eval="resize_center_crop(224, crop_ratio=0.875)",
+    smoothing=0.0,
+    nesterov=False,
+    wd_1d=False,
+  ),
+  "rsb_a3": dict(
+    opt="lamb",
+    loss="bce",
+    by_epoch=True,
+    train=160,
+    eval="resize_center_crop(224, crop_ratio=0.95)",
+    smoothing=0.0,
+    wd_1d=True,
+    lr=8e-3,
+    batch=2048,
+  ),
+  "rsb_a2": dict(
+    opt="lamb",
+    loss="bce",
+    by_epoch=True,
+    train=224,
+    eval="resize_center_crop(224, crop_ratio=0.95)",
+    smoothing=0.0,
+    wd_1d=True,
+    lr=5e-3,
+    batch=2048,
+  ),
+  "deit": dict(opt="adamw", loss="soft_ce", by_epoch=False, train=224, smoothing=0.1, wd_1d=True),
+  "tiny_imagenet": dict(
+    opt="sgd", loss="soft_ce", by_epoch=True, train=64, eval="resize(64)", smoothing=0.0, wd_1d=False, lr=0.2, batch=100
+  ),
 }
 CUTTING = ("cutmix", "saliencymix", "fmix", "resizemix")
 
@@ -73,7 +101,11 @@ def test_every_table_cell_resolves_or_is_not_implemented_yet(capsys):
     c = cells.build_cell_config(cell)
     # The config names the cell: recipe, method row, model and epochs.
     assert (c.recipe.name, c.recipe.method, c.recipe.model, c.recipe.epochs) == (
-        cell.column.recipe, cell.row, cell.column.model, cell.column.epochs), cell.config_string
+      cell.column.recipe,
+      cell.row,
+      cell.column.model,
+      cell.column.epochs,
+    ), cell.config_string
     assert (c.model.name, c.epochs) == (cell.column.model, cell.column.epochs)
     expected = _expected_alpha(cell)
     if expected is not None:
@@ -83,7 +115,7 @@ def test_every_table_cell_resolves_or_is_not_implemented_yet(capsys):
     _check_recipe_settings(cell, c)
 
     names = _as_tuple(c.mixing.method)
-    implemented = (all(n in mixing.list_methods() for n in names) and cell.column.model in models.list_models())
+    implemented = all(n in mixing.list_methods() for n in names) and cell.column.model in models.list_models()
     assert availability.is_implemented(c) == implemented
     if not implemented:
       counts["pending"] += 1
@@ -105,7 +137,9 @@ def test_cli_dry_run_fails_for_a_pending_cell_and_passes_for_an_implemented_one(
   pending = next(c for c in tables.cells() if not availability.is_implemented(cells.build_cell_config(c)))
   result = run_cli(main_cmd(pending.config_string, None, "--dry_run"), num_devices=1)
   assert result.returncode == 2
-  assert result.stderr.count("error:") == 1 and "not implemented yet" in result.stderr and "Traceback" not in result.stderr
+  assert (
+    result.stderr.count("error:") == 1 and "not implemented yet" in result.stderr and "Traceback" not in result.stderr
+  )
   missing = availability.missing_parts(cells.build_cell_config(pending))[0].split("'")[1]
   assert missing in result.stderr
 
@@ -144,8 +178,10 @@ def test_weight_decay_exclusions_follow_the_recipe():
     c = deit.get_config(f"vanilla,model={model}")
     _, params, _ = train_state.model_fn_and_shapes(c, 1000)
     mask = optim.weight_decay_mask(params, c.optimizer)
-    flat = {optim.param_path(p): (m, leaf) for (p, m), leaf in zip(
-        jax.tree_util.tree_leaves_with_path(mask), jax.tree.leaves(params))}
+    flat = {
+      optim.param_path(p): (m, leaf)
+      for (p, m), leaf in zip(jax.tree_util.tree_leaves_with_path(mask), jax.tree.leaves(params))
+    }
     for name, (decayed, leaf) in flat.items():
       if any(e in name for e in excluded) or leaf.ndim <= 1:
         assert not decayed, name
@@ -189,11 +225,11 @@ def _builtin_ops():
 # ------------------------------------------------------------------ tiny training runs, one per recipe
 
 SMOKE_CELLS = {
-    "pytorch_style": ("cutmix,model=resnet18", dict(width=8, stem="cifar")),
-    "rsb_a3": ("rsb,model=resnet18", dict(width=8, stem="cifar")),
-    "rsb_a2": ("mixup,model=resnet18", dict(width=8, stem="cifar", drop_path_rate=0.05)),
-    "deit": ("deit,model=deit_tiny", dict(embed_dim=32, depth=4, num_heads=2, img_size=32, patch_size=8)),
-    "tiny_imagenet": ("fmix", dict(width=8)),
+  "pytorch_style": ("cutmix,model=resnet18", dict(width=8, stem="cifar")),
+  "rsb_a3": ("rsb,model=resnet18", dict(width=8, stem="cifar")),
+  "rsb_a2": ("mixup,model=resnet18", dict(width=8, stem="cifar", drop_path_rate=0.05)),
+  "deit": ("deit,model=deit_tiny", dict(embed_dim=32, depth=4, num_heads=2, img_size=32, patch_size=8)),
+  "tiny_imagenet": ("fmix", dict(width=8)),
 }
 
 

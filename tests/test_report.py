@@ -1,4 +1,5 @@
 """mixjax.report on real finished demo runs: the printed table holds the results.json numbers."""
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,23 @@ def test_metric_rules_and_published_comparison():
     config = {"recipe": {"name": recipe, "method": method, "model": model, "epochs": epochs}}
     if metric:
       config["recipe"]["report_metric"] = metric
-    return report.Run("x", recipe, method, model, epochs, dict(
-        config=config, status="completed", epochs_done=epochs, total_epochs=epochs, top1_best=80.0,
-        top1_median_last5=70.0, top1_median_last10=60.0, top1_last=50.0))
+    return report.Run(
+      "x",
+      recipe,
+      method,
+      model,
+      epochs,
+      dict(
+        config=config,
+        status="completed",
+        epochs_done=epochs,
+        total_epochs=epochs,
+        top1_best=80.0,
+        top1_median_last5=70.0,
+        top1_median_last10=60.0,
+        top1_last=50.0,
+      ),
+    )
 
   assert report.metric_for(run("resnet18", 100)) == "top1_median_last5"
   assert report.metric_for(run("resnet18", 300)) == "top1_median_last10"
@@ -74,8 +89,14 @@ def test_metric_rules_and_published_comparison():
 
 
 def test_unfinished_runs_are_marked():
-  r = report.Run("x", "rsb_a3", "rsb", "resnet50", 100, dict(
-      config={}, status="running", epochs_done=40, total_epochs=100, top1_median_last5=71.5))
+  r = report.Run(
+    "x",
+    "rsb_a3",
+    "rsb",
+    "resnet50",
+    100,
+    dict(config={}, status="running", epochs_done=40, total_epochs=100, top1_median_last5=71.5),
+  )
   cells_ = _table_cells(report.render([r]), "RSB")
   assert cells_ == ["71.50†40/100 (78.08, -6.58)"]
 
@@ -90,18 +111,26 @@ def test_without_runs_or_published_is_a_clear_error(capsys):
   assert "--published" in capsys.readouterr().err
   assert report.main(["--published"]) == 0
   out = capsys.readouterr().out
-  assert "| SAMix*        | 2        | 70.83" in out and "DeiT-B" not in out   # the document's tables only
+  assert "| SAMix*        | 2        | 70.83" in out and "DeiT-B" not in out  # the document's tables only
 
 
 def test_automix_reports_the_better_encoder_like_the_reference():
   """q and k are both evaluated; the reported median is the better of their medians (OpenMixup's summary rule)."""
   from mixjax.results import reported_top1, summarize
-  history = [{"epoch": e, "step": e, "top1": q, "top5": 0.0, "loss": 0.0, "top1_momentum": k}
-             for e, (q, k) in enumerate([(50, 40), (60, 62), (61, 63), (59, 64), (62, 65), (60, 66)], 1)]
+
+  history = [
+    {"epoch": e, "step": e, "top1": q, "top5": 0.0, "loss": 0.0, "top1_momentum": k}
+    for e, (q, k) in enumerate([(50, 40), (60, 62), (61, 63), (59, 64), (62, 65), (60, 66)], 1)
+  ]
   results = summarize(history, epochs_done=6, total_epochs=6, config_json={}, status="completed")
   assert results["top1_median_last5"] == 60 and results["top1_momentum_median_last5"] == 64
   assert reported_top1(results, "top1_median_last5") == 64
   assert reported_top1(results, "top1_best") == 66
-  plain = summarize([{k: v for k, v in h.items() if k != "top1_momentum"} for h in history], epochs_done=6,
-                    total_epochs=6, config_json={}, status="completed")
+  plain = summarize(
+    [{k: v for k, v in h.items() if k != "top1_momentum"} for h in history],
+    epochs_done=6,
+    total_epochs=6,
+    config_json={},
+    status="completed",
+  )
   assert "top1_momentum_best" not in plain and reported_top1(plain, "top1_median_last5") == 60

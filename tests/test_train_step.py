@@ -1,4 +1,5 @@
 """The jitted train step on its own: EMA rule, bf16 compute with float32 params, donation, determinism."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,9 +21,16 @@ def _setup(config, steps_per_epoch=10):
 
 def _batches(mesh, n, batch_size=16):
   rng = np.random.default_rng(0)
-  return [host_batch_to_global({"image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
-                                "label": rng.integers(0, 10, (batch_size,), dtype=np.int32)}, mesh)
-          for _ in range(n)]
+  return [
+    host_batch_to_global(
+      {
+        "image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 10, (batch_size,), dtype=np.int32),
+      },
+      mesh,
+    )
+    for _ in range(n)
+  ]
 
 
 def test_ema_follows_the_rule_and_bf16_keeps_float32_params():
@@ -44,8 +52,9 @@ def test_ema_follows_the_rule_and_bf16_keeps_float32_params():
     ema = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, ema, params)
     assert np.isfinite(float(metrics["loss"]))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               jax.device_get(state.ema_params), ema)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), jax.device_get(state.ema_params), ema
+  )
   assert int(state.step) == 3
 
 
@@ -61,5 +70,4 @@ def test_step_is_a_pure_function_of_state_and_batch():
   assert all(deleted), f"the train state must be donated ({sum(deleted)}/{len(deleted)})"
   s2, m2 = step(saved, batch)
   assert float(m1["loss"]) == float(m2["loss"])
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(s1.params),
-               jax.device_get(s2.params))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(s1.params), jax.device_get(s2.params))

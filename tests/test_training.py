@@ -3,6 +3,7 @@
 All runs use the demo dataset (real TFDS data prepared from scikit-learn's digits) and a width-8 ResNet-18, so
 every run compiles the same small program (the persistent compilation cache makes later runs cheap).
 """
+
 import json
 import os
 import signal
@@ -13,8 +14,16 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import (FAST_OVERRIDES, checkpoint_steps, cli_env, demo_config, free_port, load_state,
-                           main_cmd, run_cli)
+from tests.helpers import (
+  FAST_OVERRIDES,
+  checkpoint_steps,
+  cli_env,
+  demo_config,
+  free_port,
+  load_state,
+  main_cmd,
+  run_cli,
+)
 
 DEMO = "configs/demo.py"
 
@@ -25,17 +34,16 @@ def _assert_ok(proc):
 
 def _params_close(a, b, *, rtol, atol):
   import jax
+
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a["params"], b["params"])
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a["batch_stats"],
-               b["batch_stats"])
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a["batch_stats"], b["batch_stats"])
 
 
 @pytest.fixture(scope="module")
 def four_device_run(tmp_path_factory):
   """One reference run: 4 devices, 2 epochs, mixup (exercises the mixing hook and the per-device shard_map)."""
   workdir = str(tmp_path_factory.mktemp("run4"))
-  proc = run_cli(main_cmd(DEMO + ":mixup", workdir, *FAST_OVERRIDES, "--config.data.num_shards=2"),
-                 num_devices=4)
+  proc = run_cli(main_cmd(DEMO + ":mixup", workdir, *FAST_OVERRIDES, "--config.data.num_shards=2"), num_devices=4)
   _assert_ok(proc)
   return workdir, proc
 
@@ -76,8 +84,12 @@ def _demo_config(arg):
 # (measured: ~1e-6 after 2 steps, 3e-3 after 11 steps at the demo's learning rate), hence atol 2e-5 against
 # parameters of order 0.1-1.
 SHARDING_STEPS = 2
-SHARDING_OVERRIDES = ("--config.model.width=8", f"--config.max_steps={SHARDING_STEPS}",
-                      "--config.log_mixed_samples=0", "--config.data.num_shards=2")
+SHARDING_OVERRIDES = (
+  "--config.model.width=8",
+  f"--config.max_steps={SHARDING_STEPS}",
+  "--config.log_mixed_samples=0",
+  "--config.data.num_shards=2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +97,7 @@ def in_process_runs(tmp_path_factory):
   """In-process reference runs on the 4 fake devices of the test process (and on 1 of them)."""
   import jax
   from mixjax import train
+
   assert len(jax.devices()) == 4
   root = tmp_path_factory.mktemp("inproc")
   runs = {}
@@ -103,6 +116,7 @@ def test_four_devices_match_one_device(in_process_runs):
   _params_close(a, b, rtol=1e-4, atol=2e-5)
   # The comparison is not vacuous: the optimizer really moved (non-zero momentum everywhere it should be).
   import jax
+
   assert max(float(np.abs(x).max()) for x in jax.tree.leaves(a["opt_state"])) > 1e-3
 
 
@@ -111,10 +125,23 @@ def test_two_processes_match_one_process(in_process_runs, tmp_path):
   ref_dir, ref = in_process_runs["mixup4"]
   workdir = str(tmp_path / "run2x2")
   port = free_port()
-  procs = [subprocess.Popen(
-      main_cmd(DEMO + ":mixup", workdir, *SHARDING_OVERRIDES,
-               f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"),
-      env=cli_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      main_cmd(
+        DEMO + ":mixup",
+        workdir,
+        *SHARDING_OVERRIDES,
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ),
+      env=cli_env(2),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-5000:]
@@ -136,8 +163,9 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
   args = (*FAST_OVERRIDES, "--config.epochs=3", "--config.checkpoint_every_steps=4")
   ref_dir, kill_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
   _assert_ok(run_cli(main_cmd(DEMO + ":cutmix", ref_dir, *args)))
-  proc = subprocess.Popen(main_cmd(DEMO + ":cutmix", kill_dir, *args), env=cli_env(4),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    main_cmd(DEMO + ":cutmix", kill_dir, *args), env=cli_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 300
   while time.time() < deadline and not any(s >= 12 for s in checkpoint_steps(kill_dir)):
     time.sleep(0.05)
@@ -149,6 +177,7 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
   a, b = load_state(ref_dir), load_state(kill_dir)
   assert int(a["step"]) == int(b["step"]) == 33
   import jax
+
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a["params"], b["params"])
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a["opt_state"], b["opt_state"])
 
@@ -157,8 +186,13 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits(tmp_path):
   """SIGTERM mid-epoch: the checkpoint is the step after the one running when the notice came (at most two steps
   are in flight), the process exits 0 and results.json says preempted."""
   workdir = str(tmp_path / "term")
-  proc = subprocess.Popen(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
-                          env=cli_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
+    env=cli_env(4),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.time() + 300
   while time.time() < deadline and not checkpoint_steps(workdir):
     time.sleep(0.05)
@@ -177,8 +211,17 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits(tmp_path):
 def test_evaluate_command_matches_training_eval(four_device_run):
   workdir, _ = four_device_run
   out = os.path.join(workdir, "eval.json")
-  proc = run_cli([sys.executable, "-m", "mixjax.evaluate", f"--config={DEMO}:mixup", f"--checkpoint={workdir}",
-                  "--config.model.width=8", f"--output={out}"])
+  proc = run_cli(
+    [
+      sys.executable,
+      "-m",
+      "mixjax.evaluate",
+      f"--config={DEMO}:mixup",
+      f"--checkpoint={workdir}",
+      "--config.model.width=8",
+      f"--output={out}",
+    ]
+  )
   _assert_ok(proc)
   result = json.load(open(out))
   last = json.load(open(os.path.join(workdir, "results.json")))["history"][-1]
@@ -192,17 +235,28 @@ def test_dry_run_prints_parameter_count():
   _assert_ok(proc)
   assert "method: cutmix" in proc.stdout and "parameters: 701,466" in proc.stdout
   # The standard ImageNet ResNet-18 has torchvision's exact parameter count.
-  proc = run_cli(main_cmd(DEMO, None, "--dry_run", "--config.model.width=64", "--config.model.stem=imagenet",
-                          "--config.data.num_classes=1000"))
+  proc = run_cli(
+    main_cmd(
+      DEMO,
+      None,
+      "--dry_run",
+      "--config.model.width=64",
+      "--config.model.stem=imagenet",
+      "--config.data.num_classes=1000",
+    )
+  )
   _assert_ok(proc)
   assert "parameters: 11,689,512" in proc.stdout
 
 
-@pytest.mark.parametrize("override,needle", [
+@pytest.mark.parametrize(
+  "override,needle",
+  [
     ("--config.mixing.method=mixupp", "mixup"),
     ("--config.model.name=resnet19", "resnet18"),
     ("--config.optimizer.name=adam9", "lamb"),
-])
+  ],
+)
 def test_unknown_names_fail_fast_listing_valid_ones(override, needle):
   proc = run_cli(main_cmd(DEMO, None, "--dry_run", override))
   assert proc.returncode == 2
@@ -216,22 +270,36 @@ def test_bad_override_key_is_named():
 
 
 def test_missing_dataset_says_how_to_prepare(tmp_path):
-  proc = run_cli(main_cmd(DEMO, str(tmp_path / "w"), "--config.data.name=imagenet2012",
-                          f"--config.data.data_dir={tmp_path / 'empty'}"))
+  proc = run_cli(
+    main_cmd(
+      DEMO, str(tmp_path / "w"), "--config.data.name=imagenet2012", f"--config.data.data_dir={tmp_path / 'empty'}"
+    )
+  )
   assert proc.returncode == 2
   assert "manual" in proc.stderr and "tfds build" in proc.stderr
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(four_device_run, tmp_path):
   import shutil
+
   src, _ = four_device_run
   workdir = str(tmp_path / "nan")
   shutil.copytree(src, workdir)
   good = load_state(workdir)
-  proc = run_cli(main_cmd(DEMO + ":mixup", workdir, *FAST_OVERRIDES, "--config.data.num_shards=2",
-                          "--config.epochs=4", "--config.optimizer.lr=1e30", "--accept_config_change"))
+  proc = run_cli(
+    main_cmd(
+      DEMO + ":mixup",
+      workdir,
+      *FAST_OVERRIDES,
+      "--config.data.num_shards=2",
+      "--config.epochs=4",
+      "--config.optimizer.lr=1e30",
+      "--accept_config_change",
+    )
+  )
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "became" in proc.stderr and "last good checkpoint (step 22)" in proc.stderr
   assert checkpoint_steps(workdir) == [11, 22]
   import jax
+
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), good["params"], load_state(workdir)["params"])

@@ -3,17 +3,18 @@
 The config defaults and the errors load without TensorFlow, so a config file (or a config check) that imports
 ``mixjax.data`` stays fast; the pipeline and the sources load TensorFlow on first use.
 """
+
 import importlib
 
 from mixjax.data.config import default_data_config
 from mixjax.data.errors import CorruptImageError, DatasetNotFoundError
 
 _LAZY = {
-    "make_eval_iterator": "mixjax.data.pipeline",
-    "make_train_iterator": "mixjax.data.pipeline",
-    "train_steps_per_epoch": "mixjax.data.pipeline",
-    "DatasetInfo": "mixjax.data.sources",
-    "get_dataset_info": "mixjax.data.sources",
+  "make_eval_iterator": "mixjax.data.pipeline",
+  "make_train_iterator": "mixjax.data.pipeline",
+  "train_steps_per_epoch": "mixjax.data.pipeline",
+  "DatasetInfo": "mixjax.data.sources",
+  "get_dataset_info": "mixjax.data.sources",
 }
 
 
@@ -24,12 +25,12 @@ def __getattr__(name):
 
 
 __all__ = [
-    "CorruptImageError",
-    "DatasetInfo",
-    "DatasetNotFoundError",
-    "default_data_config",
-    "get_dataset_info",
-    "make_eval_iterator",
-    "make_train_iterator",
-    "train_steps_per_epoch",
+  "CorruptImageError",
+  "DatasetInfo",
+  "DatasetNotFoundError",
+  "default_data_config",
+  "get_dataset_info",
+  "make_eval_iterator",
+  "make_train_iterator",
+  "train_steps_per_epoch",
 ]

@@ -36,11 +36,14 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 
 # ------------------------------------------------------------------ helpers ---
 
+
 def _uint8_image(example: dict, op_name: str) -> tf.Tensor:
   image = _decoded(example, op_name)
   if image.dtype != tf.uint8:
-    raise ConfigError(f"pp op {op_name!r} expects a uint8 image, got {image.dtype.name}; "
-                     f"put it before any op that changes the pixel type.")
+    raise ConfigError(
+      f"pp op {op_name!r} expects a uint8 image, got {image.dtype.name}; "
+      f"put it before any op that changes the pixel type."
+    )
   return image
 
 
@@ -57,8 +60,7 @@ def _like(out: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
 def _triple(name: str, value) -> tuple[float, float, float]:
   if isinstance(value, (int, float)):
     value = (value,) * 3
-  if not (isinstance(value, Sequence) and len(value) == 3
-          and all(isinstance(v, (int, float)) for v in value)):
+  if not (isinstance(value, Sequence) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
     raise ConfigError(f"{name} must be a number or an (R, G, B) triple, got {value!r}.")
   return tuple(float(v) for v in value)
 
@@ -80,6 +82,7 @@ def _grey(image: tf.Tensor) -> tf.Tensor:
 # ------------------------------------------------------ pixel value ops ---
 # All take and return uint8 [h, w, 3] and reproduce the PIL functions timm
 # calls (ImageOps / ImageEnhance), including their integer rounding.
+
 
 def invert(image: tf.Tensor) -> tf.Tensor:
   """ImageOps.invert: 255 - x."""
@@ -190,8 +193,8 @@ def adjust_sharpness(image: tf.Tensor, factor) -> tf.Tensor:
 
 # --------------------------------------------------------- geometric ops ---
 
-def affine(image: tf.Tensor, coeffs, fill=IMAGENET_FILL_RGB,
-           interpolation: str = "bilinear") -> tf.Tensor:
+
+def affine(image: tf.Tensor, coeffs, fill=IMAGENET_FILL_RGB, interpolation: str = "bilinear") -> tf.Tensor:
   """PIL's Image.transform(AFFINE, (a, b, c, d, e, f), fillcolor=fill).
 
   Output pixel (x, y) samples the input at (a x + b y + c, d x + e y + f) in
@@ -210,18 +213,20 @@ def affine(image: tf.Tensor, coeffs, fill=IMAGENET_FILL_RGB,
   src_x = a * x + b * y + c
   src_y = d * x + e * y + f
   inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
-  transform = tf.cast(tf.stack([a, b, c + 0.5 * (a + b) - 0.5,
-                                d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0]), tf.float32)
+  transform = tf.cast(tf.stack([a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0]), tf.float32)
   out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=tf.cast(image, tf.float32)[None], transforms=transform[None],
-      output_shape=shape[:2], fill_value=0.0, interpolation=interpolation.upper(),
-      fill_mode="NEAREST")[0]
+    images=tf.cast(image, tf.float32)[None],
+    transforms=transform[None],
+    output_shape=shape[:2],
+    fill_value=0.0,
+    interpolation=interpolation.upper(),
+    fill_mode="NEAREST",
+  )[0]
   out = tf.where(inside[..., None], tf.floor(out), tf.constant(fill, tf.float32))
   return _like(tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8), image)
 
 
-def rotate(image: tf.Tensor, degrees, fill=IMAGENET_FILL_RGB,
-           interpolation: str = "bilinear") -> tf.Tensor:
+def rotate(image: tf.Tensor, degrees, fill=IMAGENET_FILL_RGB, interpolation: str = "bilinear") -> tf.Tensor:
   """PIL's Image.rotate: counter-clockwise by `degrees` about the image centre."""
   angle = -tf.cast(degrees, tf.float64) * (math.pi / 180.0)
   # PIL rounds the matrix to 15 decimals, which makes multiples of 90 exact.
@@ -260,6 +265,7 @@ def translate_y_rel(image, pct, fill=IMAGENET_FILL_RGB, interpolation="bilinear"
 # level = magnitude / 10 in [0, 1] (float64) and sign is +-1 for signed ops.
 # The level -> argument maps are timm's (auto_augment.py, LEVEL_TO_ARG).
 
+
 def _trunc(x):
   return tf.cast(tf.floor(x), tf.int32)  # int() of a non-negative float.
 
@@ -273,43 +279,65 @@ def _enhance(level, _):
 
 
 RAND_AUGMENT_OPS: dict[str, Callable] = {
-    "AutoContrast": lambda im, lv, sg, fl, ip: auto_contrast(im),
-    "Equalize": lambda im, lv, sg, fl, ip: equalize(im),
-    "Invert": lambda im, lv, sg, fl, ip: invert(im),
-    "Rotate": lambda im, lv, sg, fl, ip: rotate(im, sg * lv * 30.0, fl, ip),
-    "Posterize": lambda im, lv, sg, fl, ip: posterize(im, _trunc(lv * 4)),
-    "PosterizeIncreasing": lambda im, lv, sg, fl, ip: posterize(im, 4 - _trunc(lv * 4)),
-    "Solarize": lambda im, lv, sg, fl, ip: solarize(im, _trunc(lv * 256)),
-    "SolarizeIncreasing": lambda im, lv, sg, fl, ip: solarize(im, 256 - _trunc(lv * 256)),
-    "SolarizeAdd": lambda im, lv, sg, fl, ip: solarize_add(im, _trunc(lv * 110)),
-    "Color": lambda im, lv, sg, fl, ip: adjust_color(im, _enhance(lv, sg)),
-    "ColorIncreasing": lambda im, lv, sg, fl, ip: adjust_color(im, _enhance_increasing(lv, sg)),
-    "Contrast": lambda im, lv, sg, fl, ip: adjust_contrast(im, _enhance(lv, sg)),
-    "ContrastIncreasing": lambda im, lv, sg, fl, ip: adjust_contrast(
-        im, _enhance_increasing(lv, sg)),
-    "Brightness": lambda im, lv, sg, fl, ip: adjust_brightness(im, _enhance(lv, sg)),
-    "BrightnessIncreasing": lambda im, lv, sg, fl, ip: adjust_brightness(
-        im, _enhance_increasing(lv, sg)),
-    "Sharpness": lambda im, lv, sg, fl, ip: adjust_sharpness(im, _enhance(lv, sg)),
-    "SharpnessIncreasing": lambda im, lv, sg, fl, ip: adjust_sharpness(
-        im, _enhance_increasing(lv, sg)),
-    "ShearX": lambda im, lv, sg, fl, ip: shear_x(im, sg * lv * 0.3, fl, ip),
-    "ShearY": lambda im, lv, sg, fl, ip: shear_y(im, sg * lv * 0.3, fl, ip),
-    "TranslateXRel": lambda im, lv, sg, fl, ip: translate_x_rel(im, sg * lv * 0.45, fl, ip),
-    "TranslateYRel": lambda im, lv, sg, fl, ip: translate_y_rel(im, sg * lv * 0.45, fl, ip),
+  "AutoContrast": lambda im, lv, sg, fl, ip: auto_contrast(im),
+  "Equalize": lambda im, lv, sg, fl, ip: equalize(im),
+  "Invert": lambda im, lv, sg, fl, ip: invert(im),
+  "Rotate": lambda im, lv, sg, fl, ip: rotate(im, sg * lv * 30.0, fl, ip),
+  "Posterize": lambda im, lv, sg, fl, ip: posterize(im, _trunc(lv * 4)),
+  "PosterizeIncreasing": lambda im, lv, sg, fl, ip: posterize(im, 4 - _trunc(lv * 4)),
+  "Solarize": lambda im, lv, sg, fl, ip: solarize(im, _trunc(lv * 256)),
+  "SolarizeIncreasing": lambda im, lv, sg, fl, ip: solarize(im, 256 - _trunc(lv * 256)),
+  "SolarizeAdd": lambda im, lv, sg, fl, ip: solarize_add(im, _trunc(lv * 110)),
+  "Color": lambda im, lv, sg, fl, ip: adjust_color(im, _enhance(lv, sg)),
+  "ColorIncreasing": lambda im, lv, sg, fl, ip: adjust_color(im, _enhance_increasing(lv, sg)),
+  "Contrast": lambda im, lv, sg, fl, ip: adjust_contrast(im, _enhance(lv, sg)),
+  "ContrastIncreasing": lambda im, lv, sg, fl, ip: adjust_contrast(im, _enhance_increasing(lv, sg)),
+  "Brightness": lambda im, lv, sg, fl, ip: adjust_brightness(im, _enhance(lv, sg)),
+  "BrightnessIncreasing": lambda im, lv, sg, fl, ip: adjust_brightness(im, _enhance_increasing(lv, sg)),
+  "Sharpness": lambda im, lv, sg, fl, ip: adjust_sharpness(im, _enhance(lv, sg)),
+  "SharpnessIncreasing": lambda im, lv, sg, fl, ip: adjust_sharpness(im, _enhance_increasing(lv, sg)),
+  "ShearX": lambda im, lv, sg, fl, ip: shear_x(im, sg * lv * 0.3, fl, ip),
+  "ShearY": lambda im, lv, sg, fl, ip: shear_y(im, sg * lv * 0.3, fl, ip),
+  "TranslateXRel": lambda im, lv, sg, fl, ip: translate_x_rel(im, sg * lv * 0.45, fl, ip),
+  "TranslateYRel": lambda im, lv, sg, fl, ip: translate_y_rel(im, sg * lv * 0.45, fl, ip),
 }
 
 # timm's _RAND_INCREASING_TRANSFORMS (`inc1`): every op gets stronger with M.
 INCREASING_OP_SET = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
-    "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing",
-    "BrightnessIncreasing", "SharpnessIncreasing", "ShearX", "ShearY",
-    "TranslateXRel", "TranslateYRel")
+  "AutoContrast",
+  "Equalize",
+  "Invert",
+  "Rotate",
+  "PosterizeIncreasing",
+  "SolarizeIncreasing",
+  "SolarizeAdd",
+  "ColorIncreasing",
+  "ContrastIncreasing",
+  "BrightnessIncreasing",
+  "SharpnessIncreasing",
+  "ShearX",
+  "ShearY",
+  "TranslateXRel",
+  "TranslateYRel",
+)
 # timm's _RAND_TRANSFORMS (default, `inc0`).
 ORIGINAL_OP_SET = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize",
-    "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness", "ShearX",
-    "ShearY", "TranslateXRel", "TranslateYRel")
+  "AutoContrast",
+  "Equalize",
+  "Invert",
+  "Rotate",
+  "Posterize",
+  "Solarize",
+  "SolarizeAdd",
+  "Color",
+  "Contrast",
+  "Brightness",
+  "Sharpness",
+  "ShearX",
+  "ShearY",
+  "TranslateXRel",
+  "TranslateYRel",
+)
 
 
 def _check_op_names(ops) -> tuple[str, ...]:
@@ -318,8 +346,7 @@ def _check_op_names(ops) -> tuple[str, ...]:
   ops = tuple(ops)
   unknown = [name for name in ops if name not in RAND_AUGMENT_OPS]
   if not ops or unknown:
-    raise ConfigError(f"Unknown RandAugment op(s) {unknown or ops!r}; valid: "
-                     f"{sorted(RAND_AUGMENT_OPS)}.")
+    raise ConfigError(f"Unknown RandAugment op(s) {unknown or ops!r}; valid: {sorted(RAND_AUGMENT_OPS)}.")
   return ops
 
 
@@ -334,10 +361,19 @@ def _sample_magnitude(seed, magnitude: float, magnitude_std: float, magnitude_ma
   return tf.clip_by_value(m, 0.0, magnitude_max)
 
 
-def rand_augment_image(image: tf.Tensor, seed: tf.Tensor, *, num_ops: int, magnitude: float,
-                       magnitude_std: float, prob: float, ops: Sequence[str],
-                       fill, magnitude_max: float = _LEVEL_DENOM,
-                       interpolation: str = "bilinear") -> tf.Tensor:
+def rand_augment_image(
+  image: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  num_ops: int,
+  magnitude: float,
+  magnitude_std: float,
+  prob: float,
+  ops: Sequence[str],
+  fill,
+  magnitude_max: float = _LEVEL_DENOM,
+  interpolation: str = "bilinear",
+) -> tf.Tensor:
   """RandAugment on one uint8 image (timm's RandAugment + AugmentOp).
 
   `num_ops` layers; each draws an op uniformly from `ops` (with replacement),
@@ -347,26 +383,31 @@ def rand_augment_image(image: tf.Tensor, seed: tf.Tensor, *, num_ops: int, magni
   """
   fns = [RAND_AUGMENT_OPS[name] for name in ops]
   for layer_seed in tf.unstack(tf.random.experimental.stateless_split(seed, num=num_ops)):
-    s_fire, s_op, s_mag, s_sign = tf.unstack(
-        tf.random.experimental.stateless_split(layer_seed, num=4))
+    s_fire, s_op, s_mag, s_sign = tf.unstack(tf.random.experimental.stateless_split(layer_seed, num=4))
     fires = tf.random.stateless_uniform([], s_fire) < prob
     choice = tf.random.stateless_uniform([], s_op, 0, len(fns), dtype=tf.int32)
-    level = tf.cast(_sample_magnitude(s_mag, magnitude, magnitude_std, magnitude_max),
-                    tf.float64) / _LEVEL_DENOM
-    sign = tf.where(tf.random.stateless_uniform([], s_sign) < 0.5,
-                    tf.constant(-1.0, tf.float64), 1.0)
+    level = tf.cast(_sample_magnitude(s_mag, magnitude, magnitude_std, magnitude_max), tf.float64) / _LEVEL_DENOM
+    sign = tf.where(tf.random.stateless_uniform([], s_sign) < 0.5, tf.constant(-1.0, tf.float64), 1.0)
     current = image
-    branches = [
-        (lambda fn=fn: _like(fn(current, level, sign, fill, interpolation), current))
-        for fn in fns] + [lambda: current]
+    branches = [(lambda fn=fn: _like(fn(current, level, sign, fill, interpolation), current)) for fn in fns] + [
+      lambda: current
+    ]
     image = _like(tf.switch_case(tf.where(fires, choice, len(fns)), branches), current)
   return image
 
 
 @register("randaugment")
-def randaugment(num_ops=2, magnitude=9, magnitude_std=0.5, increasing=True, prob=0.5,
-                fill=IMAGENET_FILL_RGB, magnitude_max=_LEVEL_DENOM, ops=None,
-                interpolation="bilinear"):
+def randaugment(
+  num_ops=2,
+  magnitude=9,
+  magnitude_std=0.5,
+  increasing=True,
+  prob=0.5,
+  fill=IMAGENET_FILL_RGB,
+  magnitude_max=_LEVEL_DENOM,
+  ops=None,
+  interpolation="bilinear",
+):
   """RandAugment with timm's semantics; the defaults are `rand-m9-mstd0.5-inc1` (DeiT).
 
   `increasing=True` selects timm's increasing op set (`inc1`), False its
@@ -380,21 +421,27 @@ def randaugment(num_ops=2, magnitude=9, magnitude_std=0.5, increasing=True, prob
   if not isinstance(num_ops, int) or num_ops < 0:
     raise ConfigError(f"num_ops must be an int >= 0, got {num_ops!r}.")
   if not 0 <= magnitude_max or not 0 <= magnitude:
-    raise ConfigError(f"magnitude ({magnitude!r}) and magnitude_max ({magnitude_max!r}) "
-                     f"must be >= 0 (timm's scale is 0..10).")
+    raise ConfigError(
+      f"magnitude ({magnitude!r}) and magnitude_max ({magnitude_max!r}) must be >= 0 (timm's scale is 0..10)."
+    )
   if not magnitude_std >= 0:
     raise ConfigError(f"magnitude_std must be >= 0 (or inf for uniform), got {magnitude_std!r}.")
   if not 0 <= prob <= 1:
     raise ConfigError(f"prob must be in [0, 1], got {prob!r}.")
   if interpolation not in _INTERPOLATIONS:
-    raise ConfigError(f"interpolation must be one of {list(_INTERPOLATIONS)}, "
-                     f"got {interpolation!r}.")
+    raise ConfigError(f"interpolation must be one of {list(_INTERPOLATIONS)}, got {interpolation!r}.")
   fill = _check_fill(fill)
-  ops = _check_op_names(ops if ops is not None else
-                        (INCREASING_OP_SET if increasing else ORIGINAL_OP_SET))
-  settings = dict(num_ops=num_ops, magnitude=float(magnitude),
-                  magnitude_std=float(magnitude_std), prob=float(prob), ops=ops,
-                  fill=fill, magnitude_max=float(magnitude_max), interpolation=interpolation)
+  ops = _check_op_names(ops if ops is not None else (INCREASING_OP_SET if increasing else ORIGINAL_OP_SET))
+  settings = dict(
+    num_ops=num_ops,
+    magnitude=float(magnitude),
+    magnitude_std=float(magnitude_std),
+    prob=float(prob),
+    ops=ops,
+    fill=fill,
+    magnitude_max=float(magnitude_max),
+    interpolation=interpolation,
+  )
 
   def op(example):
     image = _uint8_image(example, "randaugment")
@@ -402,6 +449,7 @@ def randaugment(num_ops=2, magnitude=9, magnitude_std=0.5, increasing=True, prob
       return example
     example, seed = _take_seed(example, "randaugment")
     return {**example, "image": rand_augment_image(image, seed, **settings)}
+
   return op
 
 
@@ -423,14 +471,15 @@ def parse_timm_rand_augment(config: str) -> dict:
   for part in parts[1:]:
     match = re.fullmatch(r"([a-z]+)(\d.*)", part)
     if not match or match.group(1) not in _TIMM_KEYS:
-      raise ConfigError(f"Unknown section {part!r} in RandAugment config {config!r}; "
-                       f"valid keys: {list(_TIMM_KEYS)} followed by a number.")
+      raise ConfigError(
+        f"Unknown section {part!r} in RandAugment config {config!r}; "
+        f"valid keys: {list(_TIMM_KEYS)} followed by a number."
+      )
     key, value = match.groups()
     try:
       number = float(value)
     except ValueError:
-      raise ConfigError(f"Section {part!r} of RandAugment config {config!r} needs a number "
-                       f"after {key!r}.") from None
+      raise ConfigError(f"Section {part!r} of RandAugment config {config!r} needs a number after {key!r}.") from None
     if key == "m":
       kwargs["magnitude"] = number
     elif key == "n":
@@ -463,8 +512,7 @@ def _pair(name, value, positive=True):
     raise ConfigError(f"{name} must be a (low, high) pair, got {value!r}.")
   lo, hi = (float(v) for v in value)
   if not (0 < lo if positive else 0 <= lo) or lo > hi:
-    raise ConfigError(f"{name} must be (low, high) with {'0 <' if positive else '0 <='} "
-                     f"low <= high, got {value!r}.")
+    raise ConfigError(f"{name} must be (low, high) with {'0 <' if positive else '0 <='} low <= high, got {value!r}.")
   return lo, hi
 
 
@@ -482,8 +530,7 @@ def erase_boxes(shape_hw, seed, *, count: int, area, aspect, attempts: int = 10)
   s_area, s_aspect, s_top, s_left = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
   target = tf.random.stateless_uniform([attempts], s_area, area[0], area[1]) * h * w
   target = target / tf.cast(count, tf.float32)
-  ratio = tf.exp(tf.random.stateless_uniform(
-      [attempts], s_aspect, math.log(aspect[0]), math.log(aspect[1])))
+  ratio = tf.exp(tf.random.stateless_uniform([attempts], s_aspect, math.log(aspect[0]), math.log(aspect[1])))
   eh = tf.round(tf.sqrt(target * ratio))
   ew = tf.round(tf.sqrt(target / ratio))
   fits = (eh < h) & (ew < w)
@@ -496,8 +543,9 @@ def erase_boxes(shape_hw, seed, *, count: int, area, aspect, attempts: int = 10)
 
 
 @register("random_erasing")
-def random_erasing(prob=0.25, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 3.3), count=1,
-                   mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB):
+def random_erasing(
+  prob=0.25, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 3.3), count=1, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB
+):
   """Random Erasing (Zhong et al. 2020) with timm's RandomErasing semantics.
 
   With probability `prob`, erases `count` boxes (an int, or (min, max) drawn
@@ -531,16 +579,13 @@ def random_erasing(prob=0.25, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 3.3
     n = tf.random.stateless_uniform([], s_count, min_count, max_count + 1, dtype=tf.int32)
     shape = tf.shape(image)
     out = image
-    for k, box_seed in enumerate(tf.unstack(
-        tf.random.experimental.stateless_split(s_boxes, max_count))):
+    for k, box_seed in enumerate(tf.unstack(tf.random.experimental.stateless_split(s_boxes, max_count))):
       s_box, s_noise = tf.unstack(tf.random.experimental.stateless_split(box_seed, 2))
 
       def erase(current, s_box=s_box, s_noise=s_noise):
-        top, left, height, width = tf.unstack(
-            erase_boxes(shape, s_box, count=n, area=area, aspect=aspect)[0])
+        top, left, height, width = tf.unstack(erase_boxes(shape, s_box, count=n, area=area, aspect=aspect)[0])
         # Noise only for the box (a sixth of the image on average), padded to the image.
-        noise_shape = {"const": [1, 1, 3], "rand": [1, 1, 3],
-                       "pixel": tf.stack([height, width, 3])}[mode]
+        noise_shape = {"const": [1, 1, 3], "rand": [1, 1, 3], "pixel": tf.stack([height, width, 3])}[mode]
         noise = tf.random.stateless_normal(noise_shape, s_noise) * float(mode != "const")
         colour = _to_uint8(tf.constant(mean) + tf.constant(std) * noise)
         colour = tf.broadcast_to(colour, tf.stack([height, width, 3]))
@@ -550,10 +595,12 @@ def random_erasing(prob=0.25, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 3.3
 
       out = tf.cond(fires & (k < n), lambda out=out, erase=erase: erase(out), lambda out=out: out)
     return {**example, "image": _like(out, image)}
+
   return op
 
 
 # ----------------------------------------------------------- colour jitter ---
+
 
 def _jitter_range(name, value, centre, bound=None):
   """torchvision's ColorJitter._check_input: v means [max(0, c - v), c + v]; None if a no-op."""
@@ -562,15 +609,13 @@ def _jitter_range(name, value, centre, bound=None):
       raise ConfigError(f"color_jitter {name} must be >= 0, got {value!r}.")
     lo, hi = centre - value, centre + value
     lo = max(0.0, lo) if centre else lo
-  elif (isinstance(value, Sequence) and len(value) == 2
-        and all(isinstance(v, (int, float)) for v in value)):
+  elif isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
     lo, hi = value
   else:
     raise ConfigError(f"color_jitter {name} must be a number or a (low, high) pair, got {value!r}.")
   if lo > hi or (centre and lo < 0) or (bound is not None and not -bound <= lo <= hi <= bound):
     limits = f"[-{bound}, {bound}]" if bound is not None else "[0, inf)"
-    raise ConfigError(f"color_jitter {name} range must be ordered and lie in {limits}, "
-                     f"got {value!r}.")
+    raise ConfigError(f"color_jitter {name} range must be ordered and lie in {limits}, got {value!r}.")
   return None if lo == hi == centre else (float(lo), float(hi))
 
 
@@ -585,17 +630,16 @@ def color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.0, random_o
   hue uses tf.image.adjust_hue (HSV in float) rather than PIL's uint8 HSV.
   """
   ranges = {
-      "brightness": _jitter_range("brightness", brightness, 1.0),
-      "contrast": _jitter_range("contrast", contrast, 1.0),
-      "saturation": _jitter_range("saturation", saturation, 1.0),
-      "hue": _jitter_range("hue", hue, 0.0, bound=0.5),
+    "brightness": _jitter_range("brightness", brightness, 1.0),
+    "contrast": _jitter_range("contrast", contrast, 1.0),
+    "saturation": _jitter_range("saturation", saturation, 1.0),
+    "hue": _jitter_range("hue", hue, 0.0, bound=0.5),
   }
   adjust = {
-      "brightness": adjust_brightness,
-      "contrast": adjust_contrast,
-      "saturation": adjust_color,
-      "hue": lambda im, delta: _to_uint8(
-          tf.image.adjust_hue(tf.cast(im, tf.float32) / 255.0, delta) * 255.0),
+    "brightness": adjust_brightness,
+    "contrast": adjust_contrast,
+    "saturation": adjust_color,
+    "hue": lambda im, delta: _to_uint8(tf.image.adjust_hue(tf.cast(im, tf.float32) / 255.0, delta) * 255.0),
   }
   enabled = [name for name, r in ranges.items() if r is not None]
 
@@ -606,16 +650,15 @@ def color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.0, random_o
     example, seed = _take_seed(example, "color_jitter")
     s_factors, s_order = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     factors = tf.unstack(tf.random.stateless_uniform([len(enabled)], s_factors))
-    factors = [ranges[name][0] + u * (ranges[name][1] - ranges[name][0])
-               for name, u in zip(enabled, factors)]
+    factors = [ranges[name][0] + u * (ranges[name][1] - ranges[name][0]) for name, u in zip(enabled, factors)]
     if random_order:
       order = tf.argsort(tf.random.stateless_uniform([len(enabled)], s_order))
     else:
       order = tf.range(len(enabled))
     for position in range(len(enabled)):
       current = image
-      branches = [(lambda fn=adjust[name], f=f: _like(fn(current, f), current))
-                  for name, f in zip(enabled, factors)]
+      branches = [(lambda fn=adjust[name], f=f: _like(fn(current, f), current)) for name, f in zip(enabled, factors)]
       image = _like(tf.switch_case(order[position], branches), current)
     return {**example, "image": image}
+
   return op

@@ -39,8 +39,8 @@ def _stratified_split(labels: np.ndarray) -> dict[str, np.ndarray]:
   from sklearn import model_selection  # pylint: disable=g-import-not-at-top
 
   train_idx, test_idx = model_selection.train_test_split(
-      np.arange(len(labels)), test_size=NUM_TEST, stratify=labels,
-      random_state=_SPLIT_SEED)
+    np.arange(len(labels)), test_size=NUM_TEST, stratify=labels, random_state=_SPLIT_SEED
+  )
   return {"train": np.sort(train_idx), "test": np.sort(test_idx)}
 
 
@@ -56,27 +56,25 @@ class MixjaxDigits(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "scikit-learn load_digits() upsampled to 32x32 RGB JPEG "
-            "(bicubic, quality 95), stratified 1437/360 split."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://archive.ics.uci.edu/dataset/80",
+      builder=self,
+      description=(
+        "scikit-learn load_digits() upsampled to 32x32 RGB JPEG (bicubic, quality 95), stratified 1437/360 split."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="jpeg"),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage="https://archive.ics.uci.edu/dataset/80",
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything ships with scikit-learn.
     jpegs, labels = _digits_as_jpegs()
     splits = _stratified_split(labels)
-    return {
-        split: self._generate_examples(jpegs, labels, indices)
-        for split, indices in splits.items()
-    }
+    return {split: self._generate_examples(jpegs, labels, indices) for split, indices in splits.items()}
 
   def _generate_examples(self, jpegs, labels, indices):
     for i in indices:
@@ -99,9 +97,7 @@ def prepared_builder(data_dir: str) -> MixjaxDigits:
     try:
       builder = MixjaxDigits(data_dir=data_dir)
       if not builder.is_prepared():
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False))
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
         builder = MixjaxDigits(data_dir=data_dir)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)

@@ -3,6 +3,7 @@
 They carry the fix in their message, so a user who hits one knows what to run
 or which config flag to set without reading a tf.data traceback.
 """
+
 from mixjax.errors import UserError
 
 

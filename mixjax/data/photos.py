@@ -33,11 +33,22 @@ IN1K_CLASSES = 1000
 
 # (function in skimage.data, tint for grey photos as RGB gains). 16 classes, in label order.
 PHOTOS = (
-    ("astronaut", None), ("chelsea", None), ("coffee", None), ("hubble_deep_field", None),
-    ("immunohistochemistry", None), ("retina", None), ("rocket", None), ("stereo_motorcycle", None),
-    ("camera", (1.0, 0.85, 0.6)), ("brick", (1.0, 0.55, 0.45)), ("grass", (0.5, 1.0, 0.45)),
-    ("gravel", (0.75, 0.75, 1.0)), ("coins", (1.0, 0.9, 0.4)), ("moon", (0.6, 0.8, 1.0)),
-    ("cell", (0.55, 1.0, 0.9)), ("clock", (1.0, 0.6, 1.0)),
+  ("astronaut", None),
+  ("chelsea", None),
+  ("coffee", None),
+  ("hubble_deep_field", None),
+  ("immunohistochemistry", None),
+  ("retina", None),
+  ("rocket", None),
+  ("stereo_motorcycle", None),
+  ("camera", (1.0, 0.85, 0.6)),
+  ("brick", (1.0, 0.55, 0.45)),
+  ("grass", (0.5, 1.0, 0.45)),
+  ("gravel", (0.75, 0.75, 1.0)),
+  ("coins", (1.0, 0.9, 0.4)),
+  ("moon", (0.6, 0.8, 1.0)),
+  ("cell", (0.55, 1.0, 0.9)),
+  ("clock", (1.0, 0.6, 1.0)),
 )
 NUM_CLASSES = len(PHOTOS)
 
@@ -45,7 +56,7 @@ NUM_CLASSES = len(PHOTOS)
 # landscape the most common shape; the "other" share draws the long side from 300..500 and the aspect ratio
 # from 0.6..1 (either orientation).
 SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (500, 400), (400, 300))
-SIZE_PROBS = (0.40, 0.12, 0.14, 0.05, 0.06, 0.04, 0.03)   # the rest (0.16): "other"
+SIZE_PROBS = (0.40, 0.12, 0.14, 0.05, 0.06, 0.04, 0.03)  # the rest (0.16): "other"
 _SPLIT_STREAMS = {"train": 0, "validation": 1}
 _SEED = 2024
 
@@ -86,7 +97,7 @@ def make_example(photo: np.ndarray, rng: np.random.Generator) -> bytes:
   crop_h = int(min(ph, max(16, round(np.sqrt(area / aspect)))))
   top = int(rng.integers(0, ph - crop_h + 1))
   left = int(rng.integers(0, pw - crop_w + 1))
-  crop = photo[top:top + crop_h, left:left + crop_w]
+  crop = photo[top : top + crop_h, left : left + crop_w]
   # Colour shift: brightness, contrast around the mean, per-channel gain, sensor-like noise.
   mean = crop.mean()
   crop = (crop - mean) * rng.uniform(0.75, 1.25) + mean * rng.uniform(0.8, 1.2)
@@ -129,27 +140,34 @@ class MixjaxPhotos(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      MixjaxPhotosConfig(name="default", num_classes=NUM_CLASSES,
-                         description=f"{NUM_CLASSES} classes, labels 0..{NUM_CLASSES - 1}."),
-      MixjaxPhotosConfig(name="in1k", num_classes=IN1K_CLASSES,
-                         description=f"The same examples, labels spread over {IN1K_CLASSES} classes."),
+    MixjaxPhotosConfig(
+      name="default", num_classes=NUM_CLASSES, description=f"{NUM_CLASSES} classes, labels 0..{NUM_CLASSES - 1}."
+    ),
+    MixjaxPhotosConfig(
+      name="in1k",
+      num_classes=IN1K_CLASSES,
+      description=f"The same examples, labels spread over {IN1K_CLASSES} classes.",
+    ),
   ]
   # See mixjax/data/digits.py: keeps TFDS's source lookup away from importlib_resources.
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            f"{NUM_CLASSES} scikit-image photographs, randomly cropped, colour-shifted and resized to "
-            f"ImageNet-like sizes (mostly 500x375), JPEG quality {JPEG_QUALITY}; "
-            f"{TRAIN_PER_CLASS}/{VALIDATION_PER_CLASS} train/validation examples per class."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(num_classes=self.builder_config.num_classes),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://scikit-image.org/docs/stable/api/skimage.data.html",
+      builder=self,
+      description=(
+        f"{NUM_CLASSES} scikit-image photographs, randomly cropped, colour-shifted and resized to "
+        f"ImageNet-like sizes (mostly 500x375), JPEG quality {JPEG_QUALITY}; "
+        f"{TRAIN_PER_CLASS}/{VALIDATION_PER_CLASS} train/validation examples per class."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+          "label": tfds.features.ClassLabel(num_classes=self.builder_config.num_classes),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage="https://scikit-image.org/docs/stable/api/skimage.data.html",
     )
 
   def _split_generators(self, dl_manager):
@@ -189,8 +207,7 @@ def prepared_builder(data_dir: str, name: str = NAME) -> MixjaxPhotos:
     try:
       builder = MixjaxPhotos(data_dir=data_dir, config=config)
       if not builder.is_prepared():
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
         builder = MixjaxPhotos(data_dir=data_dir, config=config)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)

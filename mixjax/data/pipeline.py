@@ -47,9 +47,11 @@ _DECODE_ERROR = re.compile(r"jpeg|png|gif|bmp|image", re.IGNORECASE)
 
 # -------------------------------------------------------------- sharding ---
 
+
 def _processes(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -61,17 +63,19 @@ def _num_shards(data_cfg, process_count: int) -> int:
   num_shards = data_cfg.get("num_shards") or process_count
   if num_shards % process_count:
     raise ConfigError(
-        f"data.num_shards={num_shards} must be a multiple of the number of "
-        f"processes ({process_count}); set --config.data.num_shards to a "
-        f"multiple of {process_count} (e.g. {process_count * max(1, num_shards // process_count)}).")
+      f"data.num_shards={num_shards} must be a multiple of the number of "
+      f"processes ({process_count}); set --config.data.num_shards to a "
+      f"multiple of {process_count} (e.g. {process_count * max(1, num_shards // process_count)})."
+    )
   return num_shards
 
 
 def _per_shard_batch(global_batch_size: int, num_shards: int) -> int:
   if global_batch_size <= 0 or global_batch_size % num_shards:
     raise ConfigError(
-        f"global batch size {global_batch_size} must be a positive multiple of "
-        f"data.num_shards={num_shards} (each shard contributes an equal part).")
+      f"global batch size {global_batch_size} must be a positive multiple of "
+      f"data.num_shards={num_shards} (each shard contributes an equal part)."
+    )
   return global_batch_size // num_shards
 
 
@@ -81,8 +85,9 @@ def _shard_key(seed: int, shard: int, stream: int) -> int:
   return int(state[0] >> 1)
 
 
-def train_steps_per_epoch(data_cfg, info: DatasetInfo, global_batch_size: int,
-                          *, process_count: Optional[int] = None) -> int:
+def train_steps_per_epoch(
+  data_cfg, info: DatasetInfo, global_batch_size: int, *, process_count: Optional[int] = None
+) -> int:
   """Batches per epoch: the (equal) shard size // the per-shard batch."""
   if process_count is None:
     _, process_count = _processes(None, None)
@@ -91,13 +96,15 @@ def train_steps_per_epoch(data_cfg, info: DatasetInfo, global_batch_size: int,
   steps = (info.num_train_examples // num_shards) // per_shard
   if steps == 0:
     raise ConfigError(
-        f"Global batch {global_batch_size} is larger than the train split "
-        f"{data_cfg.train_split!r} of {info.name!r} ({info.num_train_examples} "
-        f"examples over {num_shards} shards); lower the batch size.")
+      f"Global batch {global_batch_size} is larger than the train split "
+      f"{data_cfg.train_split!r} of {info.name!r} ({info.num_train_examples} "
+      f"examples over {num_shards} shards); lower the batch size."
+    )
   return steps
 
 
 # ------------------------------------------------------------ per example ---
+
 
 def _preprocess_fn(spec: str, with_mask: bool) -> Callable[[dict], dict]:
   pp = pp_registry.build(spec)
@@ -108,6 +115,7 @@ def _preprocess_fn(spec: str, with_mask: bool) -> Callable[[dict], dict]:
     if with_mask:
       result["mask"] = tf.constant(True)
     return result
+
   return apply
 
 
@@ -115,15 +123,17 @@ def _check_output(ds: tf.data.Dataset, spec_field: str, spec: str):
   image = ds.element_spec["image"]
   if image.dtype != tf.uint8 or not image.shape.is_fully_defined():
     raise ConfigError(
-        f"data.{spec_field}={spec!r} must end with a fixed-size uint8 image "
-        f"(got {image.dtype.name} of shape {image.shape}); end it with a "
-        f"resizing op such as resize(224), central_crop(224) or "
-        f"resize_center_crop(224).")
+      f"data.{spec_field}={spec!r} must end with a fixed-size uint8 image "
+      f"(got {image.dtype.name} of shape {image.shape}); end it with a "
+      f"resizing op such as resize(224), central_crop(224) or "
+      f"resize_center_crop(224)."
+    )
 
 
 def _with_seed(key: int, index_offset):
   def add(index, example):
     return {**example, SEED_KEY: tf.stack([tf.constant(key, tf.int64), index_offset + index])}
+
   return add
 
 
@@ -135,20 +145,21 @@ def _parallel(data_cfg) -> int:
 def _repeated_aug(data_cfg) -> int:
   repeats = data_cfg.get("repeated_aug", 1)
   if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-    raise ConfigError(f"data.repeated_aug must be an int >= 1 (1 turns it off, DeiT/RSB "
-                     f"use 3), got {repeats!r}.")
+    raise ConfigError(f"data.repeated_aug must be an int >= 1 (1 turns it off, DeiT/RSB use 3), got {repeats!r}.")
   return repeats
 
 
 # --------------------------------------------------------- shard pipelines ---
+
 
 def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step):
   raw, size = source.shard(data_cfg.train_split, shard, num_shards, drop_remainder=True)
   steps = size // per_shard
   if steps == 0:
     raise ConfigError(
-        f"Shard {shard} of {data_cfg.train_split!r} holds {size} examples, fewer "
-        f"than its batch of {per_shard}; lower the batch size or num_shards.")
+      f"Shard {shard} of {data_cfg.train_split!r} holds {size} examples, fewer "
+      f"than its batch of {per_shard}; lower the batch size or num_shards."
+    )
   if data_cfg.get("cache", False):
     raw = raw.cache()
   per_epoch = steps * per_shard
@@ -177,8 +188,7 @@ def _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_ste
     ds = ds.flat_map(lambda example: tf.data.Dataset.from_tensors(example).repeat(repeats))
     ds = ds.skip(first_copy)
   ds = ds.enumerate(start=first).map(_with_seed(key, 0))
-  ds = ds.map(_preprocess_fn(data_cfg.pp_train, with_mask=False),
-              num_parallel_calls=_parallel(data_cfg))
+  ds = ds.map(_preprocess_fn(data_cfg.pp_train, with_mask=False), num_parallel_calls=_parallel(data_cfg))
   _check_output(ds, "pp_train", data_cfg.pp_train)
   if data_cfg.get("skip_corrupt", False):
     # Dropped records shift the rest of the stream; it stays deterministic.
@@ -191,8 +201,7 @@ def _eval_shard(source, data_cfg, shard, num_shards, per_shard, num_batches):
   if data_cfg.get("cache", False):
     raw = raw.cache()
   ds = raw.enumerate().map(_with_seed(_shard_key(0, shard, _EVAL_STREAM), 0))
-  ds = ds.map(_preprocess_fn(data_cfg.pp_eval, with_mask=True),
-              num_parallel_calls=_parallel(data_cfg))
+  ds = ds.map(_preprocess_fn(data_cfg.pp_eval, with_mask=True), num_parallel_calls=_parallel(data_cfg))
   _check_output(ds, "pp_eval", data_cfg.pp_eval)
   if data_cfg.get("skip_corrupt", False):
     ds = ds.ignore_errors()
@@ -207,7 +216,8 @@ def _merge_shards(shards: list[tf.data.Dataset]) -> tf.data.Dataset:
   if len(shards) == 1:
     return shards[0]
   return tf.data.Dataset.zip(tuple(shards)).map(
-      lambda *batches: {k: tf.concat([b[k] for b in batches], axis=0) for k in batches[0]})
+    lambda *batches: {k: tf.concat([b[k] for b in batches], axis=0) for k in batches[0]}
+  )
 
 
 def _finish(ds: tf.data.Dataset, data_cfg) -> tf.data.Dataset:
@@ -235,20 +245,20 @@ class _Batches:
       if not _DECODE_ERROR.search(e.message or ""):
         raise
       detail = (e.message or "").strip().splitlines()[0][:300]
-      found = (self._source.find_corrupt(self._split)
-               if hasattr(self._source, "find_corrupt") else [])
+      found = self._source.find_corrupt(self._split) if hasattr(self._source, "find_corrupt") else []
       which = f"File {found[0]} ({self._where})" if found else f"An image in {self._where}"
       raise CorruptImageError(
-          f"{which} could not be decoded ({detail}).",
-          hint="re-encode or delete the bad file, or pass "
-               "--config.data.skip_corrupt=True to skip undecodable images") from None
+        f"{which} could not be decoded ({detail}).",
+        hint="re-encode or delete the bad file, or pass --config.data.skip_corrupt=True to skip undecodable images",
+      ) from None
 
 
 # ---------------------------------------------------------------- public ---
 
-def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
-                        start_step: int = 0, process_index=None,
-                        process_count=None) -> Iterator[dict]:
+
+def make_train_iterator(
+  data_cfg, *, global_batch_size: int, seed: int, start_step: int = 0, process_index=None, process_count=None
+) -> Iterator[dict]:
   """Endless iterator of this process's train batches.
 
   Yields {"image": uint8 [b, H, W, 3], "label": int32 [b]} with
@@ -265,15 +275,16 @@ def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
   source.num_examples(data_cfg.train_split)  # Clear error for a bad split.
   per_process = num_shards // process_count
   shards = [
-      _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step)[0]
-      for shard in range(process_index * per_process, (process_index + 1) * per_process)
+    _train_shard(source, data_cfg, shard, num_shards, per_shard, seed, start_step)[0]
+    for shard in range(process_index * per_process, (process_index + 1) * per_process)
   ]
   ds = _finish(_merge_shards(shards), data_cfg)
   return _Batches(ds, data_cfg.name, data_cfg.train_split, source)
 
 
-def make_eval_iterator(data_cfg, *, global_batch_size: int, process_index=None,
-                       process_count=None) -> tuple[Callable[[], Iterator[dict]], int]:
+def make_eval_iterator(
+  data_cfg, *, global_batch_size: int, process_index=None, process_count=None
+) -> tuple[Callable[[], Iterator[dict]], int]:
   """One-pass eval batches of this process, and their count (equal on all processes).
 
   The factory returns a fresh iterator of {"image": uint8, "label": int32,
@@ -289,11 +300,12 @@ def make_eval_iterator(data_cfg, *, global_batch_size: int, process_index=None,
   num_batches = math.ceil(math.ceil(num_examples / num_shards) / per_shard)
   per_process = num_shards // process_count
   shards = [
-      _eval_shard(source, data_cfg, shard, num_shards, per_shard, num_batches)
-      for shard in range(process_index * per_process, (process_index + 1) * per_process)
+    _eval_shard(source, data_cfg, shard, num_shards, per_shard, num_batches)
+    for shard in range(process_index * per_process, (process_index + 1) * per_process)
   ]
   ds = _finish(_merge_shards(shards), data_cfg)
 
   def batches() -> Iterator[dict]:
     return _Batches(ds, data_cfg.name, data_cfg.eval_split, source)
+
   return batches, num_batches

@@ -23,11 +23,11 @@ from mixjax.data.pp_registry import register
 from mixjax.config_args import ConfigError
 
 SEED_KEY = "_seed"
-_RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area", "lanczos3",
-                   "lanczos5", "gaussian", "mitchellcubic")
+_RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 
 
 # ----------------------------------------------------------------- helpers ---
+
 
 def _hw(size) -> tuple[int, int]:
   """`224` -> (224, 224); `(h, w)` stays."""
@@ -55,8 +55,9 @@ def _take_seed(example: dict, op_name: str):
   """Splits example["_seed"]: one half for this op, one for the ops after it."""
   if SEED_KEY not in example:
     raise ConfigError(
-        f"pp op {op_name!r} is random and needs a per-example seed under "
-        f"{SEED_KEY!r}; use it inside mixjax.data's train/eval pipelines.")
+      f"pp op {op_name!r} is random and needs a per-example seed under "
+      f"{SEED_KEY!r}; use it inside mixjax.data's train/eval pipelines."
+    )
   seeds = tf.random.experimental.stateless_split(example[SEED_KEY], num=2)
   return {**example, SEED_KEY: seeds[0]}, seeds[1]
 
@@ -64,16 +65,18 @@ def _take_seed(example: dict, op_name: str):
 def _encoded(example: dict, op_name: str) -> tf.Tensor:
   image = example["image"]
   if image.dtype != tf.string:
-    raise ConfigError(f"pp op {op_name!r} expects encoded image bytes but the "
-                     f"image is already decoded; use it first in the spec.")
+    raise ConfigError(
+      f"pp op {op_name!r} expects encoded image bytes but the image is already decoded; use it first in the spec."
+    )
   return image
 
 
 def _decoded(example: dict, op_name: str) -> tf.Tensor:
   image = example["image"]
   if image.dtype == tf.string:
-    raise ConfigError(f"pp op {op_name!r} needs a decoded image; put 'decode' "
-                     f"(or 'decode_jpeg_and_random_resized_crop') before it.")
+    raise ConfigError(
+      f"pp op {op_name!r} needs a decoded image; put 'decode' (or 'decode_jpeg_and_random_resized_crop') before it."
+    )
   return image
 
 
@@ -89,8 +92,7 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def _resize(image: tf.Tensor, hw, method: str) -> tf.Tensor:
-  resized = tf.image.resize(tf.cast(image, tf.float32), hw, method=method,
-                            antialias=True)
+  resized = tf.image.resize(tf.cast(image, tf.float32), hw, method=method, antialias=True)
   return _to_uint8(resized)
 
 
@@ -100,9 +102,9 @@ def _crop(image: tf.Tensor, top, left, height, width) -> tf.Tensor:
   return crop
 
 
-def sample_random_resized_crop(shape_hw: tf.Tensor, seed: tf.Tensor,
-                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                               attempts: int = 10) -> tf.Tensor:
+def sample_random_resized_crop(
+  shape_hw: tf.Tensor, seed: tf.Tensor, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10
+) -> tf.Tensor:
   """torchvision's RandomResizedCrop box as int32 [top, left, height, width].
 
   Semantics of `torchvision.transforms.RandomResizedCrop.get_params`
@@ -117,12 +119,11 @@ def sample_random_resized_crop(shape_hw: tf.Tensor, seed: tf.Tensor,
   """
   h = tf.cast(shape_hw[0], tf.float32)
   w = tf.cast(shape_hw[1], tf.float32)
-  s_area, s_ratio, s_top, s_left = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=4))
-  target_area = h * w * tf.random.stateless_uniform(
-      [attempts], s_area, minval=scale[0], maxval=scale[1])
-  aspect = tf.exp(tf.random.stateless_uniform(
-      [attempts], s_ratio, minval=math.log(ratio[0]), maxval=math.log(ratio[1])))
+  s_area, s_ratio, s_top, s_left = tf.unstack(tf.random.experimental.stateless_split(seed, num=4))
+  target_area = h * w * tf.random.stateless_uniform([attempts], s_area, minval=scale[0], maxval=scale[1])
+  aspect = tf.exp(
+    tf.random.stateless_uniform([attempts], s_ratio, minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
+  )
   crop_w = tf.round(tf.sqrt(target_area * aspect))
   crop_h = tf.round(tf.sqrt(target_area / aspect))
   fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= w) & (crop_h <= h)
@@ -142,17 +143,19 @@ def sample_random_resized_crop(shape_hw: tf.Tensor, seed: tf.Tensor,
 
 # --------------------------------------------------------------------- ops ---
 
+
 @register("decode")
 def decode():
   """Decodes JPEG/PNG/GIF/BMP bytes to uint8 RGB (grey is expanded to 3 channels)."""
+
   def op(example):
     return {**example, "image": _decode_any(_encoded(example, "decode"))}
+
   return op
 
 
 @register("decode_jpeg_and_random_resized_crop")
-def decode_jpeg_and_random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                                        method="bicubic"):
+def decode_jpeg_and_random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method="bicubic"):
   """RandomResizedCrop on encoded bytes, decoding only the crop for JPEGs.
 
   For JPEG input the box is sampled from the header's shape
@@ -180,6 +183,7 @@ def decode_jpeg_and_random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4
     crop = tf.cond(tf.io.is_jpeg(data), from_jpeg, from_other)
     crop.set_shape([None, None, 3])
     return {**example, "image": _resize(crop, hw, method)}
+
   return op
 
 
@@ -195,16 +199,19 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method="b
     box = sample_random_resized_crop(tf.shape(image), seed, scale, ratio)
     crop = _crop(image, box[0], box[1], box[2], box[3])
     return {**example, "image": _resize(crop, hw, method)}
+
   return op
 
 
 @register("flip_lr")
 def flip_lr():
   """Horizontal flip with probability 1/2."""
+
   def op(example):
     image = _decoded(example, "flip_lr")
     example, seed = _take_seed(example, "flip_lr")
     return {**example, "image": tf.image.stateless_random_flip_left_right(image, seed)}
+
   return op
 
 
@@ -215,6 +222,7 @@ def resize(size, method="bilinear"):
 
   def op(example):
     return {**example, "image": _resize(_decoded(example, "resize"), hw, method)}
+
   return op
 
 
@@ -237,8 +245,8 @@ def resize_small(size, method="bilinear"):
   method = _check_method(method)
 
   def op(example):
-    return {**example, "image": _resize_short_side(
-        _decoded(example, "resize_small"), size, method)}
+    return {**example, "image": _resize_short_side(_decoded(example, "resize_small"), size, method)}
+
   return op
 
 
@@ -255,6 +263,7 @@ def central_crop(size):
 
   def op(example):
     return {**example, "image": _central_crop(_decoded(example, "central_crop"), hw)}
+
   return op
 
 
@@ -274,4 +283,5 @@ def resize_center_crop(size, crop_ratio=0.875, method="bicubic"):
   def op(example):
     image = _resize_short_side(_decoded(example, "resize_center_crop"), short, method)
     return {**example, "image": _central_crop(image, (size, size))}
+
   return op

@@ -18,11 +18,13 @@ _OPS: dict[str, Callable[..., PPOp]] = {}
 
 def register(name: str):
   """Decorator that makes an op factory available under `name` in specs."""
+
   def wrap(factory):
     if name in _OPS:
       raise ConfigError(f"pp op {name!r} is registered twice.")
     _OPS[name] = factory
     return factory
+
   return wrap
 
 
@@ -33,9 +35,9 @@ def registered_ops() -> list[str]:
 def _lookup(name: str, spec: str) -> Callable[..., PPOp]:
   # Importing the op libraries registers the built-in ops.
   from mixjax.data import augment_ops, pp_ops  # noqa: F401  (registers the ops; a cycle forbids a top import)
+
   if name not in _OPS:
-    raise ConfigError(
-        f"Unknown pp op {name!r} in spec {spec!r}. Valid ops: {registered_ops()}.")
+    raise ConfigError(f"Unknown pp op {name!r} in spec {spec!r}. Valid ops: {registered_ops()}.")
   return _OPS[name]
 
 
@@ -54,8 +56,8 @@ def parse_spec(spec: str) -> list[tuple[str, tuple, dict]]:
     tree = ast.parse(spec.strip(), mode="eval")
   except SyntaxError as e:
     raise ConfigError(
-        f"Malformed preprocessing spec {spec!r}: {e.msg}. Expected "
-        f"'op1(arg, key=value)|op2|...' with literal arguments.") from None
+      f"Malformed preprocessing spec {spec!r}: {e.msg}. Expected 'op1(arg, key=value)|op2|...' with literal arguments."
+    ) from None
   calls = []
   for node in _flatten_pipe(tree.body):
     text = ast.unparse(node)
@@ -64,15 +66,16 @@ def parse_spec(spec: str) -> list[tuple[str, tuple, dict]]:
       continue
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
       raise ConfigError(
-          f"Malformed preprocessing spec {spec!r}: {text!r} is not an op "
-          f"name or an op call like 'resize(224)'.")
+        f"Malformed preprocessing spec {spec!r}: {text!r} is not an op name or an op call like 'resize(224)'."
+      )
     try:
       args = tuple(ast.literal_eval(a) for a in node.args)
       kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
     except ValueError:
       raise ConfigError(
-          f"Malformed preprocessing spec {spec!r}: arguments of {text!r} "
-          f"must be Python literals (numbers, strings, tuples).") from None
+        f"Malformed preprocessing spec {spec!r}: arguments of {text!r} "
+        f"must be Python literals (numbers, strings, tuples)."
+      ) from None
     if None in kwargs:
       raise ConfigError(f"Malformed preprocessing spec {spec!r}: '**' is not allowed in {text!r}.")
     calls.append((node.func.id, args, kwargs))
@@ -97,4 +100,5 @@ def build(spec: str) -> PPOp:
     for op in ops:
       example = op(example)
     return example
+
   return apply

@@ -5,6 +5,7 @@
 
 See ``mixjax.models.backbone`` for the call convention (stage features, stage mixing, attention maps).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -14,31 +15,44 @@ import jax.numpy as jnp
 from flax import nnx
 
 # Importing the backbone modules registers their models.
-from mixjax.models import (convnext, mobile_convnets, moganet, pvt, resnet,  # noqa: F401
-                           swin_transformer, vision_transformer)
+from mixjax.models import convnext  # noqa: F401
+from mixjax.models import mobile_convnets  # noqa: F401
+from mixjax.models import moganet  # noqa: F401
+from mixjax.models import pvt  # noqa: F401
+from mixjax.models import resnet  # noqa: F401
+from mixjax.models import swin_transformer  # noqa: F401
+from mixjax.models import vision_transformer  # noqa: F401
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
-from mixjax.models.registry import (UnknownModelError, get_model_builder, list_models, model_family,
-                                    register_model)
+from mixjax.models.registry import UnknownModelError, get_model_builder, list_models, model_family, register_model
 from mixjax.models.torch_import import load_torch_state_dict
 
-__all__ = ["build_model", "list_models", "model_family", "register_model", "UnknownModelError", "ImageClassifier",
-           "FeatureTaps", "count_params", "load_torch_state_dict"]
+__all__ = [
+  "build_model",
+  "list_models",
+  "model_family",
+  "register_model",
+  "UnknownModelError",
+  "ImageClassifier",
+  "FeatureTaps",
+  "count_params",
+  "load_torch_state_dict",
+]
 
 
 def build_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> nnx.Module:
-    """Construct the registered model ``name`` (params float32, compute in ``dtype``).
+  """Construct the registered model ``name`` (params float32, compute in ``dtype``).
 
-    ``kwargs`` are model specific (e.g. ResNet: ``stem``, ``width``, ``drop_path_rate``,
-    ``zero_init_residual``, ``init``). Unknown names raise ``UnknownModelError`` listing the valid ones.
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return get_model_builder(name)(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+  ``kwargs`` are model specific (e.g. ResNet: ``stem``, ``width``, ``drop_path_rate``,
+  ``zero_init_residual``, ``init``). Unknown names raise ``UnknownModelError`` listing the valid ones.
+  """
+  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+  return get_model_builder(name)(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
 
 
 def count_params(model: nnx.Module) -> int:
-    """Number of trainable parameters (``nnx.Param``; BatchNorm running stats excluded, as in timm/torchvision).
+  """Number of trainable parameters (``nnx.Param``; BatchNorm running stats excluded, as in timm/torchvision).
 
-    Works on abstract models from ``nnx.eval_shape`` too, so large nets can be counted without allocating.
-    """
-    return int(sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  Works on abstract models from ``nnx.eval_shape`` too, so large nets can be counted without allocating.
+  """
+  return int(sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))))

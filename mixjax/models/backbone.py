@@ -18,6 +18,7 @@ Every model is an ``ImageClassifier`` and is called as::
 ``return_features``, ``return_attention`` and ``mix_stage`` change the traced graph, so under ``jit`` they
 must be static (close over them or mark them static).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -30,57 +31,81 @@ MixFn = Callable[[jax.Array], jax.Array]
 
 
 class FeatureTaps:
-    """Collects stage features and applies the stage mix for one forward call."""
+  """Collects stage features and applies the stage mix for one forward call."""
 
-    def __init__(self, model_name: str, mix_stages: tuple[int, ...], mix_stage: int | None,
-                 mix_fn: MixFn | None, record: bool, want_attention: bool = False):
-        if (mix_stage is None) != (mix_fn is None):
-            raise ValueError("mix_stage and mix_fn must be given together "
-                             "(mix_fn replaces the output h of stage mix_stage by mix_fn(h))")
-        if mix_stage is not None and mix_stage not in mix_stages:
-            raise ValueError(f"{model_name} cannot mix at stage {mix_stage}; valid mix_stage values are {mix_stages}")
-        self.mix_stage = mix_stage
-        self.mix_fn = mix_fn
-        self.record_features = record
-        self.want_attention = want_attention
-        self.features: dict[str, jax.Array] = {}
+  def __init__(
+    self,
+    model_name: str,
+    mix_stages: tuple[int, ...],
+    mix_stage: int | None,
+    mix_fn: MixFn | None,
+    record: bool,
+    want_attention: bool = False,
+  ):
+    if (mix_stage is None) != (mix_fn is None):
+      raise ValueError(
+        "mix_stage and mix_fn must be given together (mix_fn replaces the output h of stage mix_stage by mix_fn(h))"
+      )
+    if mix_stage is not None and mix_stage not in mix_stages:
+      raise ValueError(f"{model_name} cannot mix at stage {mix_stage}; valid mix_stage values are {mix_stages}")
+    self.mix_stage = mix_stage
+    self.mix_fn = mix_fn
+    self.record_features = record
+    self.want_attention = want_attention
+    self.features: dict[str, jax.Array] = {}
 
-    def mix(self, stage: int, h: jax.Array) -> jax.Array:
-        """Apply ``mix_fn`` if ``stage`` is the chosen mixing stage."""
-        return self.mix_fn(h) if stage == self.mix_stage else h
+  def mix(self, stage: int, h: jax.Array) -> jax.Array:
+    """Apply ``mix_fn`` if ``stage`` is the chosen mixing stage."""
+    return self.mix_fn(h) if stage == self.mix_stage else h
 
-    def record(self, name: str, h: jax.Array) -> None:
-        if self.record_features:
-            self.features[name] = h
+  def record(self, name: str, h: jax.Array) -> None:
+    if self.record_features:
+      self.features[name] = h
 
 
 class ImageClassifier(nnx.Module):
-    """Base class: subclasses build ``self.head`` and implement ``forward_features``.
+  """Base class: subclasses build ``self.head`` and implement ``forward_features``.
 
-    Subclass contract: ``forward_features(x, train, rngs, taps)`` calls ``taps.mix(0, x)`` first, records
-    ``stageN`` features via ``taps.record`` and returns ``pooled`` (float32 [B, C]), which goes to the head.
-    Subclasses also set ``self.dtype`` (compute dtype), ``self.mix_stages`` and ``self.stage_names``.
-    """
+  Subclass contract: ``forward_features(x, train, rngs, taps)`` calls ``taps.mix(0, x)`` first, records
+  ``stageN`` features via ``taps.record`` and returns ``pooled`` (float32 [B, C]), which goes to the head.
+  Subclasses also set ``self.dtype`` (compute dtype), ``self.mix_stages`` and ``self.stage_names``.
+  """
 
-    name: str = "model"
-    supports_attention: bool = False
+  name: str = "model"
+  supports_attention: bool = False
 
-    def forward_features(self, x, train, rngs, taps: FeatureTaps) -> jax.Array:  # pragma: no cover
-        raise NotImplementedError
+  def forward_features(self, x, train, rngs, taps: FeatureTaps) -> jax.Array:  # pragma: no cover
+    raise NotImplementedError
 
-    def __call__(self, x: jax.Array, train: bool, rngs: nnx.Rngs | None = None, *,
-                 return_features: bool = False, return_attention: bool = False,
-                 mix_stage: int | None = None, mix_fn: MixFn | None = None):
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"{self.name} expects NHWC images [B, H, W, 3], got shape {x.shape}")
-        if return_attention and not self.supports_attention:
-            raise ValueError(f"{self.name} has no class-token attention; return_attention needs a transformer "
-                             "with a class token (e.g. deit_small)")
-        taps = FeatureTaps(self.name, self.mix_stages, mix_stage, mix_fn, return_features or return_attention,
-                           want_attention=return_attention)
-        pooled = self.forward_features(x.astype(self.dtype), train, rngs, taps)
-        taps.record("pre_logits", pooled.astype(jnp.float32))
-        logits = self.head(pooled, train, rngs).astype(jnp.float32)
-        if return_features or return_attention:
-            return logits, taps.features
-        return logits
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool,
+    rngs: nnx.Rngs | None = None,
+    *,
+    return_features: bool = False,
+    return_attention: bool = False,
+    mix_stage: int | None = None,
+    mix_fn: MixFn | None = None,
+  ):
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"{self.name} expects NHWC images [B, H, W, 3], got shape {x.shape}")
+    if return_attention and not self.supports_attention:
+      raise ValueError(
+        f"{self.name} has no class-token attention; return_attention needs a transformer "
+        "with a class token (e.g. deit_small)"
+      )
+    taps = FeatureTaps(
+      self.name,
+      self.mix_stages,
+      mix_stage,
+      mix_fn,
+      return_features or return_attention,
+      want_attention=return_attention,
+    )
+    pooled = self.forward_features(x.astype(self.dtype), train, rngs, taps)
+    taps.record("pre_logits", pooled.astype(jnp.float32))
+    logits = self.head(pooled, train, rngs).astype(jnp.float32)
+    if return_features or return_attention:
+      return logits, taps.features
+    return logits

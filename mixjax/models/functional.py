@@ -4,6 +4,7 @@ Inside ``jax.jit`` the model's graph definition is static and its parameters and
 as plain nested dicts (``TrainState``); ``ModelFn`` is the pure apply function over them. It lives with the
 models so that both the training modules and the mixing methods can use it without importing each other.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ from flax import nnx
 @dataclasses.dataclass(frozen=True)
 class ModelFn:
   """Applies a model given its parameter and statistics dicts (pure, jit-friendly)."""
+
   graphdef: Any
 
   def __call__(self, params, batch_stats, images, *, train: bool, rng: jax.Array | None = None, **kwargs):

@@ -4,6 +4,7 @@ stochastic depth, max-pool and the pooled linear classifier head.
 Every helper takes ``dtype`` (compute dtype) and keeps parameters in float32, so bf16 training only changes
 the arithmetic, never the stored weights.
 """
+
 from __future__ import annotations
 
 import jax
@@ -14,83 +15,122 @@ from mixjax import cpu_backend
 from mixjax.models.initializers import ConvNetInit
 
 
-def conv2d(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False,
-           init: ConvNetInit, dtype, rngs: nnx.Rngs, padding: int | None = None) -> nnx.Conv:
-    """k x k conv with PyTorch's symmetric padding (k//2 by default).
+def conv2d(
+  in_ch: int,
+  out_ch: int,
+  kernel: int,
+  stride: int = 1,
+  *,
+  groups: int = 1,
+  bias: bool = False,
+  init: ConvNetInit,
+  dtype,
+  rngs: nnx.Rngs,
+  padding: int | None = None,
+) -> nnx.Conv:
+  """k x k conv with PyTorch's symmetric padding (k//2 by default).
 
-    XLA's ``'SAME'`` pads asymmetrically for stride 2, which shifts feature maps by one pixel relative to
-    PyTorch; explicit symmetric padding keeps outputs (and imported weights) aligned with torchvision/timm.
-    On the CPU backend 1x1 convs run as matmuls (``mixjax.cpu_backend``; same parameters, same results).
-    """
-    pad = kernel // 2 if padding is None else padding
-    fan_in = (in_ch // groups) * kernel * kernel
-    return nnx.Conv(in_ch, out_ch, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                    feature_group_count=groups, use_bias=bias, kernel_init=init.conv_kernel(),
-                    bias_init=init.conv_bias(fan_in), dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
-                    conv_general_dilated=cpu_backend.conv_general_dilated)
+  XLA's ``'SAME'`` pads asymmetrically for stride 2, which shifts feature maps by one pixel relative to
+  PyTorch; explicit symmetric padding keeps outputs (and imported weights) aligned with torchvision/timm.
+  On the CPU backend 1x1 convs run as matmuls (``mixjax.cpu_backend``; same parameters, same results).
+  """
+  pad = kernel // 2 if padding is None else padding
+  fan_in = (in_ch // groups) * kernel * kernel
+  return nnx.Conv(
+    in_ch,
+    out_ch,
+    (kernel, kernel),
+    (stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=bias,
+    kernel_init=init.conv_kernel(),
+    bias_init=init.conv_bias(fan_in),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    rngs=rngs,
+    conv_general_dilated=cpu_backend.conv_general_dilated,
+  )
 
 
-def batch_norm(num_features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = 1e-5,
-               zero_scale: bool = False) -> nnx.BatchNorm:
-    """BatchNorm with PyTorch defaults: running-stat momentum 0.1 (flax momentum 0.9), eps 1e-5.
+def batch_norm(
+  num_features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = 1e-5, zero_scale: bool = False
+) -> nnx.BatchNorm:
+  """BatchNorm with PyTorch defaults: running-stat momentum 0.1 (flax momentum 0.9), eps 1e-5.
 
-    ``use_running_average`` is left unset so callers pass ``not train`` at call time. Under ``jit`` over a
-    batch sharded across devices the batch mean is computed over the global batch (SyncBN semantics).
-    ``zero_scale`` gives the zero-init-residual trick (Goyal et al., 2017).
-    """
-    scale_init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
-    return nnx.BatchNorm(num_features, momentum=0.9, epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
-                         scale_init=scale_init, rngs=rngs)
+  ``use_running_average`` is left unset so callers pass ``not train`` at call time. Under ``jit`` over a
+  batch sharded across devices the batch mean is computed over the global batch (SyncBN semantics).
+  ``zero_scale`` gives the zero-init-residual trick (Goyal et al., 2017).
+  """
+  scale_init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
+  return nnx.BatchNorm(
+    num_features, momentum=0.9, epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init, rngs=rngs
+  )
 
 
 def drop_path(x: jax.Array, rate: float, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-    """Stochastic depth (Huang et al., 2016): drop the whole residual branch per sample, rescale survivors.
+  """Stochastic depth (Huang et al., 2016): drop the whole residual branch per sample, rescale survivors.
 
-    Identity in eval mode or when ``rate == 0``; in training with ``rate > 0`` it draws from
-    ``rngs.dropout()`` and therefore needs ``rngs``.
-    """
-    if not train or rate <= 0.0:
-        return x
-    if rngs is None:
-        raise ValueError("drop_path with rate > 0 in training needs rngs, e.g. model(x, True, nnx.Rngs(dropout=0))")
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return x * (mask.astype(x.dtype) / jnp.asarray(keep, x.dtype))
+  Identity in eval mode or when ``rate == 0``; in training with ``rate > 0`` it draws from
+  ``rngs.dropout()`` and therefore needs ``rngs``.
+  """
+  if not train or rate <= 0.0:
+    return x
+  if rngs is None:
+    raise ValueError("drop_path with rate > 0 in training needs rngs, e.g. model(x, True, nnx.Rngs(dropout=0))")
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return x * (mask.astype(x.dtype) / jnp.asarray(keep, x.dtype))
 
 
 def dropout(x: jax.Array, rate: float, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-    """Element-wise dropout drawing from ``rngs.dropout()``; identity in eval mode or when ``rate == 0``."""
-    if not train or rate <= 0.0:
-        return x
-    if rngs is None:
-        raise ValueError("dropout with rate > 0 in training needs rngs, e.g. model(x, True, nnx.Rngs(dropout=0))")
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(rngs.dropout(), keep, x.shape)
-    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+  """Element-wise dropout drawing from ``rngs.dropout()``; identity in eval mode or when ``rate == 0``."""
+  if not train or rate <= 0.0:
+    return x
+  if rngs is None:
+    raise ValueError("dropout with rate > 0 in training needs rngs, e.g. model(x, True, nnx.Rngs(dropout=0))")
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rngs.dropout(), keep, x.shape)
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """torchvision's stem pool: 3x3 window, stride 2, padding 1 (padded with -inf)."""
-    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  """torchvision's stem pool: 3x3 window, stride 2, padding 1 (padded with -inf)."""
+  return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
 class ClassifierHead(nnx.Module):
-    """Global average pool (for NHWC maps) -> dropout -> Linear, computed in float32.
+  """Global average pool (for NHWC maps) -> dropout -> Linear, computed in float32.
 
-    The head runs in float32 even for bf16 backbones: it is tiny, and mixup losses on soft labels are
-    sensitive to logit precision. Returns float32 logits ``[B, num_classes]``.
-    """
+  The head runs in float32 even for bf16 backbones: it is tiny, and mixup losses on soft labels are
+  sensitive to logit precision. Returns float32 logits ``[B, num_classes]``.
+  """
 
-    def __init__(self, in_features: int, num_classes: int, *, kernel_init: nnx.Initializer,
-                 bias_init: nnx.Initializer, drop_rate: float = 0.0, rngs: nnx.Rngs):
-        self.drop_rate = drop_rate
-        self.fc = nnx.Linear(in_features, num_classes, kernel_init=kernel_init, bias_init=bias_init,
-                             dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
+  def __init__(
+    self,
+    in_features: int,
+    num_classes: int,
+    *,
+    kernel_init: nnx.Initializer,
+    bias_init: nnx.Initializer,
+    drop_rate: float = 0.0,
+    rngs: nnx.Rngs,
+  ):
+    self.drop_rate = drop_rate
+    self.fc = nnx.Linear(
+      in_features,
+      num_classes,
+      kernel_init=kernel_init,
+      bias_init=bias_init,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      rngs=rngs,
+    )
 
-    def pool(self, h: jax.Array) -> jax.Array:
-        """[B, H, W, C] -> [B, C] mean in float32; [B, C] passes through (as float32)."""
-        h = h.astype(jnp.float32)
-        return jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h
+  def pool(self, h: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, C] mean in float32; [B, C] passes through (as float32)."""
+    h = h.astype(jnp.float32)
+    return jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h
 
-    def __call__(self, pooled: jax.Array, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
-        return self.fc(dropout(pooled.astype(jnp.float32), self.drop_rate, train, rngs))
+  def __call__(self, pooled: jax.Array, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
+    return self.fc(dropout(pooled.astype(jnp.float32), self.drop_rate, train, rngs))

@@ -6,8 +6,8 @@
 * :mod:`mixjax.recipes.cells` enumerates every table cell as a config string and resolves it
   (``python -m mixjax.recipes.cells --markdown``).
 """
-from mixjax.recipes.availability import (PLANNED_METHODS, check_implemented, is_implemented,
-                                         missing_parts)
+
+from mixjax.recipes.availability import PLANNED_METHODS, check_implemented, is_implemented, missing_parts
 from mixjax.recipes.errors import NotImplementedYetError
 
 __all__ = ["NotImplementedYetError", "PLANNED_METHODS", "check_implemented", "is_implemented", "missing_parts"]

@@ -4,6 +4,7 @@ The benchmark tables name methods and backbones that land in later work (issues 
 resolve (so sweeps, docs and the cell list can show them), and this check turns them into one clear
 ``NotImplementedYetError`` at ``--dry_run`` instead of an unknown-name error or a silent fallback.
 """
+
 from __future__ import annotations
 
 from mixjax import mixing, models
@@ -12,9 +13,18 @@ from mixjax.recipes.errors import NotImplementedYetError
 # Mixing methods the benchmark tables name and where they are planned. The names are the registry names the
 # recipes put into ``config.mixing.method``.
 PLANNED_METHODS = {
-    "manifoldmix": "issue 6", "attentivemix": "issue 6", "puzzlemix": "issue 6", "alignmix": "issue 6",
-    "transmix": "issue 6", "tokenmix": "issue 6", "smmix": "not scheduled", "comixup": "not scheduled",
-    "supermix": "not scheduled", "grafting": "not scheduled", "automix": "issue 7", "samix": "issue 7",
+  "manifoldmix": "issue 6",
+  "attentivemix": "issue 6",
+  "puzzlemix": "issue 6",
+  "alignmix": "issue 6",
+  "transmix": "issue 6",
+  "tokenmix": "issue 6",
+  "smmix": "not scheduled",
+  "comixup": "not scheduled",
+  "supermix": "not scheduled",
+  "grafting": "not scheduled",
+  "automix": "issue 7",
+  "samix": "issue 7",
 }
 
 
@@ -34,8 +44,11 @@ def missing_parts(config) -> list[str]:
   mixing and model registries with the valid names.
   """
   registered = set(mixing.list_methods())
-  missing = [f"mixing method {name!r} ({PLANNED_METHODS[name]})"
-             for name in _method_names(config.mixing) if name not in registered and name in PLANNED_METHODS]
+  missing = [
+    f"mixing method {name!r} ({PLANNED_METHODS[name]})"
+    for name in _method_names(config.mixing)
+    if name not in registered and name in PLANNED_METHODS
+  ]
   if config.model.name not in models.list_models() and config.model.name in PLANNED_MODELS:
     missing.append(f"model {config.model.name!r} ({PLANNED_MODELS[config.model.name]})")
   return missing
@@ -51,8 +64,12 @@ def check_implemented(config) -> None:
   if not missing:
     return
   recipe = config.get("recipe") or {}
-  cell = (f"{recipe.get('name')}:{recipe.get('method')},model={recipe.get('model')},epochs={recipe.get('epochs')}"
-          if recipe else "this config")
+  cell = (
+    f"{recipe.get('name')}:{recipe.get('method')},model={recipe.get('model')},epochs={recipe.get('epochs')}"
+    if recipe
+    else "this config"
+  )
   raise NotImplementedYetError(
-      f"Benchmark cell {cell} is not implemented yet: {'; '.join(missing)} missing. Registered methods: "
-      f"{', '.join(mixing.list_methods())}. Registered models: {', '.join(models.list_models())}.")
+    f"Benchmark cell {cell} is not implemented yet: {'; '.join(missing)} missing. Registered methods: "
+    f"{', '.join(mixing.list_methods())}. Registered models: {', '.join(models.list_models())}."
+  )

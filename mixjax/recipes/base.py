@@ -16,6 +16,7 @@ Row format (a dict)::
     model:     {model keyword: value} model arguments the row adds (e.g. AutoMix's zero_init_residual)
     per_model: {model: {any of the keys above}} per-backbone exceptions, merged over the row
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -33,14 +34,23 @@ from mixjax.mixing import default_mixing_config
 ROW_KEYS = ("method", "alpha", "prob", "args", "loss", "overrides", "model", "per_model")
 
 
-def recipe_args(arg: str | None, *, recipe: str, rows: Mapping[str, Any], default_model: str,
-                default_epochs: int, extra: Mapping[str, Any] | None = None) -> dict:
+def recipe_args(
+  arg: str | None,
+  *,
+  recipe: str,
+  rows: Mapping[str, Any],
+  default_model: str,
+  default_epochs: int,
+  extra: Mapping[str, Any] | None = None,
+) -> dict:
   """Parses ``<method>[,model=NAME][,epochs=N]`` (plus recipe-specific ``extra`` keys) against ``rows``."""
   args = parse_arg(arg, allowed=dict(method=None, model=default_model, epochs=default_epochs, **(extra or {})))
   valid = ", ".join(rows)
   if args["method"] is None:
-    raise ConfigArgError(f"configs/{recipe}.py needs a method, e.g. configs/{recipe}.py:{next(iter(rows))}. "
-                         f"Methods of this recipe: {valid}.")
+    raise ConfigArgError(
+      f"configs/{recipe}.py needs a method, e.g. configs/{recipe}.py:{next(iter(rows))}. "
+      f"Methods of this recipe: {valid}."
+    )
   if args["method"] not in rows:
     raise ConfigArgError(f"Unknown method {args['method']!r} for recipe {recipe}. Methods of this recipe: {valid}.")
   if not isinstance(args["epochs"], int) or args["epochs"] < 1:
@@ -87,8 +97,9 @@ def skeleton(*, recipe: str, method: str, model: str, epochs: int, report_metric
   c.data = default_data_config()
   c.model = ml_collections.ConfigDict(dict(name=model))
   c.mixing = default_mixing_config()
-  c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0, bce_reduction="sum_classes",
-                                          decouple=dict(eta=0.1)))
+  c.loss = ml_collections.ConfigDict(
+    dict(name="soft_ce", label_smoothing=0.0, bce_reduction="sum_classes", decouple=dict(eta=0.1))
+  )
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0, warmup_epochs=0.0))
   c.log_every_steps = 100
@@ -99,14 +110,26 @@ def skeleton(*, recipe: str, method: str, model: str, epochs: int, report_metric
   c.log_mixed_samples = 8
   c.prefetch_to_device = 2
   # Which benchmark cell this is: read by mixjax.report (via results.json) and by the dry-run check.
-  c.recipe = ml_collections.ConfigDict(dict(name=recipe, method=method, model=model, epochs=epochs,
-                                            report_metric=report_metric))
+  c.recipe = ml_collections.ConfigDict(
+    dict(name=recipe, method=method, model=model, epochs=epochs, report_metric=report_metric)
+  )
   return c
 
 
-def set_data(c: ml_collections.ConfigDict, *, name: str, num_classes: int, pp_train: str, pp_eval: str,
-             train_split: str = "train", eval_split: str = "validation", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-             repeated_aug: int = 0, shuffle_buffer: int = 10_000) -> None:
+def set_data(
+  c: ml_collections.ConfigDict,
+  *,
+  name: str,
+  num_classes: int,
+  pp_train: str,
+  pp_eval: str,
+  train_split: str = "train",
+  eval_split: str = "validation",
+  mean=IMAGENET_MEAN,
+  std=IMAGENET_STD,
+  repeated_aug: int = 0,
+  shuffle_buffer: int = 10_000,
+) -> None:
   d = c.data
   d.name, d.num_classes = name, num_classes
   d.train_split, d.eval_split = train_split, eval_split
@@ -141,9 +164,21 @@ def set_optimizer(c: ml_collections.ConfigDict, **values) -> None:
 def set_pytorch_sgd(c: ml_collections.ConfigDict, *, lr: float, base_batch_size: int) -> None:
   """The PyTorch-style optimizer (spec §3.1, also Tiny-ImageNet): SGD momentum 0.9 without Nesterov, weight
   decay 1e-4 on every parameter, no warmup, cosine to 0 stepped per epoch, no clipping."""
-  set_optimizer(c, name="sgd", lr=lr, base_batch_size=base_batch_size, momentum=0.9, nesterov=False,
-                weight_decay=1e-4, wd_exclude_1d=False, wd_exclude=(), warmup_epochs=0.0, min_lr=0.0,
-                schedule_by_epoch=True, grad_clip_norm=0.0)
+  set_optimizer(
+    c,
+    name="sgd",
+    lr=lr,
+    base_batch_size=base_batch_size,
+    momentum=0.9,
+    nesterov=False,
+    weight_decay=1e-4,
+    wd_exclude_1d=False,
+    wd_exclude=(),
+    warmup_epochs=0.0,
+    min_lr=0.0,
+    schedule_by_epoch=True,
+    grad_clip_norm=0.0,
+  )
 
 
 def apply_row(c: ml_collections.ConfigDict, row: Mapping[str, Any]) -> None:

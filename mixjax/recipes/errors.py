@@ -1,4 +1,5 @@
 """Errors of the recipe layer."""
+
 from mixjax.config_args import ConfigError
 
 

@@ -9,8 +9,7 @@ import tensorflow as tf
 def write_image(path: str, pixels: np.ndarray):
   """Writes uint8 pixels as JPEG or PNG depending on the file extension."""
   pixels = tf.constant(pixels, tf.uint8)
-  encoded = (tf.io.encode_png(pixels) if path.endswith(".png")
-             else tf.io.encode_jpeg(pixels, quality=95))
+  encoded = tf.io.encode_png(pixels) if path.endswith(".png") else tf.io.encode_jpeg(pixels, quality=95)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tf.io.write_file(path, encoded)
 

@@ -22,8 +22,11 @@ FILL = (124, 116, 104)
 
 
 def _example(pixels, seed=(1, 2)):
-  return {"image": tf.constant(pixels, tf.uint8), "label": tf.constant(0, tf.int64),
-          "_seed": tf.constant(seed, tf.int64)}
+  return {
+    "image": tf.constant(pixels, tf.uint8),
+    "label": tf.constant(0, tf.int64),
+    "_seed": tf.constant(seed, tf.int64),
+  }
 
 
 def _run(spec, pixels, seed=(1, 2)):
@@ -39,6 +42,7 @@ def _const(h, w, value):
 
 
 # ------------------------------------------------------- pixel ops by hand ---
+
 
 def test_invert_posterize_solarize_by_hand():
   row = np.array([0, 63, 64, 127, 128, 183, 255], np.uint8)
@@ -56,9 +60,9 @@ def test_invert_posterize_solarize_by_hand():
 
 def test_auto_contrast_and_brightness_by_hand():
   pixels = np.zeros((1, 3, 3), np.uint8)
-  pixels[0, :, 0] = [50, 100, 150]   # Stretched to [0, 255]: scale 2.55.
-  pixels[0, :, 1] = [7, 7, 7]        # Flat channel: left alone.
-  pixels[0, :, 2] = [0, 128, 255]    # Already full range.
+  pixels[0, :, 0] = [50, 100, 150]  # Stretched to [0, 255]: scale 2.55.
+  pixels[0, :, 1] = [7, 7, 7]  # Flat channel: left alone.
+  pixels[0, :, 2] = [0, 128, 255]  # Already full range.
   out = aug.auto_contrast(pixels).numpy()[0]
   assert out[:, 0].tolist() == [0, 127, 255]  # 127.5 truncates, as in PIL.
   assert out[:, 1].tolist() == [7, 7, 7]
@@ -96,24 +100,25 @@ def test_translate_shift_amount_by_hand():
 # ----------------------------------------------------- pixel ops vs PIL ---
 
 _PIL_EXACT = [
-    ("auto_contrast", aug.auto_contrast, ImageOps.autocontrast),
-    ("equalize", aug.equalize, ImageOps.equalize),
-    ("color_0.3", lambda im: aug.adjust_color(im, 0.3), lambda p: ImageEnhance.Color(p).enhance(0.3)),
-    ("color_1.7", lambda im: aug.adjust_color(im, 1.7), lambda p: ImageEnhance.Color(p).enhance(1.7)),
-    ("contrast_0.4", lambda im: aug.adjust_contrast(im, 0.4),
-     lambda p: ImageEnhance.Contrast(p).enhance(0.4)),
-    ("contrast_1.6", lambda im: aug.adjust_contrast(im, 1.6),
-     lambda p: ImageEnhance.Contrast(p).enhance(1.6)),
-    ("brightness_1.3", lambda im: aug.adjust_brightness(im, 1.3),
-     lambda p: ImageEnhance.Brightness(p).enhance(1.3)),
-    ("sharpness_0.2", lambda im: aug.adjust_sharpness(im, 0.2),
-     lambda p: ImageEnhance.Sharpness(p).enhance(0.2)),
-    ("sharpness_1.9", lambda im: aug.adjust_sharpness(im, 1.9),
-     lambda p: ImageEnhance.Sharpness(p).enhance(1.9)),
-    ("rotate_17.5", lambda im: aug.rotate(im, 17.5, FILL),
-     lambda p: p.rotate(17.5, resample=Image.BILINEAR, fillcolor=FILL)),
-    ("rotate_-30", lambda im: aug.rotate(im, -30, FILL),
-     lambda p: p.rotate(-30, resample=Image.BILINEAR, fillcolor=FILL)),
+  ("auto_contrast", aug.auto_contrast, ImageOps.autocontrast),
+  ("equalize", aug.equalize, ImageOps.equalize),
+  ("color_0.3", lambda im: aug.adjust_color(im, 0.3), lambda p: ImageEnhance.Color(p).enhance(0.3)),
+  ("color_1.7", lambda im: aug.adjust_color(im, 1.7), lambda p: ImageEnhance.Color(p).enhance(1.7)),
+  ("contrast_0.4", lambda im: aug.adjust_contrast(im, 0.4), lambda p: ImageEnhance.Contrast(p).enhance(0.4)),
+  ("contrast_1.6", lambda im: aug.adjust_contrast(im, 1.6), lambda p: ImageEnhance.Contrast(p).enhance(1.6)),
+  ("brightness_1.3", lambda im: aug.adjust_brightness(im, 1.3), lambda p: ImageEnhance.Brightness(p).enhance(1.3)),
+  ("sharpness_0.2", lambda im: aug.adjust_sharpness(im, 0.2), lambda p: ImageEnhance.Sharpness(p).enhance(0.2)),
+  ("sharpness_1.9", lambda im: aug.adjust_sharpness(im, 1.9), lambda p: ImageEnhance.Sharpness(p).enhance(1.9)),
+  (
+    "rotate_17.5",
+    lambda im: aug.rotate(im, 17.5, FILL),
+    lambda p: p.rotate(17.5, resample=Image.BILINEAR, fillcolor=FILL),
+  ),
+  (
+    "rotate_-30",
+    lambda im: aug.rotate(im, -30, FILL),
+    lambda p: p.rotate(-30, resample=Image.BILINEAR, fillcolor=FILL),
+  ),
 ]
 
 
@@ -130,15 +135,19 @@ def test_shear_matches_pil_up_to_float_rounding():
   # lands exactly on the image edge may fall either side; these factors
   # avoid such ties (random magnitudes hit them with probability ~0).
   pixels = _noise(14, 17)
-  for coeffs, ours in [((1, 0.3, 0, 0, 1, 0), aug.shear_x(pixels, 0.3, FILL)),
-                       ((1, 0, 0, -0.23, 1, 0), aug.shear_y(pixels, -0.23, FILL))]:
-    ref = np.asarray(Image.fromarray(pixels).transform(
-        (17, 14), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=FILL))
+  for coeffs, ours in [
+    ((1, 0.3, 0, 0, 1, 0), aug.shear_x(pixels, 0.3, FILL)),
+    ((1, 0, 0, -0.23, 1, 0), aug.shear_y(pixels, -0.23, FILL)),
+  ]:
+    ref = np.asarray(
+      Image.fromarray(pixels).transform((17, 14), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=FILL)
+    )
     diff = np.abs(ours.numpy().astype(int) - ref)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.05  # Truncation of float32 vs double.
 
 
 # ------------------------------------------------------------ RandAugment ---
+
 
 def test_randaugment_deterministic_uint8_same_shape():
   pixels = _noise(12, 16)
@@ -163,14 +172,14 @@ def test_randaugment_identities():
     np.testing.assert_array_equal(_run("randaugment(num_ops=0)", pixels, (seed, 0)), pixels)
   # Ops whose magnitude-0 argument is the identity (timm: Posterize keeps 4
   # bits at 0, AutoContrast/Equalize/Invert ignore the magnitude).
-  zero_is_identity = tuple(set(aug.INCREASING_OP_SET) - {
-      "AutoContrast", "Equalize", "Invert", "PosterizeIncreasing"})
+  zero_is_identity = tuple(set(aug.INCREASING_OP_SET) - {"AutoContrast", "Equalize", "Invert", "PosterizeIncreasing"})
   assert len(zero_is_identity) == 11
   for seed in range(12):
     out = pp_registry.build("randaugment")(_example(pixels, (seed, 1)))
     assert not np.array_equal(out["_seed"].numpy(), [seed, 1])  # The seed moves on.
-    zero = aug.randaugment(num_ops=3, magnitude=0, magnitude_std=0, prob=1.0,
-                           ops=zero_is_identity)(_example(pixels, (seed, 1)))
+    zero = aug.randaugment(num_ops=3, magnitude=0, magnitude_std=0, prob=1.0, ops=zero_is_identity)(
+      _example(pixels, (seed, 1))
+    )
     np.testing.assert_array_equal(zero["image"].numpy(), pixels)
 
 
@@ -179,13 +188,11 @@ def test_randaugment_applies_exactly_num_ops():
   # application, so the pixel value counts the ops that fired.
   black = _const(4, 4, 0)
   for num_ops in (1, 2, 3):
-    out = _run(f"randaugment(num_ops={num_ops}, magnitude=1, magnitude_std=0, prob=1.0, "
-               f"ops=('SolarizeAdd',))", black)
+    out = _run(f"randaugment(num_ops={num_ops}, magnitude=1, magnitude_std=0, prob=1.0, ops=('SolarizeAdd',))", black)
     assert np.all(out == 11 * num_ops)
   # With prob 0.5 the count is Binomial(2, 1/2) and never 3.
   pp = aug.randaugment(num_ops=2, magnitude=1, magnitude_std=0, prob=0.5, ops=("SolarizeAdd",))
-  counts = collections.Counter(
-      int(pp(_example(black, (s, 3)))["image"].numpy()[0, 0, 0]) for s in range(200))
+  counts = collections.Counter(int(pp(_example(black, (s, 3)))["image"].numpy()[0, 0, 0]) for s in range(200))
   assert set(counts) == {0, 11, 22}
   assert 30 <= counts[0] <= 70 and 75 <= counts[11] <= 125 and 30 <= counts[22] <= 70
 
@@ -193,10 +200,10 @@ def test_randaugment_applies_exactly_num_ops():
 def test_randaugment_draws_ops_with_replacement_in_order():
   # On black: SA,SA -> 22; SA then Invert -> 244; Invert then SA -> 255
   # (>= 128 is left alone); Invert twice -> 0.
-  pp = aug.randaugment(num_ops=2, magnitude=1, magnitude_std=0, prob=1.0,
-                       ops=("SolarizeAdd", "Invert"))
+  pp = aug.randaugment(num_ops=2, magnitude=1, magnitude_std=0, prob=1.0, ops=("SolarizeAdd", "Invert"))
   outcomes = collections.Counter(
-      int(pp(_example(_const(2, 2, 0), (s, 5)))["image"].numpy()[0, 0, 0]) for s in range(80))
+    int(pp(_example(_const(2, 2, 0), (s, 5)))["image"].numpy()[0, 0, 0]) for s in range(80)
+  )
   assert set(outcomes) == {22, 244, 255, 0}
   assert min(outcomes.values()) >= 8
 
@@ -206,12 +213,10 @@ def test_randaugment_magnitude_noise_clip_and_sign():
   adds = lambda spec: [int(_run(spec, grey, (s, 2))[0, 0, 0]) for s in range(60)]  # noqa: E731
   fixed = adds("randaugment(num_ops=1, magnitude=5, magnitude_std=0, prob=1.0, ops=('SolarizeAdd',))")
   assert set(fixed) == {55}
-  noisy = adds("randaugment(num_ops=1, magnitude=5, magnitude_std=1.0, prob=1.0, "
-               "ops=('SolarizeAdd',))")
+  noisy = adds("randaugment(num_ops=1, magnitude=5, magnitude_std=1.0, prob=1.0, ops=('SolarizeAdd',))")
   assert len(set(noisy)) > 5 and 11 <= min(noisy) and max(noisy) <= 99
   assert abs(np.mean(noisy) - 55) < 5
-  clipped = adds("randaugment(num_ops=1, magnitude=10, magnitude_std=1.0, prob=1.0, "
-                 "ops=('SolarizeAdd',))")
+  clipped = adds("randaugment(num_ops=1, magnitude=10, magnitude_std=1.0, prob=1.0, ops=('SolarizeAdd',))")
   assert max(clipped) == 110 and 15 < clipped.count(110) < 45  # N(10, 1) clipped at 10.
   # Signed ops: TranslateXRel at M=10 shifts by +-0.45 * width, both ways.
   pixels = _noise(6, 20)
@@ -219,24 +224,25 @@ def test_randaugment_magnitude_noise_clip_and_sign():
   right = aug.translate_x_rel(pixels, -0.45, FILL).numpy()
   sides = collections.Counter()
   for s in range(30):
-    out = _run("randaugment(num_ops=1, magnitude=10, magnitude_std=0, prob=1.0, "
-               "ops=('TranslateXRel',))", pixels, (s, 4))
-    sides["left" if np.array_equal(out, left) else "right" if np.array_equal(out, right)
-          else "other"] += 1
+    out = _run(
+      "randaugment(num_ops=1, magnitude=10, magnitude_std=0, prob=1.0, ops=('TranslateXRel',))", pixels, (s, 4)
+    )
+    sides["left" if np.array_equal(out, left) else "right" if np.array_equal(out, right) else "other"] += 1
   assert sides["other"] == 0 and sides["left"] >= 5 and sides["right"] >= 5
 
 
 def test_randaugment_timm_string():
   assert aug.parse_timm_rand_augment("rand-m9-mstd0.5-inc1") == dict(
-      magnitude=9.0, num_ops=2, magnitude_std=0.5, increasing=True)
+    magnitude=9.0, num_ops=2, magnitude_std=0.5, increasing=True
+  )
   parsed = aug.parse_timm_rand_augment("rand-n3-m7-mstd101-mmax12")
-  assert parsed == dict(magnitude=7.0, num_ops=3, magnitude_std=float("inf"),
-                        increasing=False, magnitude_max=12.0)
+  assert parsed == dict(magnitude=7.0, num_ops=3, magnitude_std=float("inf"), increasing=False, magnitude_max=12.0)
   pixels = _noise(10, 10)
   for seed in range(4):
     np.testing.assert_array_equal(
-        _run("randaugment_timm('rand-m7-mstd0.5-inc1')", pixels, (seed, 0)),
-        _run("randaugment(magnitude=7, magnitude_std=0.5, increasing=True)", pixels, (seed, 0)))
+      _run("randaugment_timm('rand-m7-mstd0.5-inc1')", pixels, (seed, 0)),
+      _run("randaugment(magnitude=7, magnitude_std=0.5, increasing=True)", pixels, (seed, 0)),
+    )
   for bad in ("rand-m9-w0", "augmix-m3", "rand-mx"):
     with pytest.raises(ValueError, match="RandAugment config"):
       pp_registry.build(f"randaugment_timm({bad!r})")
@@ -250,11 +256,11 @@ def test_randaugment_bad_arguments_name_the_fix():
   with pytest.raises(ValueError, match="interpolation"):
     pp_registry.build("randaugment(interpolation='bicubic')")
   with pytest.raises(ValueError, match="decode"):
-    pp_registry.build("randaugment")({"image": tf.constant(b"x"), "_seed": tf.constant([1, 2],
-                                                                                       tf.int64)})
+    pp_registry.build("randaugment")({"image": tf.constant(b"x"), "_seed": tf.constant([1, 2], tf.int64)})
 
 
 # --------------------------------------------------------- random erasing ---
+
 
 def _erased_box(out, background):
   """(top, left, height, width) of the changed pixels; asserts they form a rectangle."""
@@ -300,14 +306,14 @@ def test_random_erasing_pixel_and_rand_noise_use_mean_and_std():
   spec = "random_erasing(prob=1.0, mode='{}', area=(0.3, 0.33))"
   out = _run(spec.format("pixel"), green, (0, 0))
   top, left, height, width = _erased_box(out, green)
-  region = out[top:top + height, left:left + width].reshape(-1, 3).astype(float)
+  region = out[top : top + height, left : left + width].reshape(-1, 3).astype(float)
   np.testing.assert_allclose(region.mean(0), aug.IMAGENET_MEAN_RGB, atol=6)
   np.testing.assert_allclose(region.std(0), aug.IMAGENET_STD_RGB, atol=8)
   colours = set()
   for s in range(4):
     out = _run(spec.format("rand"), black, (s, 0))
     top, left, height, width = _erased_box(out, black)
-    region = out[top:top + height, left:left + width].reshape(-1, 3)
+    region = out[top : top + height, left : left + width].reshape(-1, 3)
     assert len(np.unique(region, axis=0)) == 1  # One colour per box.
     colours.add(tuple(region[0]))
   assert len(colours) == 4
@@ -326,14 +332,15 @@ def test_random_erasing_bad_arguments():
 
 # ----------------------------------------------------------- colour jitter ---
 
+
 def test_color_jitter_factors_and_identity():
   pixels = _const(3, 3, 100)
-  values = {int(_run("color_jitter(brightness=0.4, contrast=0, saturation=0)", pixels,
-                     (s, 0))[0, 0, 0]) for s in range(40)}
+  values = {
+    int(_run("color_jitter(brightness=0.4, contrast=0, saturation=0)", pixels, (s, 0))[0, 0, 0]) for s in range(40)
+  }
   assert min(values) >= 60 and max(values) <= 140 and len(values) > 15
   noise = _noise(6, 6)
-  np.testing.assert_array_equal(
-      _run("color_jitter(brightness=0, contrast=0, saturation=0, hue=0)", noise), noise)
+  np.testing.assert_array_equal(_run("color_jitter(brightness=0, contrast=0, saturation=0, hue=0)", noise), noise)
   a = _run("color_jitter(hue=0.1)", noise, (4, 4))
   np.testing.assert_array_equal(a, _run("color_jitter(hue=0.1)", noise, (4, 4)))
   assert not np.array_equal(a, _run("color_jitter(hue=0.1)", noise, (5, 4)))
@@ -342,6 +349,7 @@ def test_color_jitter_factors_and_identity():
 
 
 # ---------------------------------------------------- repeated augmentation ---
+
 
 def _digest(image):
   return hashlib.sha1(image.tobytes()).hexdigest()
@@ -366,7 +374,7 @@ def test_repeated_aug_repeats_each_example_and_keeps_epoch_length(digits_cfg):
     assert rows[k] == rows[k + 1] == rows[k + 2] and labels[k] == labels[k + 2]
   assert rows[0] != rows[3]
   # An epoch holds 1408 rows of ceil(1408 / 3) = 470 distinct images ...
-  epoch0 = rows[:steps * 64]
+  epoch0 = rows[: steps * 64]
   assert len(epoch0) == 1408 and len(set(epoch0)) == 470
   # ... and 3 epochs are one full pass: 1408 distinct (records) x 3 copies.
   per_image = collections.Counter(rows)
@@ -385,8 +393,7 @@ def test_repeated_aug_copies_get_different_augmentations_and_resume_exactly(digi
   # Resume mid copy-group (5 * 64 = 320 = 3 * 106 + 2), in a later epoch,
   # and after the first full pass over the shard (3 * 1408 rows = step 66).
   for start in (5, 23, 67):
-    resumed = list(itertools.islice(
-        data.make_train_iterator(digits_cfg, start_step=start, **kw), 70 - start))
+    resumed = list(itertools.islice(data.make_train_iterator(digits_cfg, start_step=start, **kw), 70 - start))
     assert len(resumed) == 70 - start
     for x, y in zip(resumed, fresh[start:]):
       np.testing.assert_array_equal(x["image"], y["image"])
@@ -396,5 +403,4 @@ def test_repeated_aug_copies_get_different_augmentations_and_resume_exactly(digi
 def test_repeated_aug_must_be_positive_int(digits_cfg):
   digits_cfg.repeated_aug = 0
   with pytest.raises(ValueError, match="repeated_aug"):
-    data.make_train_iterator(digits_cfg, global_batch_size=8, seed=0,
-                             process_index=0, process_count=1)
+    data.make_train_iterator(digits_cfg, global_batch_size=8, seed=0, process_index=0, process_count=1)

@@ -50,13 +50,13 @@ def test_splits_labels_and_imagenet_like_jpegs(photos_dir):
   widths, heights = np.array(shapes).T
   aspect = widths / heights
   assert 180 <= min(widths.min(), heights.min()) and max(widths.max(), heights.max()) <= 500
-  assert 0.55 <= aspect.min() and aspect.max() <= 1.8             # ImageNet: 3:4 … 16:9 mostly
+  assert 0.55 <= aspect.min() and aspect.max() <= 1.8  # ImageNet: 3:4 … 16:9 mostly
   long_side = np.maximum(widths, heights)
-  assert np.mean(long_side == 500) > 0.7                        # ImageNet: mostly 500 px on the long side
+  assert np.mean(long_side == 500) > 0.7  # ImageNet: mostly 500 px on the long side
   landscape_4_3 = np.mean((widths == 500) & (heights == 375))
-  assert 0.3 < landscape_4_3 < 0.55                              # the most common ImageNet size
-  assert np.mean(aspect < 1) > 0.1                               # some portrait images
-  assert 120_000 < np.mean(widths * heights) < 220_000           # ImageNet's mean is ≈ 400×350 … 500×375
+  assert 0.3 < landscape_4_3 < 0.55  # the most common ImageNet size
+  assert np.mean(aspect < 1) > 0.1  # some portrait images
+  assert 120_000 < np.mean(widths * heights) < 220_000  # ImageNet's mean is ≈ 400×350 … 500×375
   # Quality 90: PIL's luminance table scaled by (200 - 2·90)% → DC quantiser round(16·0.2) = 3.
   assert Image.open(io.BytesIO(train[0])).quantization[0][0] == 3
 
@@ -67,7 +67,8 @@ def test_classes_are_distinct(photos_dir):
 
   def thumbnails(split):
     ds = builder.as_dataset(split=split).map(
-        lambda ex: (tf.reshape(tf.image.resize(ex["image"], (8, 8), antialias=True), [-1]), ex["label"]))
+      lambda ex: (tf.reshape(tf.image.resize(ex["image"], (8, 8), antialias=True), [-1]), ex["label"])
+    )
     x, y = zip(*tfds.as_numpy(ds))
     return np.stack(x), np.array(y)
 

@@ -13,26 +13,26 @@ def _example(pixels, seed=(1, 2), encode=None):
     image = tf.io.encode_jpeg(image, quality=95)
   elif encode == "png":
     image = tf.io.encode_png(image)
-  return {"image": image, "label": tf.constant(3, tf.int64),
-          "_seed": tf.constant(seed, tf.int64)}
+  return {"image": image, "label": tf.constant(3, tf.int64), "_seed": tf.constant(seed, tf.int64)}
 
 
 def _gradient(h, w):
   """Pixels that encode their position, so crops and flips are visible."""
   y, x = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-  return np.stack([y * 255 // max(h - 1, 1), x * 255 // max(w - 1, 1),
-                   (x + y) % 256], axis=-1).astype(np.uint8)
+  return np.stack([y * 255 // max(h - 1, 1), x * 255 // max(w - 1, 1), (x + y) % 256], axis=-1).astype(np.uint8)
 
 
 # ----------------------------------------------------------------- registry ---
 
+
 def test_parse_spec_positional_keyword_and_bare():
   parsed = pp_registry.parse_spec(
-      "decode|decode_jpeg_and_random_resized_crop(224, scale=(0.35, 1.0), method='bilinear')|flip_lr")
+    "decode|decode_jpeg_and_random_resized_crop(224, scale=(0.35, 1.0), method='bilinear')|flip_lr"
+  )
   assert parsed == [
-      ("decode", (), {}),
-      ("decode_jpeg_and_random_resized_crop", (224,), {"scale": (0.35, 1.0), "method": "bilinear"}),
-      ("flip_lr", (), {}),
+    ("decode", (), {}),
+    ("decode_jpeg_and_random_resized_crop", (224,), {"scale": (0.35, 1.0), "method": "bilinear"}),
+    ("flip_lr", (), {}),
   ]
 
 
@@ -45,8 +45,7 @@ def test_unknown_op_lists_valid_ops():
     assert name in message
 
 
-@pytest.mark.parametrize("spec", ["decode|resize(", "decode||flip_lr", "decode|resize(size=x)",
-                                  "decode|ops.resize(3)"])
+@pytest.mark.parametrize("spec", ["decode|resize(", "decode||flip_lr", "decode|resize(size=x)", "decode|ops.resize(3)"])
 def test_malformed_spec_is_quoted(spec):
   with pytest.raises(ValueError, match="Malformed") as err:
     pp_registry.build(spec)
@@ -62,6 +61,7 @@ def test_bad_op_arguments_are_reported():
 
 # ---------------------------------------------------------------------- ops ---
 
+
 def test_decode_turns_grey_into_rgb():
   grey = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10, 1)
   out = pp_registry.build("decode")(_example(grey, encode="png"))["image"].numpy()
@@ -69,8 +69,7 @@ def test_decode_turns_grey_into_rgb():
   np.testing.assert_array_equal(out, np.repeat(grey, 3, axis=-1))
 
 
-@pytest.mark.parametrize("spec", ["decode_jpeg_and_random_resized_crop(24)",
-                                  "decode|random_resized_crop((24, 20))"])
+@pytest.mark.parametrize("spec", ["decode_jpeg_and_random_resized_crop(24)", "decode|random_resized_crop((24, 20))"])
 def test_random_resized_crop_shape_dtype_range(spec):
   pixels = _gradient(60, 90)
   for seed in range(5):
@@ -84,8 +83,9 @@ def test_random_resized_crop_shape_dtype_range(spec):
 def test_random_resized_crop_box_obeys_scale_and_ratio():
   seeds = tf.stack([tf.range(400, dtype=tf.int64), tf.fill([400], tf.constant(5, tf.int64))], 1)
   shape = tf.constant([120, 200])
-  boxes = tf.map_fn(lambda s: pp_ops.sample_random_resized_crop(shape, s, (0.2, 0.6), (0.5, 2.0)),
-                    seeds, fn_output_signature=tf.int32).numpy()
+  boxes = tf.map_fn(
+    lambda s: pp_ops.sample_random_resized_crop(shape, s, (0.2, 0.6), (0.5, 2.0)), seeds, fn_output_signature=tf.int32
+  ).numpy()
   top, left, h, w = boxes.T
   assert (top >= 0).all() and (left >= 0).all()
   assert (top + h <= 120).all() and (left + w <= 200).all()
@@ -101,7 +101,8 @@ def test_random_resized_crop_fallback_is_clamped_centre_crop():
   # An area of 2-3x the image never fits: torchvision falls back to the
   # centre crop with the aspect ratio clamped to max 4/3.
   box = pp_ops.sample_random_resized_crop(
-      tf.constant([100, 300]), tf.constant([0, 1], tf.int64), (2.0, 3.0), (3 / 4, 4 / 3))
+    tf.constant([100, 300]), tf.constant([0, 1], tf.int64), (2.0, 3.0), (3 / 4, 4 / 3)
+  )
   np.testing.assert_array_equal(box.numpy(), [0, (300 - 133) // 2, 100, 133])
 
 
@@ -144,16 +145,14 @@ def test_flip_lr_flips_about_half():
 
 def test_resize_center_crop_uses_crop_ratio():
   pixels = _gradient(48, 64)
-  out = pp_registry.build("resize_center_crop(28, crop_ratio=0.875)")(
-      {"image": tf.constant(pixels)})["image"].numpy()
+  out = pp_registry.build("resize_center_crop(28, crop_ratio=0.875)")({"image": tf.constant(pixels)})["image"].numpy()
   # Short side 48 -> round(28 / 0.875) = 32, long side 64 * 32 // 48 = 42;
   # then the centred 28x28 window starts at ((32-28)//2, (42-28)//2).
   ref = tf.image.resize(tf.constant(pixels, tf.float32), (32, 42), "bicubic", antialias=True)
   ref = tf.cast(tf.clip_by_value(tf.round(ref), 0, 255), tf.uint8).numpy()[2:30, 7:35]
   np.testing.assert_array_equal(out, ref)
   # crop_ratio=1 keeps the whole short side.
-  full = pp_registry.build("resize_center_crop(32, crop_ratio=1.0)")(
-      {"image": tf.constant(pixels)})["image"]
+  full = pp_registry.build("resize_center_crop(32, crop_ratio=1.0)")({"image": tf.constant(pixels)})["image"]
   assert full.shape == (32, 32, 3)
 
 
@@ -174,13 +173,16 @@ def test_ops_check_decoded_vs_encoded_input():
     pp_registry.build("decode|decode")(_example(_gradient(4, 4), encode="png"))
 
 
-@pytest.mark.parametrize("spec,shape", [
+@pytest.mark.parametrize(
+  "spec,shape",
+  [
     ("decode_jpeg_and_random_resized_crop(24)|flip_lr", (24, 24, 3)),
     ("decode|random_resized_crop((24, 20))|flip_lr", (24, 20, 3)),
     ("decode|resize((10, 12))", (10, 12, 3)),
     ("decode|resize_small(40)|central_crop(32)", (32, 32, 3)),
     ("decode|resize_center_crop(28)", (28, 28, 3)),
-])
+  ],
+)
 def test_specs_have_static_output_shape_inside_tf_data(spec, shape):
   # Eager tensors always know their shape; tf.data graphs need it statically
   # to batch, so trace each spec inside a map.

@@ -4,6 +4,7 @@ Each sample i is a constant image of value ``i + 1`` and its label is the
 one-hot of i, so a mixed pixel ``M·(i+1) + (1−M)·(j+1)`` reveals the weight
 ``M`` of the original sample once ``labels_b`` names the partner j.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np

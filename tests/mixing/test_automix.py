@@ -1,4 +1,5 @@
 """AutoMix / SAMix: gradient paths, momentum encoder, mask validity, schedules, exact resume."""
+
 import functools
 import math
 
@@ -25,11 +26,19 @@ def _ctx(name):
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
   model_fn, abstract, _ = model_fn_and_shapes(c, CLASSES)
   ctx = mixing.StepContext(
-      mesh=None, model_fn=model_fn, model=c.model, num_classes=CLASSES, compute_dtype=jnp.float32,
-      classification_loss=lambda lg, mix: jnp.mean(losses.soft_cross_entropy(lg, mix.targets)),
-      steps_per_epoch=100, total_steps=100, seed=c.seed,
-      make_optimizer=functools.partial(optim.derived_optimizer, c.optimizer, c.batch_size, steps_per_epoch=100,
-                                       total_steps=100))
+    mesh=None,
+    model_fn=model_fn,
+    model=c.model,
+    num_classes=CLASSES,
+    compute_dtype=jnp.float32,
+    classification_loss=lambda lg, mix: jnp.mean(losses.soft_cross_entropy(lg, mix.targets)),
+    steps_per_epoch=100,
+    total_steps=100,
+    seed=c.seed,
+    make_optimizer=functools.partial(
+      optim.derived_optimizer, c.optimizer, c.batch_size, steps_per_epoch=100, total_steps=100
+    ),
+  )
   tx = optim.make_optimizer(c.optimizer, abstract, lambda s: 0.1)
   return c, ctx, tx
 
@@ -38,7 +47,7 @@ def _ctx(name):
 def setup(request):
   name = request.param
   method = mixing.get_method(name).fn
-  hp = dict(method.defaults, lam_margin=0.0)   # never fall back to plain mixup: the mask path must be live
+  hp = dict(method.defaults, lam_margin=0.0)  # never fall back to plain mixup: the mask path must be live
   config, ctx, tx = _ctx(name)
   init = make_init_fn(config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
   state = jax.jit(init)()
@@ -58,12 +67,12 @@ def test_gradient_probe_paths_are_separate(setup):
   key = jax.random.key(3)
 
   def with_aux(mixblock, encoder_params):
-    return {**state.aux, "mixblock": mixblock,
-            "encoder": {**state.aux["encoder"], "params": encoder_params}}
+    return {**state.aux, "mixblock": mixblock, "encoder": {**state.aux["encoder"], "params": encoder_params}}
 
   def cls_loss(params, mixblock, encoder_params):
-    return method.loss(ctx, key, params, state.batch_stats, with_aux(mixblock, encoder_params), images, labels,
-                       alpha=2.0, hp=hp)[0]
+    return method.loss(
+      ctx, key, params, state.batch_stats, with_aux(mixblock, encoder_params), images, labels, alpha=2.0, hp=hp
+    )[0]
 
   args = (state.params, state.aux["mixblock"], state.aux["encoder"]["params"])
   g_q, g_mb, g_k = jax.jit(jax.grad(cls_loss, argnums=(0, 1, 2)))(*args)
@@ -71,8 +80,18 @@ def test_gradient_probe_paths_are_separate(setup):
   assert _max_abs(g_mb) == 0.0 and _max_abs(g_k) == 0.0
 
   def mb_total(params, mixblock, encoder_params):
-    _, metrics = method.update_aux(ctx, key, with_aux(mixblock, encoder_params), params, state.batch_stats,
-                                   images, labels, jnp.int32(5), alpha=2.0, hp=hp)
+    _, metrics = method.update_aux(
+      ctx,
+      key,
+      with_aux(mixblock, encoder_params),
+      params,
+      state.batch_stats,
+      images,
+      labels,
+      jnp.int32(5),
+      alpha=2.0,
+      hp=hp,
+    )
     return metrics["mixblock_total"]
 
   g_q, g_mb, g_k = jax.jit(jax.grad(mb_total, argnums=(0, 1, 2)))(*args)
@@ -83,21 +102,28 @@ def test_gradient_probe_paths_are_separate(setup):
 
 def test_update_aux_moves_mixblock_and_ema_is_exact(setup):
   _, method, hp, ctx, state, images, labels = setup
-  step = jnp.int32(60)       # past the constant scope (0.1·T): cosine part of the momentum schedule
+  step = jnp.int32(60)  # past the constant scope (0.1·T): cosine part of the momentum schedule
   new_params = jax.tree.map(lambda p: p + 0.01, state.params)
-  aux, metrics = jax.jit(lambda a, p: method.update_aux(ctx, jax.random.key(1), a, p, state.batch_stats, images,
-                                                        labels, step, alpha=2.0, hp=hp))(state.aux, new_params)
+  aux, metrics = jax.jit(
+    lambda a, p: method.update_aux(
+      ctx, jax.random.key(1), a, p, state.batch_stats, images, labels, step, alpha=2.0, hp=hp
+    )
+  )(state.aux, new_params)
   m = 0.99999 - (0.99999 - 0.999) * 0.5 * (1 + math.cos(math.pi * 0.6))
   np.testing.assert_allclose(float(metrics["encoder_momentum"]), m, rtol=1e-6)
   m = np.float32(metrics["encoder_momentum"])
-  jax.tree.map(lambda k, k0, q: np.testing.assert_allclose(np.asarray(k), m * np.asarray(k0) + (1 - m) * np.asarray(q),
-                                                           rtol=1e-6, atol=1e-7),
-               aux["encoder"]["params"], state.aux["encoder"]["params"], new_params)
+  jax.tree.map(
+    lambda k, k0, q: np.testing.assert_allclose(
+      np.asarray(k), m * np.asarray(k0) + (1 - m) * np.asarray(q), rtol=1e-6, atol=1e-7
+    ),
+    aux["encoder"]["params"],
+    state.aux["encoder"]["params"],
+    new_params,
+  )
   # The encoder moved towards q, the MixBlock took an optimizer step, encoder BN statistics were updated.
   assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["params"], state.aux["encoder"]["params"])) > 0
   assert _max_abs(jax.tree.map(jnp.subtract, aux["mixblock"], state.aux["mixblock"])) > 0
-  assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["batch_stats"],
-                               state.aux["encoder"]["batch_stats"])) > 0
+  assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["batch_stats"], state.aux["encoder"]["batch_stats"])) > 0
 
 
 def test_masks_are_valid_and_label_weights_match(setup):
@@ -105,8 +131,9 @@ def test_masks_are_valid_and_label_weights_match(setup):
   shards = 2
   lam, perm = am.draw_pairing(jax.random.key(7), 2.0, BATCH, shards)
   feats, _ = am.feature_map(ctx, state.params, state.batch_stats, images, "stage3")
-  mask = am.partner_mask(state.aux["mixblock"], feats, lam, perm, shards, (SIZE, SIZE), am.design_of(hp),
-                         jax.random.key(8))
+  mask = am.partner_mask(
+    state.aux["mixblock"], feats, lam, perm, shards, (SIZE, SIZE), am.design_of(hp), jax.random.key(8)
+  )
   assert mask.shape == (BATCH, SIZE, SIZE)
   assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0 and float(mask.std()) > 0
   partner = am.permute_within_shards(images, perm, shards)
@@ -117,16 +144,17 @@ def test_masks_are_valid_and_label_weights_match(setup):
     mix = am.mixed_result(images, labels, mask, lam, perm, shards, label_weight)
     # per-pixel source weights (1 − m, m) sum to one: the mixed pixel is exactly that convex combination
     w = np.asarray(mask)[..., None]
-    np.testing.assert_allclose(np.asarray(mix.images), (1 - w) * np.asarray(images) + w * np.asarray(partner),
-                               rtol=1e-5, atol=1e-6)
-    expected = (np.full(BATCH, float(lam)) if label_weight == "lambda"
-                else 1.0 - np.asarray(mask).mean(axis=(1, 2)))
+    np.testing.assert_allclose(
+      np.asarray(mix.images), (1 - w) * np.asarray(images) + w * np.asarray(partner), rtol=1e-5, atol=1e-6
+    )
+    expected = np.full(BATCH, float(lam)) if label_weight == "lambda" else 1.0 - np.asarray(mask).mean(axis=(1, 2))
     np.testing.assert_allclose(np.asarray(mix.lam), expected, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
   # lam_margin fallback: a constant mask whose mean is exactly 1 − λ, so the label weight λ equals the area.
   hp_margin = dict(hp, lam_margin=0.5)
-  _, (_, _, metrics) = method.loss(ctx, jax.random.key(9), state.params, state.batch_stats, state.aux, images,
-                                   labels, alpha=2.0, hp=hp_margin)
+  _, (_, _, metrics) = method.loss(
+    ctx, jax.random.key(9), state.params, state.batch_stats, state.aux, images, labels, alpha=2.0, hp=hp_margin
+  )
   assert float(metrics["plain_mixup"]) == 1.0
   np.testing.assert_allclose(float(metrics["mask_mean"]), 1.0 - float(metrics["lam"]), rtol=1e-6)
 
@@ -134,7 +162,7 @@ def test_masks_are_valid_and_label_weights_match(setup):
 def test_mask_regulariser_uses_shard_wide_mean():
   rng = np.random.default_rng(1)
   mask = rng.uniform(size=(8, 4, 4)).astype(np.float32)
-  mask[:4] *= 0.2       # shard 0 mostly sample a, shard 1 uniform
+  mask[:4] *= 0.2  # shard 0 mostly sample a, shard 1 uniform
   lam = 0.3
   want = []
   for shard in (mask[:4], mask[4:]):
@@ -147,8 +175,15 @@ def test_mask_regulariser_uses_shard_wide_mean():
 def test_schedules():
   total = 1000
   # Encoder momentum: constant base in the first 10 %, then the cosine measured from t = 0.
-  m = lambda t: float(schedules.encoder_momentum(jnp.int32(t), total, base=0.999, end=0.99999,  # noqa: E731
-                                                 scope_start=0.1))
+  m = lambda t: float(
+    schedules.encoder_momentum(
+      jnp.int32(t),
+      total,
+      base=0.999,
+      end=0.99999,  # noqa: E731
+      scope_start=0.1,
+    )
+  )
   assert m(0) == pytest.approx(0.999) and m(99) == pytest.approx(0.999)
   assert m(100) == pytest.approx(0.99999 - (0.99999 - 0.999) * 0.5 * (1 + math.cos(math.pi * 0.1)), rel=1e-7)
   assert m(total) == pytest.approx(0.99999)
@@ -160,7 +195,7 @@ def test_schedules():
   np.testing.assert_allclose(float(prev), product, rtol=1e-4)
   cos = float(schedules.mask_loss_weight(jnp.int32(300), prev, total, base=0.1, schedule="cosine"))
   np.testing.assert_allclose(cos, 0.1 * (1 + math.cos(math.pi * 0.3)) / 2, rtol=1e-6)
-  assert float(prev) < 0.1 * cos     # compounding is far below the intended cosine
+  assert float(prev) < 0.1 * cos  # compounding is far below the intended cosine
   with pytest.raises(ValueError, match="compounding"):
     schedules.mask_loss_weight(jnp.int32(0), prev, total, base=0.1, schedule="linear")
 
@@ -170,7 +205,9 @@ def test_picture_shows_valid_learned_masks():
   rng = np.random.default_rng(2)
   images = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  mix = automix_preview.mixes_fn(method, images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)(jax.random.key(0))
+  mix = automix_preview.mixes_fn(method, images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)(
+    jax.random.key(0)
+  )
   assert mix.images.shape == images.shape and np.all(np.isfinite(np.asarray(mix.images)))
   np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
 
@@ -187,6 +224,7 @@ def test_resume_continues_exactly(tmp_path):
   """Run B stops after 2 steps and resumes to 4: params, optimizer state and aux equal run A's bitwise."""
   from mixjax import train
   from tests.helpers import load_state
+
   a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
   train.train_and_evaluate(_demo_config(4), a_dir)
   train.train_and_evaluate(_demo_config(2), b_dir)
@@ -203,23 +241,29 @@ def test_resume_continues_exactly(tmp_path):
 
 # ------------------------------------------------------------------ reference details (issue 11)
 
+
 def _mixblock_step(method, ctx, state, images, labels, hp, step):
-  return jax.jit(lambda a: method.update_aux(ctx, jax.random.key(11), a, state.params, state.batch_stats, images,
-                                             labels, jnp.int32(step), alpha=2.0, hp=hp))(state.aux)
+  return jax.jit(
+    lambda a: method.update_aux(
+      ctx, jax.random.key(11), a, state.params, state.batch_stats, images, labels, jnp.int32(step), alpha=2.0, hp=hp
+    )
+  )(state.aux)
 
 
 def test_mixblock_lr_follows_the_iteration_even_when_updates_are_skipped(setup):
   """The reference's lr hook sets the MixBlock lr every iteration; skipped updates must not freeze it."""
   _, method, hp, ctx, state, images, labels = setup
-  hp = dict(hp, mixblock_lr=0.1, mixblock_min_lr=1e-3, mixblock_lr_by_epoch=False,
-            mask_loss_schedule="constant")   # same gradient at every step: only the lr differs
+  hp = dict(
+    hp, mixblock_lr=0.1, mixblock_min_lr=1e-3, mixblock_lr_by_epoch=False, mask_loss_schedule="constant"
+  )  # same gradient at every step: only the lr differs
   lr = lambda t: 1e-3 + (0.1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t / ctx.total_steps))  # noqa: E731
   deltas = {}
   for step in (0, 50):
     aux, metrics = _mixblock_step(method, ctx, state, images, labels, hp, step)
     np.testing.assert_allclose(float(metrics["mixblock_lr"]), lr(step), rtol=1e-5)
-    deltas[step] = jax.tree.map(lambda new, old: np.asarray(new) - np.asarray(old), aux["mixblock"],
-                                state.aux["mixblock"])
+    deltas[step] = jax.tree.map(
+      lambda new, old: np.asarray(new) - np.asarray(old), aux["mixblock"], state.aux["mixblock"]
+    )
   # From the same (fresh) optimizer state, the step-50 update is the step-0 update scaled by lr(50)/lr(0):
   # the lr is read at the iteration, not at the MixBlock optimizer's own update count (which is 0 both times).
   # (Least-squares ratio over all parameters: a single coordinate's difference new − old is float32-rounded.)
@@ -238,10 +282,14 @@ def test_mixblock_lr_follows_the_iteration_even_when_updates_are_skipped(setup):
 
 def test_eval_variants_name_the_momentum_encoder(setup):
   from mixjax import train_step
+
   _, method, hp, ctx, state, images, labels = setup
   new_params = jax.tree.map(lambda p: p + 0.01, state.params)
-  aux, _ = jax.jit(lambda a: method.update_aux(ctx, jax.random.key(1), a, new_params, state.batch_stats, images,
-                                               labels, jnp.int32(3), alpha=2.0, hp=hp))(state.aux)
+  aux, _ = jax.jit(
+    lambda a: method.update_aux(
+      ctx, jax.random.key(1), a, new_params, state.batch_stats, images, labels, jnp.int32(3), alpha=2.0, hp=hp
+    )
+  )(state.aux)
   moved = state.replace(params=new_params, aux=aux)
   plan = mixing.resolve_mixing_config(demo_config("automix,epochs=1").mixing)
   variants = train_step.make_eval_variants_fn(plan)(moved)
@@ -249,19 +297,20 @@ def test_eval_variants_name_the_momentum_encoder(setup):
   k_params, k_stats = variants["momentum"]
   jax.tree.map(np.testing.assert_array_equal, k_params, aux["encoder"]["params"])
   jax.tree.map(np.testing.assert_array_equal, k_stats, aux["encoder"]["batch_stats"])
-  assert _max_abs(jax.tree.map(jnp.subtract, k_params, new_params)) > 1e-3   # k, not q
+  assert _max_abs(jax.tree.map(jnp.subtract, k_params, new_params)) > 1e-3  # k, not q
   plan = mixing.resolve_mixing_config(demo_config("mixup,epochs=1").mixing)
   assert train_step.make_eval_variants_fn(plan)(moved) == {}
 
 
 def test_lambda_embedding_none_and_lam_mul_k():
   from mixjax.mixing.model_aware.automix import mixblock as mb
+
   rng = np.random.default_rng(3)
   fa = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
   fb = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
   none = mb.MixBlockDesign(lam_embedding="none")
   params = mb.init_mixblock(jax.random.key(0), 8, none)
-  assert params["qk"]["kernel"].shape == (8, 4)            # no λ channel
+  assert params["qk"]["kernel"].shape == (8, 4)  # no λ channel
   a = mb.mask_logits(params, fa, fb, 0.2, none)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(mb.mask_logits(params, fa, fb, 0.7, none)))
   concat = mb.MixBlockDesign()
@@ -270,15 +319,18 @@ def test_lambda_embedding_none_and_lam_mul_k():
   # The reference's cubic λ re-mapping: fixed ends, and the block sees λ' exactly.
   k = 0.25
   lam = jnp.float32(0.3)
-  want = (4 / 3 * 0.3 ** 3 - 2 * 0.3 ** 2 + 1.25 * 0.3) / (1.25 - 2 / 3)
+  want = (4 / 3 * 0.3**3 - 2 * 0.3**2 + 1.25 * 0.3) / (1.25 - 2 / 3)
   np.testing.assert_allclose(float(mb.rescale_lam_mul(lam, k)), want, rtol=1e-6)
-  np.testing.assert_allclose([float(mb.rescale_lam_mul(jnp.float32(x), k)) for x in (0.0, 1.0)], [0.0, 1.0],
-                             atol=1e-6)
+  np.testing.assert_allclose([float(mb.rescale_lam_mul(jnp.float32(x), k)) for x in (0.0, 1.0)], [0.0, 1.0], atol=1e-6)
   mul = mb.MixBlockDesign(lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck")
   mul_k = mb.MixBlockDesign(lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck", lam_mul_k=k)
   pm = mb.init_mixblock(jax.random.key(1), 8, mul)
-  np.testing.assert_allclose(np.asarray(mb.mask_logits(pm, fa, fb, lam, mul_k)),
-                             np.asarray(mb.mask_logits(pm, fa, fb, jnp.float32(want), mul)), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(mb.mask_logits(pm, fa, fb, lam, mul_k)),
+    np.asarray(mb.mask_logits(pm, fa, fb, jnp.float32(want), mul)),
+    rtol=1e-5,
+    atol=1e-7,
+  )
   with pytest.raises(ValueError, match="lam_mul_k"):
     mb.MixBlockDesign(lam_embedding="concat", lam_mul_k=0.25)
 

@@ -1,4 +1,5 @@
 """Method-specific checks for the box and blend methods."""
+
 import functools
 
 import jax
@@ -54,8 +55,7 @@ def test_cutmix_box_is_exact_away_from_borders():
 
 def test_mixup_weight_is_constant_over_pixels():
   images, labels = constant_batch(batch=8)
-  out = mixing.get_method("mixup").fn(jax.random.key(3), images, labels,
-                                      alpha=1.0)
+  out = mixing.get_method("mixup").fn(jax.random.key(3), images, labels, alpha=1.0)
   weight, self_pair = recover_pixel_weight(out)
   w = weight[~self_pair]
   want = np.broadcast_to(np.asarray(out.lam)[~self_pair, None, None], w.shape)
@@ -64,8 +64,7 @@ def test_mixup_weight_is_constant_over_pixels():
 
 def test_derangement_helper_avoids_self_pairs():
   keys = jax.random.split(jax.random.key(0), 200)
-  perms = jax.vmap(lambda k: sampling.permutation_avoiding_fixed_points(k, 8)
-                   )(keys)
+  perms = jax.vmap(lambda k: sampling.permutation_avoiding_fixed_points(k, 8))(keys)
   plain = jax.vmap(lambda k: sampling.random_permutation(k, 8))(keys)
   fixed_free = lambda p: np.mean(np.all(np.asarray(p) != np.arange(8), 1))
   assert fixed_free(perms) > 0.95
@@ -80,7 +79,7 @@ def test_derangement_helper_draws_eleven_times_like_the_reference():
   keys = jax.random.split(jax.random.key(1), draws)
   perms = jax.jit(jax.vmap(lambda k: sampling.permutation_avoiding_fixed_points(k, 2)))(keys)
   failures = int(np.sum(np.asarray(perms)[:, 0] == 0))
-  assert 55 <= failures <= 145          # expected 97.7 (10 draws: 195)
+  assert 55 <= failures <= 145  # expected 97.7 (10 draws: 195)
 
 
 def _reference_smoothmix_window(size, shift_rows, shift_cols, sigma):
@@ -91,19 +90,20 @@ def _reference_smoothmix_window(size, shift_rows, shift_cols, sigma):
   grid = np.roll(grid, shift_rows, 0)
   grid = np.roll(grid, shift_cols, 1)
   crop = s // 4
-  grid = grid[crop:s - crop, crop:s - crop]
-  return np.exp(-np.sum((grid - (s - 1) / 2) ** 2, axis=-1) / (2 * sigma ** 2))
+  grid = grid[crop : s - crop, crop : s - crop]
+  return np.exp(-np.sum((grid - (s - 1) / 2) ** 2, axis=-1) / (2 * sigma**2))
 
 
-@pytest.mark.parametrize("size", [32, 10])   # odd sizes crash the reference (its crop is size + 1)
+@pytest.mark.parametrize("size", [32, 10])  # odd sizes crash the reference (its crop is size + 1)
 def test_smoothmix_window_is_the_reference_roll_and_crop(size):
   for shift_rows, shift_cols in [(0, 0), (-size // 2, size // 2 - 1), (3, -2), (-(size // 2), -(size // 2))]:
     sigma = 0.3 * size
     dy = smoothmix_module.centred_coordinates(size, jnp.int32(shift_rows))[:, None]
     dx = smoothmix_module.centred_coordinates(size, jnp.int32(shift_cols))[None, :]
-    ours = np.exp(-(np.asarray(dy) ** 2 + np.asarray(dx) ** 2) / (2 * sigma ** 2))
-    np.testing.assert_allclose(ours, _reference_smoothmix_window(size, shift_rows, shift_cols, sigma),
-                               rtol=1e-5, atol=1e-7)
+    ours = np.exp(-(np.asarray(dy) ** 2 + np.asarray(dx) ** 2) / (2 * sigma**2))
+    np.testing.assert_allclose(
+      ours, _reference_smoothmix_window(size, shift_rows, shift_cols, sigma), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_smoothmix_centre_sits_on_half_pixels():
@@ -124,7 +124,7 @@ def test_smoothmix_label_weights_flag():
   reference = fn(jax.random.key(0), images, labels, label_weights="reference")
   weight, self_pair = recover_pixel_weight(paper)
   n = int(np.argmin(self_pair))
-  assert float(paper.lam[n]) == pytest.approx(float(np.mean(weight[n])), abs=1e-5)   # λ = share of x
+  assert float(paper.lam[n]) == pytest.approx(float(np.mean(weight[n])), abs=1e-5)  # λ = share of x
   np.testing.assert_allclose(np.asarray(reference.lam), 1 - np.asarray(paper.lam), atol=1e-6)
 
 
@@ -132,9 +132,9 @@ def test_switch_probabilities_pick_the_branch():
   images, labels = constant_batch(batch=8)
   switch = mixing.get_method("mixup_cutmix_switch").fn
   always_cut, always_mixup, never_mix = (
-      jax.jit(functools.partial(switch, **kw)) for kw in (
-          dict(switch_prob=1.0), dict(switch_prob=0.0, mixup_alpha=1.0),
-          dict(mix_prob=0.0)))
+    jax.jit(functools.partial(switch, **kw))
+    for kw in (dict(switch_prob=1.0), dict(switch_prob=0.0, mixup_alpha=1.0), dict(mix_prob=0.0))
+  )
   for seed in range(3):
     key = jax.random.key(seed)
     cut = always_cut(key, images, labels)
@@ -143,8 +143,7 @@ def test_switch_probabilities_pick_the_branch():
     assert (np.asarray(cut.lam) < 1).all()
     mix = always_mixup(key, images, labels)
     weight, self_pair = recover_pixel_weight(mix)
-    np.testing.assert_allclose(weight[~self_pair].std(axis=(1, 2)), 0,
-                               atol=1e-5)  # blended uniformly
+    np.testing.assert_allclose(weight[~self_pair].std(axis=(1, 2)), 0, atol=1e-5)  # blended uniformly
     assert (np.asarray(mix.lam) < 1).all()
     off = never_mix(key, images, labels)
     np.testing.assert_array_equal(off.images, images)

@@ -1,4 +1,5 @@
 """Registry and config validation: clear errors up front."""
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -28,12 +29,15 @@ def test_unknown_name_inside_a_list_and_in_args():
     mixing.validate_mixing_config(cfg)
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("alpha", [0.1, 1.0, 2.0], "alpha' has 3 entries"),
     ("prob", [1.0], "prob' has 1 entries"),
     ("prob", [0.7, 0.7], "sum to 1"),
     ("prob", [-0.5, 1.5], ">= 0"),
-])
+  ],
+)
 def test_list_mismatches_are_reported(field, value, message):
   cfg = mixing.default_mixing_config()
   cfg.method = ["mixup", "cutmix"]

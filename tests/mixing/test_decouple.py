@@ -1,4 +1,5 @@
 """DecoupleMix loss against a direct NumPy evaluation of its formula."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,10 +23,12 @@ def _numpy_loss(logits, class_a, class_b, lam, eta):
 
 
 def _mix(class_a, class_b, lam, k=5):
-  return MixResult(images=jnp.zeros((len(lam), 1, 1, 1)),
-                   labels_a=jax.nn.one_hot(jnp.array(class_a), k),
-                   labels_b=jax.nn.one_hot(jnp.array(class_b), k),
-                   lam=jnp.array(lam, jnp.float32))
+  return MixResult(
+    images=jnp.zeros((len(lam), 1, 1, 1)),
+    labels_a=jax.nn.one_hot(jnp.array(class_a), k),
+    labels_b=jax.nn.one_hot(jnp.array(class_b), k),
+    lam=jnp.array(lam, jnp.float32),
+  )
 
 
 def test_matches_the_formula_per_sample():
@@ -40,10 +43,8 @@ def test_matches_the_formula_per_sample():
 def test_eta_zero_is_soft_cross_entropy_and_terms_add_loss():
   logits = jax.random.normal(jax.random.key(1), (3, 5))
   mix = _mix([0, 1, 2], [3, 4, 0], [0.2, 0.7, 0.4])
-  soft_ce = float(jnp.mean(-jnp.sum(mix.targets * jax.nn.log_softmax(logits),
-                                    axis=-1)))
-  assert float(decoupled_mixup_loss(logits, mix, eta=0.0)) == pytest.approx(
-      soft_ce, rel=1e-6)
+  soft_ce = float(jnp.mean(-jnp.sum(mix.targets * jax.nn.log_softmax(logits), axis=-1)))
+  assert float(decoupled_mixup_loss(logits, mix, eta=0.0)) == pytest.approx(soft_ce, rel=1e-6)
   assert float(decoupled_mixup_loss(logits, mix, eta=0.1)) > soft_ce
 
 

@@ -5,6 +5,7 @@ device permutes its own shard with the λ/box/mode drawn from the shared rng.
 So the 4-device result must equal mixing each shard on its own with the same
 rng, and every partner must come from the same shard.
 """
+
 import jax
 import numpy as np
 import pytest
@@ -27,8 +28,7 @@ def test_pairing_stays_within_each_device_shard(name, four_device_mesh):
   images, labels = constant_batch(batch=8)
   sharding = NamedSharding(mesh, P("data"))
   images_s, labels_s = jax.device_put((images, labels), sharding)
-  global_mix = jax.jit(lambda k, x, y: mixing.mix_batch(cfg, k, x, y,
-                                                         mesh=mesh))
+  global_mix = jax.jit(lambda k, x, y: mixing.mix_batch(cfg, k, x, y, mesh=mesh))
   shard_mix = jax.jit(lambda k, x, y: mixing.mix_batch(cfg, k, x, y))
   for seed in (0, 1):
     key = jax.random.key(seed)
@@ -47,15 +47,13 @@ def test_partner_comes_from_the_whole_batch_without_mesh():
   cfg = _config("mixup")
   images, labels = constant_batch(batch=8)
   fn = jax.jit(lambda k, x, y: mixing.mix_batch(cfg, k, x, y))
-  partners = [np.argmax(np.asarray(fn(jax.random.key(s), images, labels)
-                                   .labels_b), axis=1) for s in range(4)]
+  partners = [np.argmax(np.asarray(fn(jax.random.key(s), images, labels).labels_b), axis=1) for s in range(4)]
   crosses = np.concatenate([p // 2 != np.arange(8) // 2 for p in partners])
   assert crosses.any()
 
 
 def test_multi_mode_switches_without_recompiling():
-  cfg = _config(["vanilla", "mixup", "cutmix"], alpha=[1.0, 1.0, 1.0],
-                prob=[0.2, 0.4, 0.4])
+  cfg = _config(["vanilla", "mixup", "cutmix"], alpha=[1.0, 1.0, 1.0], prob=[0.2, 0.4, 0.4])
   images, labels = constant_batch(batch=8)
   fn = jax.jit(lambda k, x, y: mixing.mix_batch(cfg, k, x, y))
   kinds = set()
@@ -67,8 +65,7 @@ def test_multi_mode_switches_without_recompiling():
     else:
       values = np.unique(np.asarray(out.images)[..., 0])
       # cutmix pastes whole pixels (values stay integers), mixup blends.
-      kinds.add("cutmix" if np.allclose(values, np.round(values))
-                else "mixup")
+      kinds.add("cutmix" if np.allclose(values, np.round(values)) else "mixup")
   assert kinds == {"vanilla", "mixup", "cutmix"}
   assert fn._cache_size() == 1
 
@@ -86,5 +83,4 @@ def test_batch_must_divide_over_devices(four_device_mesh):
   cfg = _config("mixup")
   images, labels = constant_batch(batch=6)
   with pytest.raises(ValueError, match="not divisible"):
-    mixing.mix_batch(cfg, jax.random.key(0), images, labels,
-                     mesh=four_device_mesh)
+    mixing.mix_batch(cfg, jax.random.key(0), images, labels, mesh=four_device_mesh)

@@ -1,5 +1,6 @@
 """Model-aware methods (issue 6): ManifoldMix, AlignMix, AttentiveMix+, TransMix, TokenMix — properties of
 their kernels, and each trains the demo config end to end inside the jitted, sharded step."""
+
 import math
 
 import jax
@@ -29,11 +30,11 @@ def demo_config(method, **args):
 
 
 E2E = {
-    "manifoldmix": {},
-    "alignmix": {"max_iter": 5},
-    "puzzlemix": {},
-    "transmix": {"mixup_prob": 0.2},
-    "tokenmix": {},
+  "manifoldmix": {},
+  "alignmix": {"max_iter": 5},
+  "puzzlemix": {},
+  "transmix": {"mixup_prob": 0.2},
+  "tokenmix": {},
 }
 
 
@@ -58,7 +59,7 @@ def test_attentivemix_trains_with_an_extractor_from_one_of_our_runs(tmp_path):
   reader = mixing.CheckpointReader(run_config=checkpoint.read_run_config, weights=checkpoint.read_run_weights)
   params, _ = attentivemix.load_extractor_weights(hp, checkpoints=reader)
   kernel = np.asarray(params["stem_conv"]["kernel"])
-  assert kernel.shape[-1] == 8                      # the pretrained run's width-8 ResNet-18, from its config
+  assert kernel.shape[-1] == 8  # the pretrained run's width-8 ResNet-18, from its config
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["status"] == "completed" and math.isfinite(results["history"][-1]["loss"])
 
@@ -71,8 +72,8 @@ def test_sinkhorn_plan_has_uniform_marginals():
   cost = jnp.asarray(rng.random((3, 9, 9)).astype(np.float32))
   plan, iters = jax.jit(lambda c: sinkhorn_plan(c, eps=0.1, max_iter=500, tol=1e-6))(cost)
   plan = np.asarray(plan)
-  np.testing.assert_allclose(plan.sum(1), 1 / 9, rtol=1e-4)     # columns (updated last): exact
-  np.testing.assert_allclose(plan.sum(2), 1 / 9, rtol=1e-3)     # rows: within the tolerance
+  np.testing.assert_allclose(plan.sum(1), 1 / 9, rtol=1e-4)  # columns (updated last): exact
+  np.testing.assert_allclose(plan.sum(2), 1 / 9, rtol=1e-3)  # rows: within the tolerance
   assert 1 < int(iters) < 500
   # a sharper ε concentrates the plan on cheap pairs: transport cost approaches the assignment optimum
   assert np.all(np.sum(plan * np.asarray(cost), axis=(1, 2)) < np.asarray(cost).mean(axis=(1, 2)))
@@ -85,8 +86,8 @@ def test_alignment_undoes_a_spatial_shuffle():
   shuffle = rng.permutation(9)
   fb = fa.reshape(2, 9, 16)[:, shuffle].reshape(2, 3, 3, 16)
   fn = jax.jit(lambda a, b, flip: alignmix.align_and_mix(a, b, 0.3, flip, eps=0.1, max_iter=100))
-  np.testing.assert_allclose(np.asarray(fn(fa, fb, False)), fa, atol=1e-3)   # λ·F_a + (1−λ)·F̃_b = F_a
-  np.testing.assert_allclose(np.asarray(fn(fa, fb, True)), fb, atol=1e-3)    # λ·F̃_a + (1−λ)·F_b = F_b
+  np.testing.assert_allclose(np.asarray(fn(fa, fb, False)), fa, atol=1e-3)  # λ·F_a + (1−λ)·F̃_b = F_a
+  np.testing.assert_allclose(np.asarray(fn(fa, fb, True)), fb, atol=1e-3)  # λ·F̃_a + (1−λ)·F_b = F_b
 
 
 def test_alignmix_refuses_models_without_last_stage_mixing():
@@ -135,11 +136,14 @@ def test_attentive_mask_keeps_each_samples_top_cells():
 
 def test_attentivemix_label_weight_equals_kept_area():
   from tests.mixing.conftest import constant_batch, recover_pixel_weight
+
   images, labels = constant_batch(8, size=28)
   grid = jax.random.uniform(jax.random.key(0), (8, 7, 7))
-  mixed, lam, labels_b = attentivemix.attentive_mix_local(jax.random.key(1), jnp.float32(0.4), images, grid,
-                                                          labels, top_k_fixed=0)
+  mixed, lam, labels_b = attentivemix.attentive_mix_local(
+    jax.random.key(1), jnp.float32(0.4), images, grid, labels, top_k_fixed=0
+  )
   from mixjax.mixing.core.result import MixResult
+
   weight, self_pair = recover_pixel_weight(MixResult(mixed, labels, labels_b, lam))
   np.testing.assert_allclose(np.asarray(lam), int(49 * 0.4) / 49, rtol=1e-6)
   np.testing.assert_allclose(np.nanmean(weight[~self_pair], axis=(1, 2)), np.asarray(lam)[~self_pair], rtol=1e-6)
@@ -155,8 +159,10 @@ def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
   """A torchvision-named state_dict (.npz) round-trips into the extractor's params."""
   from flax import nnx
   from mixjax import models
-  hp = dict(attentivemix.AttentiveMix.defaults, extractor_kwargs={"stem": "cifar", "width": 8},
-            extractor_num_classes=10)
+
+  hp = dict(
+    attentivemix.AttentiveMix.defaults, extractor_kwargs={"stem": "cifar", "width": 8}, extractor_num_classes=10
+  )
   src = models.build_model("resnet18", num_classes=10, rngs=nnx.Rngs(5), stem="cifar", width=8)
   params = nnx.to_pure_dict(nnx.state(src, nnx.Param))
   state_dict = {"conv1.weight": np.transpose(np.asarray(params["stem_conv"]["kernel"]), (3, 2, 0, 1))}
@@ -171,13 +177,13 @@ def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
 
 def test_transmix_lambda_is_half_area_half_attention_outside_the_box():
   from mixjax.mixing.model_aware.picture_models import small_vit
-  fn, params, stats = small_vit(8, 28)                    # patch 2, 14x14 grid
+
+  fn, params, stats = small_vit(8, 28)  # patch 2, 14x14 grid
   images = jax.random.normal(jax.random.key(0), (8, 28, 28, 3))
   labels = jax.nn.one_hot(jnp.arange(8), 8)
   method = transmix.TransMix()
   hp = dict(method.defaults)
-  mixed, region_b, lam0, labels_b, use_mixup = method.draw(None, jax.random.key(4), images, labels, alpha=1.0,
-                                                           hp=hp)
+  mixed, region_b, lam0, labels_b, use_mixup = method.draw(None, jax.random.key(4), images, labels, alpha=1.0, hp=hp)
   (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
   lam = np.asarray(method.reweight(lam0, region_b, feats["attention"], use_mixup, 0.5, 2))
   attn = np.asarray(feats["attention"]).mean(1).reshape(8, 14, 14)
@@ -198,6 +204,7 @@ def test_attention_lam_counts_only_patches_outside_the_partner_region():
 def test_vit_methods_refuse_cnns_naming_vits():
   config = demo_config("transmix")
   from mixjax.mixing.ops.model_info import require_attention
+
   with pytest.raises(ValueError, match="deit_tiny"):
     require_attention(config.model, "transmix")
 
@@ -217,11 +224,13 @@ def test_token_masks_have_the_requested_size():
 
 def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
   from tests.mixing.conftest import constant_batch
+
   images, labels = constant_batch(8, size=16)
-  uniform = jnp.ones((8, 16)) / 16                       # 4x4 grid of 4 px patches
+  uniform = jnp.ones((8, 16)) / 16  # 4x4 grid of 4 px patches
   hp = dict(tokenmix.TokenMix.defaults, mask_type="random")
-  mixed, lam, labels_b, tokens = tokenmix.tokenmix_local(jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5),
-                                                         jnp.bool_(False), images, uniform, labels, patch=4, hp=hp)
+  mixed, lam, labels_b, tokens = tokenmix.tokenmix_local(
+    jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5), jnp.bool_(False), images, uniform, labels, patch=4, hp=hp
+  )
   tokens = np.asarray(tokens).reshape(8, 4, 4)
   own = np.arange(8) + 1.0
   partner = np.argmax(np.asarray(labels_b), 1) + 1.0
@@ -229,17 +238,17 @@ def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
   np.testing.assert_array_equal(np.asarray(mixed)[..., 0], expected)
   # uniform attention: λ is the share of tokens kept from x
   np.testing.assert_allclose(np.asarray(lam), 1 - tokens.mean((1, 2)), rtol=1e-6)
-  peaked = jnp.zeros((8, 16)).at[:, 0].set(1.0)          # all attention on token 0
-  _, lam_p, _, tok_p = tokenmix.tokenmix_local(jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5),
-                                                jnp.bool_(False), images, peaked, labels, patch=4, hp=hp)
+  peaked = jnp.zeros((8, 16)).at[:, 0].set(1.0)  # all attention on token 0
+  _, lam_p, _, tok_p = tokenmix.tokenmix_local(
+    jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5), jnp.bool_(False), images, peaked, labels, patch=4, hp=hp
+  )
   np.testing.assert_allclose(np.asarray(lam_p), 1 - np.asarray(tok_p)[:, 0], atol=1e-6)
 
 
 # ---------------------------------------------------------------- pictures
 
 
-@pytest.mark.parametrize("method", ["manifoldmix", "puzzlemix", "attentivemix", "alignmix", "transmix",
-                                    "tokenmix"])
+@pytest.mark.parametrize("method", ["manifoldmix", "puzzlemix", "attentivemix", "alignmix", "transmix", "tokenmix"])
 def test_picture_gives_a_consistent_mix(method):
   entry = mixing.get_method(method)
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))

@@ -1,4 +1,5 @@
 """PuzzleMix on device: the jittable labeling solver against brute force, transport, and the mix itself."""
+
 import itertools
 
 import jax
@@ -32,8 +33,8 @@ def test_solver_energy_close_to_brute_force_minimum(g, n_labels, method):
   solve = jax.jit(jax.vmap(lambda u, v, h: solve_labeling(u, v, h, method=method)))
   trials = 40
   # PuzzleMix-like scales: unaries ~ 1/g², pairwise from 0.1x to 3x of that, some negative (non-submodular).
-  unary = rng.random((trials, g, g, n_labels)).astype(np.float32) / g ** 2
-  scale = rng.choice([0.1, 1.0, 3.0], size=(trials, 1, 1)) / g ** 2
+  unary = rng.random((trials, g, g, n_labels)).astype(np.float32) / g**2
+  scale = rng.choice([0.1, 1.0, 3.0], size=(trials, 1, 1)) / g**2
   w_v = ((rng.random((trials, g - 1, g)) - 0.1) * scale).astype(np.float32)
   w_h = ((rng.random((trials, g, g - 1)) - 0.1) * scale).astype(np.float32)
   labels = np.asarray(solve(jnp.asarray(unary), jnp.asarray(w_v), jnp.asarray(w_h)))
@@ -43,14 +44,16 @@ def test_solver_energy_close_to_brute_force_minimum(g, n_labels, method):
     energies = _energies_numpy(configs, unary[i], w_v[i], w_h[i])
     best = energies.min()
     gaps.append((ours - best) / abs(best))
-    if method == "row_dp":   # the oracle of the benchmark agrees with brute force too
-      assert exact_minimum(unary[i], w_v[i], w_h[i])[0] == pytest.approx(best, rel=1e-6)   # brute force sums in float32
+    if method == "row_dp":  # the oracle of the benchmark agrees with brute force too
+      assert exact_minimum(unary[i], w_v[i], w_h[i])[0] == pytest.approx(best, rel=1e-6)  # brute force sums in float32
   gaps = np.array(gaps)
-  print(f"\npuzzlemix solver {method} {g}x{g}, {n_labels} labels: exact in {np.mean(gaps < 1e-5):.0%} of {trials}, "
-        f"mean relative energy gap {gaps.mean():.2e}, max {gaps.max():.2e}")
-  assert gaps.min() > -1e-5            # never below the true minimum (the energy functions agree)
+  print(
+    f"\npuzzlemix solver {method} {g}x{g}, {n_labels} labels: exact in {np.mean(gaps < 1e-5):.0%} of {trials}, "
+    f"mean relative energy gap {gaps.mean():.2e}, max {gaps.max():.2e}"
+  )
+  assert gaps.min() > -1e-5  # never below the true minimum (the energy functions agree)
   if method == "row_dp":
-    assert gaps.max() < 1e-5           # exact (up to float32 rounding)
+    assert gaps.max() < 1e-5  # exact (up to float32 rounding)
   else:
     assert np.mean(gaps < 1e-5) >= 0.9
     assert gaps.max() < 0.02
@@ -117,8 +120,9 @@ HP = dict(puzzlemix.PuzzleMix.defaults)
 def _mix(hp, mesh=None, batch=8, seed=0):
   images, labels = constant_batch(batch, size=32)
   saliency = jax.random.uniform(jax.random.key(seed + 1), images.shape[:3])
-  fn = jax.jit(lambda r, x, s, y: puzzlemix.PuzzleMix().mix(mesh, r, x, s, y, alpha=1.0, hp=hp,
-                                                            mean=(0.0,) * 3, std=(255.0,) * 3))
+  fn = jax.jit(
+    lambda r, x, s, y: puzzlemix.PuzzleMix().mix(mesh, r, x, s, y, alpha=1.0, hp=hp, mean=(0.0,) * 3, std=(255.0,) * 3)
+  )
   return fn(jax.random.key(seed), images, saliency, labels)
 
 
@@ -131,11 +135,11 @@ def test_label_weight_equals_mask_mean_and_targets_sum_to_one():
     lam = np.asarray(result.lam)
     for n in np.nonzero(~self_pair)[0]:
       np.testing.assert_allclose(np.mean(weight[n]), lam[n], atol=1e-5)
-      assert set(np.round(np.unique(weight[n]) * 2, 5)) <= {0.0, 1.0, 2.0}   # 3 labels: shares 1, 1/2, 0
+      assert set(np.round(np.unique(weight[n]) * 2, 5)) <= {0.0, 1.0, 2.0}  # 3 labels: shares 1, 1/2, 0
     lams.append(lam)
     np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
   lams = np.concatenate(lams)
-  assert np.ptp(lams) > 0          # per-sample λ, not one per batch
+  assert np.ptp(lams) > 0  # per-sample λ, not one per batch
   assert np.all((lams >= 0) & (lams <= 1))
 
 
@@ -151,7 +155,7 @@ def test_solver_choice_is_checked_and_chain_descent_still_mixes():
   with pytest.raises(ValueError, match="row_dp"):
     puzzlemix.PuzzleMix._check(dict(HP, solver="graph_cut"), 32, 32)
   with pytest.raises(ValueError, match="chain_descent"):
-    puzzlemix.PuzzleMix._check(dict(HP, block_num=8), 64, 64)      # 3^16 states per row
+    puzzlemix.PuzzleMix._check(dict(HP, block_num=8), 64, 64)  # 3^16 states per row
   result = _mix(dict(HP, solver="chain_descent", transport=False, block_num=2))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
 

@@ -2,6 +2,7 @@
 
 OpenCV (``opencv-contrib-python-headless``, the ``test`` extra) is only the yardstick here; mixjax never calls it.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,7 @@ if not hasattr(cv2, "saliency"):
   pytest.skip("this cv2 has no saliency module (needs opencv-contrib, not plain opencv)", allow_module_level=True)
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-SIZES = (224, 32)   # the benchmark's resolution and the demo's
+SIZES = (224, 32)  # the benchmark's resolution and the demo's
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 
@@ -40,11 +41,10 @@ _fine_float = jax.jit(lambda x: S.fine_grained_saliency(x, input_kind="float_byt
 @pytest.mark.parametrize("name", PHOTOS)
 def test_fine_grained_saliency_equals_opencv_on_8_bit_photos(name, size):
   image = _photo(name, size)
-  _, expected = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(
-      cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+  _, expected = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
   ours = np.asarray(_fine_u8(jnp.asarray(image)))
   assert np.corrcoef(ours.ravel(), expected.ravel())[0, 1] >= 0.99
-  assert np.mean(np.abs(ours - expected) < 0.5 / 255) >= 0.999        # equal up to the odd pixel
+  assert np.mean(np.abs(ours - expected) < 0.5 / 255) >= 0.999  # equal up to the odd pixel
   peak = np.array(S.saliency_argmax(jnp.asarray(ours)))
   assert np.abs(peak - np.array(_cv2_peak(expected))).max() <= 2
 
@@ -61,8 +61,10 @@ def test_reference_saliency_reproduces_opencv_on_the_normalised_float_tensor(nam
   grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
   ours_grey = np.asarray(jax.jit(lambda x: S._grey(x, "float_bytes", "bgr"))(jnp.asarray(image)))
   if not np.array_equal(grey.view(np.uint32), ours_grey.view(np.uint32)):
-    pytest.skip("this OpenCV build rounds its float grey conversion differently (no FMA kernel); the map is "
-                "made of those float bits, so it can only be compared on a build that rounds like the emulation")
+    pytest.skip(
+      "this OpenCV build rounds its float grey conversion differently (no FMA kernel); the map is "
+      "made of those float bits, so it can only be compared on a build that rounds like the emulation"
+    )
   _, expected = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(image)
   ours = np.asarray(_fine_float(jnp.asarray(image)))
   assert np.corrcoef(ours.ravel(), expected.ravel())[0, 1] >= 0.99
@@ -84,7 +86,7 @@ def test_reference_peaks_sit_on_the_first_rows():
       h, w = photo.shape[:2]
       side = int(rng.integers(min(h, w) // 2, min(h, w)))
       top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-      crop = cv2.resize(np.ascontiguousarray(photo[top:top + side, left:left + side]), (224, 224))
+      crop = cv2.resize(np.ascontiguousarray(photo[top : top + side, left : left + side]), (224, 224))
       rows.append(int(peak(jnp.asarray(_normalised(crop)))[0]))
   assert np.median(rows) < 40
 
@@ -96,21 +98,25 @@ NATURAL = ("astronaut", "coffee", "chelsea", "rocket", "camera", "moon", "hubble
 def test_spectral_residual_matches_opencv_at_224(name):
   image = _photo(name, 224)
   _, expected = cv2.saliency.StaticSaliencySpectralResidual_create().computeSaliency(
-      cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  )
   for periodic, min_corr in ((True, 0.9), (False, 0.98)):
     ours = S.spectral_residual_saliency(jnp.asarray(image), periodic=periodic)
     ours = np.asarray(jax.image.resize(ours, (224, 224), "linear", antialias=False))
     assert np.corrcoef(ours.ravel(), expected.ravel())[0, 1] >= min_corr, periodic
-    distance = np.abs(np.array(np.unravel_index(np.argmax(ours), ours.shape))
-                      - np.array(np.unravel_index(np.argmax(expected), expected.shape))).max()
-    assert distance * S.WORKING_SIZE / 224 <= 2, periodic     # within 2 working (64 px) cells
+    distance = np.abs(
+      np.array(np.unravel_index(np.argmax(ours), ours.shape))
+      - np.array(np.unravel_index(np.argmax(expected), expected.shape))
+    ).max()
+    assert distance * S.WORKING_SIZE / 224 <= 2, periodic  # within 2 working (64 px) cells
 
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_spectral_residual_without_the_border_fix_is_opencv_at_the_demo_size(name):
   image = _photo(name, 32)
   _, expected = cv2.saliency.StaticSaliencySpectralResidual_create().computeSaliency(
-      cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  )
   ours = S.spectral_residual_saliency(jnp.asarray(image), periodic=False)
   ours = np.asarray(jax.image.resize(ours, (32, 32), "linear", antialias=False))
   assert np.corrcoef(ours.ravel(), expected.ravel())[0, 1] >= 0.98

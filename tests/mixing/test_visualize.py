@@ -1,4 +1,5 @@
 """`python -m mixjax.visualize`: a row per method, every tile captioned with what its sample is trained with."""
+
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,7 +9,7 @@ from mixjax import mixing, visualize
 from mixjax.mixing import UnknownMixMethodError
 
 SIZE = 32
-NO_CACHE = "--compilation_cache_dir="   # tests must not switch on a persistent cache for the whole session
+NO_CACHE = "--compilation_cache_dir="  # tests must not switch on a persistent cache for the whole session
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_printed_weights_are_the_methods_own_targets(rows):
   """The text drawn on every tile is λ and the label weights of that sample's MixResult (2 decimals)."""
   fig = visualize.figure(rows)
   try:
-    drawn = [ax.get_title() for ax in fig.axes]          # the captions as drawn, row by row
+    drawn = [ax.get_title() for ax in fig.axes]  # the captions as drawn, row by row
   finally:
     plt.close(fig)
   cols = len(visualize.PHOTOS)
@@ -50,11 +51,11 @@ def test_printed_weights_are_the_methods_own_targets(rows):
       where = f"{row.method} tile {i}: {drawn[r * cols + i]!r}"
       assert printed_lam == pytest.approx(lam[i], abs=0.0051), where
       assert set(printed) <= set(visualize.PHOTOS), where
-      for k, name in enumerate(visualize.PHOTOS):   # a photo left out of the caption has weight < 0.005
+      for k, name in enumerate(visualize.PHOTOS):  # a photo left out of the caption has weight < 0.005
         assert printed.get(name, 0.0) == pytest.approx(targets[i, k], abs=0.0051), where
       own = int(np.argmax(np.asarray(row.result.labels_a)[i]))
       partner = int(np.argmax(np.asarray(row.result.labels_b)[i]))
-      if partner != own:                                # λ is the own photo's label weight
+      if partner != own:  # λ is the own photo's label weight
         assert printed[visualize.PHOTOS[own]] == pytest.approx(lam[i], abs=0.0051), where
         assert printed[visualize.PHOTOS[partner]] == pytest.approx(1 - lam[i], abs=0.0051), where
 
@@ -65,10 +66,15 @@ def test_every_row_shows_a_mix_or_says_why_not(rows, photos):
   assert [r.method for r in rows] == mixing.list_methods()
   assert {r.method for r in rows if not r.mixes_pixels} == {"alignmix", "manifoldmix", "vanilla"}
   for row in rows:
-    np.testing.assert_array_equal(row.images, visualize.to_display(row.result.images))   # shown = returned
+    np.testing.assert_array_equal(row.images, visualize.to_display(row.result.images))  # shown = returned
     if not row.mixes_pixels:
-      assert ("no mixing" if row.method == "vanilla" else "mixes hidden features" if row.method == "manifoldmix"
-              else "mixes last-stage feature maps") in row.title
+      assert (
+        "no mixing"
+        if row.method == "vanilla"
+        else "mixes hidden features"
+        if row.method == "manifoldmix"
+        else "mixes last-stage feature maps"
+      ) in row.title
       continue
     h, w = row.images.shape[1:3]
     for i, image in enumerate(row.images):
@@ -88,7 +94,7 @@ def test_all_methods_render_to_one_png(rows, tmp_path):
   fig.savefig(out, dpi=visualize.DPI)
   plt.close(fig)
   image = matplotlib.image.imread(out)
-  height = visualize.HEADER_H_IN + len(rows) * visualize.ROW_H_IN   # grows with every method
+  height = visualize.HEADER_H_IN + len(rows) * visualize.ROW_H_IN  # grows with every method
   assert image.shape[0] == pytest.approx(height * visualize.DPI, abs=2)
   assert image.shape[1] == pytest.approx(len(visualize.PHOTOS) * visualize.TILE_W_IN * visualize.DPI, abs=2)
   assert image[..., :3].std() > 0.05  # not a blank canvas

@@ -10,6 +10,7 @@ and each device applies them to its own samples — OpenMixup's semantics
 permutation is also drawn from that shared key, every device uses the same
 index pattern on its own rows, as OpenMixup's ranks do.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,7 @@ from mixjax.mixing.core.protocol import StepMethod, forward_loss
 from mixjax.mixing.core.result import MixResult
 
 
-def mix_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
-                  labels: jax.Array) -> MixResult:
+def mix_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array, labels: jax.Array) -> MixResult:
   """Mixes one shard (or the whole batch) according to ``plan``.
 
   With several modes one is chosen per call with ``jax.lax.switch`` on a
@@ -37,13 +37,13 @@ def mix_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
   if len(plan.modes) == 1:
     return plan.modes[0](rng, images, labels)
   k_choice, k_mix = jax.random.split(rng)
-  index = jax.random.choice(k_choice, len(plan.modes),
-                            p=jnp.asarray(plan.probs, jnp.float32))
+  index = jax.random.choice(k_choice, len(plan.modes), p=jnp.asarray(plan.probs, jnp.float32))
   return jax.lax.switch(index, list(plan.modes), k_mix, images, labels)
 
 
-def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-              mesh: Mesh | None = None, axis_name: str = DATA_AXIS) -> MixResult:
+def mix_batch(
+  cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *, mesh: Mesh | None = None, axis_name: str = DATA_AXIS
+) -> MixResult:
   """Mixes a training batch according to the mixing config ``cfg``.
 
   Call inside the jitted train step.
@@ -63,25 +63,32 @@ def mix_batch(cfg, rng: jax.Array, images: jax.Array, labels: jax.Array, *,
     ``MixResult`` with the same shapes and dtypes as the inputs, sharded
     like them.
   """
-  return mix_batch_with_plan(resolve_mixing_config(cfg), rng, images, labels,
-                             mesh=mesh, axis_name=axis_name)
+  return mix_batch_with_plan(resolve_mixing_config(cfg), rng, images, labels, mesh=mesh, axis_name=axis_name)
 
 
-def mix_batch_with_plan(plan: MixPlan, rng: jax.Array, images: jax.Array,
-                        labels: jax.Array, *, mesh: Mesh | None = None,
-                        axis_name: str = DATA_AXIS) -> MixResult:
+def mix_batch_with_plan(
+  plan: MixPlan,
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  mesh: Mesh | None = None,
+  axis_name: str = DATA_AXIS,
+) -> MixResult:
   """``mix_batch`` for an already resolved plan of input-level modes."""
   if any(m.method.model_aware for m in plan.modes):
-    raise ValueError(f"mixing method {plan.modes[0].method.name!r} needs the model; the train step runs it "
-                     "through its ModelAwareMethod.loss, not mix_batch")
+    raise ValueError(
+      f"mixing method {plan.modes[0].method.name!r} needs the model; the train step runs it "
+      "through its ModelAwareMethod.loss, not mix_batch"
+    )
   per_device.check_batch(images, labels)
-  return per_device.on_shards(mesh, functools.partial(mix_with_plan, plan), rng, images, labels,
-                              axis_name=axis_name)
+  return per_device.on_shards(mesh, functools.partial(mix_with_plan, plan), rng, images, labels, axis_name=axis_name)
 
 
 class PlanLoss(StepMethod):
   """A plan of input-level modes as one step plug-in: one mixing call that draws the mode itself
   (``mix_with_plan``), then the forward pass."""
+
   model_aware = False
 
   def __init__(self, plan: MixPlan):
@@ -89,13 +96,14 @@ class PlanLoss(StepMethod):
     self.name = "+".join(m.method.name for m in plan.modes)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
-    del aux, alpha, hp   # the plan holds each mode's own
+    del aux, alpha, hp  # the plan holds each mode's own
     mix = mix_batch_with_plan(self.plan, rng, images, labels, mesh=ctx.mesh)
     return forward_loss(ctx, params, batch_stats, mix, dropout_rng, {})
 
 
 class Branch(NamedTuple):
   """One way a train step may go: a step plug-in with its α and hyper-parameters."""
+
   step: StepMethod
   alpha: float
   hp: Mapping[str, Any]

@@ -6,6 +6,7 @@ forward; ``on_shards`` runs a function on each device's rows with ``jax.shard_ma
 every device draws the same λ / permutation pattern and applies it to its own samples (``dispatch.py`` runs the
 input-level kernels through it too). Without a mesh the whole batch is one shard.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -20,20 +21,18 @@ from mixjax.constants import DATA_AXIS
 def check_batch(images: jax.Array, labels: jax.Array) -> None:
   """Raises for a batch the mixing kernels cannot take (they need normalised float NHWC, soft labels)."""
   if images.ndim != 4:
-    raise ValueError(f"mix_batch expects NHWC images, got shape "
-                     f"{images.shape}")
+    raise ValueError(f"mix_batch expects NHWC images, got shape {images.shape}")
   if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise ValueError(f"mix_batch expects float images (normalised), got "
-                     f"{images.dtype}; convert before mixing")
+    raise ValueError(f"mix_batch expects float images (normalised), got {images.dtype}; convert before mixing")
   if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
     raise ValueError(
-        f"mix_batch expects labels [B, K] soft one-hot with B = "
-        f"{images.shape[0]}, got shape {labels.shape}; one-hot encode "
-        "integer labels first")
+      f"mix_batch expects labels [B, K] soft one-hot with B = "
+      f"{images.shape[0]}, got shape {labels.shape}; one-hot encode "
+      "integer labels first"
+    )
 
 
-def on_shards(mesh, fn: Callable, rng: jax.Array, *batch_arrays, replicated: tuple = (),
-              axis_name: str = DATA_AXIS):
+def on_shards(mesh, fn: Callable, rng: jax.Array, *batch_arrays, replicated: tuple = (), axis_name: str = DATA_AXIS):
   """``fn(rng, *replicated, *local_batch_arrays)`` on each device's rows; outputs sharded like the batch.
 
   ``replicated`` are extra arguments every device sees whole (scalars such as λ). Every output of ``fn`` must
@@ -56,9 +55,9 @@ def on_shards(mesh, fn: Callable, rng: jax.Array, *batch_arrays, replicated: tup
   def local(rng, *args):
     return fn(rng, *args[:n_rep], *args[n_rep:])
 
-  sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(),) + (P(),) * n_rep + (P(axis_name),) * len(batch_arrays),
-                          out_specs=P(axis_name))
+  sharded = jax.shard_map(
+    local, mesh=mesh, in_specs=(P(),) + (P(),) * n_rep + (P(axis_name),) * len(batch_arrays), out_specs=P(axis_name)
+  )
   return sharded(rng, *replicated, *batch_arrays)
 
 

@@ -10,6 +10,7 @@ Layout (OpenMixup's ``mix_mode`` / ``alpha`` / ``mix_prob`` / ``mix_args``)::
 With a list, each training step picks one mode at random (OpenMixup
 multi-mode training); every mode is compiled into the step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,30 +34,27 @@ def default_mixing_config() -> ml_collections.ConfigDict:
   for name in list_methods():
     defaults = dict(get_method(name).defaults)
     if defaults:
-      args[name] = {k: (list(v) if isinstance(v, tuple) else v)
-                    for k, v in defaults.items()}
-  return ml_collections.ConfigDict(
-      {"method": "mixup", "alpha": 0.2, "prob": None, "args": args},
-      type_safe=False)
+      args[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}
+  return ml_collections.ConfigDict({"method": "mixup", "alpha": 0.2, "prob": None, "args": args}, type_safe=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity
 class MixMode:
   """One resolved mode: the method, its α and its full hyper-parameters."""
+
   method: MixMethod
   alpha: float
   hyper_parameters: Mapping[str, Any]
 
-  def __call__(self, rng: jax.Array, images: jax.Array,
-               labels: jax.Array) -> MixResult:
-    return self.method.fn(rng, images, labels, alpha=self.alpha,
-                          **self.hyper_parameters)
+  def __call__(self, rng: jax.Array, images: jax.Array, labels: jax.Array) -> MixResult:
+    return self.method.fn(rng, images, labels, alpha=self.alpha, **self.hyper_parameters)
 
 
 @dataclasses.dataclass(frozen=True)
 class MixPlan:
   """Validated config: the modes and the probability of each. Resolved once per run (``build_step_functions``)
   and passed down to everything that needs it."""
+
   modes: tuple[MixMode, ...]
   probs: tuple[float, ...]
 
@@ -95,77 +93,71 @@ def resolve_mixing_config(cfg) -> MixPlan:
   disagree, bad α or probabilities)."""
   raw_method = _plain(_get(cfg, "method"))
   if raw_method is None:
-    raise ConfigError("mixing config needs 'method' (one of: "
-                     f"{', '.join(list_methods())}, or a list of them)")
-  names = (list(raw_method) if isinstance(raw_method, tuple)
-           else [raw_method])
+    raise ConfigError(f"mixing config needs 'method' (one of: {', '.join(list_methods())}, or a list of them)")
+  names = list(raw_method) if isinstance(raw_method, tuple) else [raw_method]
   if not names:
-    raise ConfigError("mixing 'method' list is empty; give at least one of: "
-                     f"{', '.join(list_methods())}")
+    raise ConfigError(f"mixing 'method' list is empty; give at least one of: {', '.join(list_methods())}")
   for name in names:
     if not isinstance(name, str):
       raise ConfigError(f"mixing method names must be strings, got {name!r}")
   methods = [get_method(name) for name in names]
 
   raw_alpha = _plain(_get(cfg, "alpha", 1.0))
-  alphas = (list(raw_alpha) if isinstance(raw_alpha, tuple)
-            else [raw_alpha] * len(names))
+  alphas = list(raw_alpha) if isinstance(raw_alpha, tuple) else [raw_alpha] * len(names)
   if len(alphas) != len(names):
     raise ConfigError(
-        f"mixing 'alpha' has {len(alphas)} entries but 'method' has "
-        f"{len(names)} ({names}); give one α per method or a single float")
+      f"mixing 'alpha' has {len(alphas)} entries but 'method' has "
+      f"{len(names)} ({names}); give one α per method or a single float"
+    )
   for method, alpha in zip(methods, alphas):
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-      raise ConfigError(f"mixing alpha for {method.name!r} must be a number, "
-                       f"got {alpha!r}")
+      raise ConfigError(f"mixing alpha for {method.name!r} must be a number, got {alpha!r}")
     if method.uses_alpha and not alpha > 0:
-      raise ConfigError(f"mixing alpha for {method.name!r} must be > 0 for "
-                       f"Beta(α, α), got {alpha}; use method 'vanilla' to "
-                       "turn mixing off")
+      raise ConfigError(
+        f"mixing alpha for {method.name!r} must be > 0 for "
+        f"Beta(α, α), got {alpha}; use method 'vanilla' to "
+        "turn mixing off"
+      )
 
   raw_prob = _plain(_get(cfg, "prob", None))
   if raw_prob is None:
     probs = [1.0 / len(names)] * len(names)
   else:
-    probs = (list(raw_prob) if isinstance(raw_prob, tuple) else [raw_prob])
+    probs = list(raw_prob) if isinstance(raw_prob, tuple) else [raw_prob]
     if len(probs) != len(names):
       raise ConfigError(
-          f"mixing 'prob' has {len(probs)} entries but 'method' has "
-          f"{len(names)} ({names}); give one probability per method, or "
-          "None for a uniform choice")
+        f"mixing 'prob' has {len(probs)} entries but 'method' has "
+        f"{len(names)} ({names}); give one probability per method, or "
+        "None for a uniform choice"
+      )
     if any((not isinstance(p, (int, float))) or p < 0 for p in probs):
-      raise ConfigError(f"mixing 'prob' entries must be numbers >= 0, got "
-                       f"{probs}")
+      raise ConfigError(f"mixing 'prob' entries must be numbers >= 0, got {probs}")
     if not math.isclose(sum(probs), 1.0, abs_tol=1e-4):
-      raise ConfigError(f"mixing 'prob' must sum to 1, got {probs} "
-                       f"(sum {sum(probs)})")
+      raise ConfigError(f"mixing 'prob' must sum to 1, got {probs} (sum {sum(probs)})")
 
   raw_args = _plain(_get(cfg, "args", None)) or {}
   if not isinstance(raw_args, Mapping):
-    raise ConfigError(f"mixing 'args' must map method names to dicts, got "
-                     f"{raw_args!r}")
+    raise ConfigError(f"mixing 'args' must map method names to dicts, got {raw_args!r}")
   for name, overrides in raw_args.items():
     method = get_method(name)  # unknown name → error listing valid ones
     unknown = set(overrides or {}) - set(method.defaults)
     if unknown:
       valid = ", ".join(sorted(method.defaults)) or "(none)"
-      raise ConfigError(
-          f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method "
-          f"{name!r}; valid: {valid}")
+      raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method {name!r}; valid: {valid}")
 
   stateful = [m.name for m in methods if m.step.stateful]
   if len(methods) > 1 and stateful:
     raise ConfigError(
-        f"mixing methods {names}: {', '.join(stateful)} keeps its own "
-        "trained state (e.g. a MixBlock) and cannot share the step with "
-        "other modes; use it alone")
+      f"mixing methods {names}: {', '.join(stateful)} keeps its own "
+      "trained state (e.g. a MixBlock) and cannot share the step with "
+      "other modes; use it alone"
+    )
 
   modes = []
   for method, alpha in zip(methods, alphas):
     hyper = dict(method.defaults)
     hyper.update(raw_args.get(method.name) or {})
-    modes.append(MixMode(method=method, alpha=float(alpha),
-                         hyper_parameters=hyper))
+    modes.append(MixMode(method=method, alpha=float(alpha), hyper_parameters=hyper))
   return MixPlan(modes=tuple(modes), probs=tuple(float(p) for p in probs))
 
 

@@ -13,6 +13,7 @@ Register an input-level kernel with ``@register_method(name, paper=...)`` and a 
 ``register_model_aware(MyMethod())`` (both in ``core/registry.py``); the name then works in
 ``config.mixing.method``, ``config.mixing.args.<name>`` overrides its ``defaults``, and ``list_methods()`` lists it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,9 @@ from mixjax.mixing.core.result import MixResult
 
 class CheckpointReader(NamedTuple):
   """How a method reads one of our runs' checkpoints (``mixjax.checkpoint`` provides both functions)."""
-  run_config: Callable[[str], dict]            # path -> the run's config dict
-  weights: Callable[[str], tuple[Any, Any]]    # path -> (params, batch_stats) as host arrays
+
+  run_config: Callable[[str], dict]  # path -> the run's config dict
+  weights: Callable[[str], tuple[Any, Any]]  # path -> (params, batch_stats) as host arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +40,10 @@ class StepContext:
   Built once per run by the train step (``train_step.make_step_context``); the training modules' services a
   method needs (the loss, an optimizer) come in as fields, so ``mixing/`` imports nothing from them.
   """
-  mesh: Any                   # jax.sharding.Mesh (batch axis ``DATA_AXIS``) or None
-  model_fn: Callable          # (params, batch_stats, images, *, train, rng=None, **model_kwargs) -> (out, stats)
-  model: Mapping[str, Any]    # the backbone's config: ``name`` plus its keyword arguments (config.model)
+
+  mesh: Any  # jax.sharding.Mesh (batch axis ``DATA_AXIS``) or None
+  model_fn: Callable  # (params, batch_stats, images, *, train, rng=None, **model_kwargs) -> (out, stats)
+  model: Mapping[str, Any]  # the backbone's config: ``name`` plus its keyword arguments (config.model)
   num_classes: int
   compute_dtype: Any
   # The configured classification loss (soft CE / BCE / decoupled) of logits against a MixResult, a scalar.
@@ -62,6 +65,7 @@ class StepContext:
 class StepMethod:
   """A mixing method as a plug-in of the train step; subclasses set ``name``, ``paper``, ``defaults`` and
   implement ``loss``."""
+
   name: str = ""
   paper: str = ""
   defaults: Mapping[str, Any] = {}
@@ -82,8 +86,20 @@ class StepMethod:
     del ctx, rng, params, batch_stats, hp
     return {}
 
-  def loss(self, ctx: StepContext, rng: jax.Array, params, batch_stats, aux, images: jax.Array,
-           labels: jax.Array, *, alpha: float, hp: Mapping[str, Any], dropout_rng: jax.Array | None = None):
+  def loss(
+    self,
+    ctx: StepContext,
+    rng: jax.Array,
+    params,
+    batch_stats,
+    aux,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    alpha: float,
+    hp: Mapping[str, Any],
+    dropout_rng: jax.Array | None = None,
+  ):
     """The classifier loss, differentiated w.r.t. ``params``.
 
     ``images`` are normalised float32 NHWC, sharded over ``ctx.mesh``; ``labels`` soft one-hot [B, K]; ``rng``
@@ -93,8 +109,20 @@ class StepMethod:
     """
     raise NotImplementedError
 
-  def update_aux(self, ctx: StepContext, rng: jax.Array, aux, params, batch_stats, images: jax.Array,
-                 labels: jax.Array, step: jax.Array, *, alpha: float, hp: Mapping[str, Any]):
+  def update_aux(
+    self,
+    ctx: StepContext,
+    rng: jax.Array,
+    aux,
+    params,
+    batch_stats,
+    images: jax.Array,
+    labels: jax.Array,
+    step: jax.Array,
+    *,
+    alpha: float,
+    hp: Mapping[str, Any],
+  ):
     """Updates the method state after the classifier's update; returns ``(aux, metrics)``."""
     del ctx, rng, params, batch_stats, images, labels, step, alpha, hp
     return aux, {}
@@ -110,8 +138,9 @@ class StepMethod:
   mixes_features: bool = False
   picture_note: str = ""
 
-  def picture_fn(self, images: jax.Array, labels: jax.Array, *, alpha: float,
-                 hp: Mapping[str, Any]) -> Callable[[jax.Array], MixResult]:
+  def picture_fn(
+    self, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
+  ) -> Callable[[jax.Array], MixResult]:
     """``rng → MixResult``: the method's mixes of ``images`` (real photographs) as one compiled function of the
     key, for ``python -m mixjax.visualize``.
 
@@ -120,8 +149,9 @@ class StepMethod:
     """
     raise NotImplementedError(f"{self.name} has no picture() yet")
 
-  def picture(self, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float,
-              hp: Mapping[str, Any]) -> MixResult:
+  def picture(
+    self, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
+  ) -> MixResult:
     """Mixed samples for ``python -m mixjax.visualize`` (real photographs in, MixResult out): one draw of
     ``picture_fn``."""
     return self.picture_fn(images, labels, alpha=alpha, hp=hp)(rng)
@@ -129,6 +159,7 @@ class StepMethod:
 
 class ModelAwareMethod(StepMethod):
   """Base class of the methods that need the network (see the module docstring)."""
+
   model_aware = True
 
 
@@ -137,8 +168,9 @@ def forward_loss(ctx: StepContext, params, batch_stats, mix: MixResult, dropout_
 
   Returns ``(loss, (logits, new_batch_stats, metrics))`` as ``StepMethod.loss`` does.
   """
-  logits, new_stats = ctx.model_fn(params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True,
-                                   rng=dropout_rng)
+  logits, new_stats = ctx.model_fn(
+    params, batch_stats, mix.images.astype(ctx.compute_dtype), train=True, rng=dropout_rng
+  )
   return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
 
 
@@ -149,22 +181,24 @@ class InputLevel(StepMethod):
   shard (see ``core/registry.py``); ``mix`` runs it on every device's rows, ``loss`` then forwards the mixed
   batch. Built by ``register_method``.
   """
+
   model_aware = False
 
-  def __init__(self, kernel: Callable[..., MixResult], *, name: str, paper: str, defaults: Mapping[str, Any],
-               uses_alpha: bool):
+  def __init__(
+    self, kernel: Callable[..., MixResult], *, name: str, paper: str, defaults: Mapping[str, Any], uses_alpha: bool
+  ):
     self.kernel = kernel
     self.name, self.paper, self.defaults, self.uses_alpha = name, paper, dict(defaults), uses_alpha
 
   def __repr__(self) -> str:
     return f"InputLevel({self.name})"
 
-  def mix(self, mesh, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float,
-          hp: Mapping[str, Any]) -> MixResult:
+  def mix(
+    self, mesh, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
+  ) -> MixResult:
     """The kernel on each device's shard of the batch (``mesh`` None: the whole batch is one shard)."""
     per_device.check_batch(images, labels)
-    return per_device.on_shards(mesh, lambda r, x, y: self.kernel(r, x, y, alpha=alpha, **hp), rng, images,
-                                labels)
+    return per_device.on_shards(mesh, lambda r, x, y: self.kernel(r, x, y, alpha=alpha, **hp), rng, images, labels)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
     del aux

@@ -12,6 +12,7 @@ A method is a pure function on ONE device's shard::
 * Shapes are static and there are no Python loops over samples, so the
   function traces once and runs inside a jitted train step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ class MixMethod:
     step: the method as a train-step plug-in (``InputLevel(fn)`` for a kernel, ``fn`` itself otherwise); the
       train step calls only this.
   """
+
   name: str
   fn: Any
   defaults: Mapping[str, Any]
@@ -60,14 +62,14 @@ class MixMethod:
 _METHODS: dict[str, MixMethod] = {}
 
 
-def register_method(name: str, *, paper: str, uses_alpha: bool = True
-                    ) -> Callable[[MixFn], MixFn]:
+def register_method(name: str, *, paper: str, uses_alpha: bool = True) -> Callable[[MixFn], MixFn]:
   """Decorator registering ``fn`` under ``name``.
 
   The hyper-parameters and their defaults are read off the function's
   keyword-only parameters (everything except ``alpha`` and ``lam``), so the
   signature is the one place they are written down.
   """
+
   def decorate(fn: MixFn) -> MixFn:
     if name in _METHODS:
       raise ValueError(f"mixing method {name!r} registered twice")
@@ -76,13 +78,14 @@ def register_method(name: str, *, paper: str, uses_alpha: bool = True
       if required not in params:
         raise TypeError(f"mixing method {name!r} must accept {required!r}")
     defaults = {
-        p.name: p.default for p in params.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-        and p.name not in ("alpha", "lam")}
+      p.name: p.default
+      for p in params.values()
+      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("alpha", "lam")
+    }
     step = InputLevel(fn, name=name, paper=paper, defaults=defaults, uses_alpha=uses_alpha)
-    _METHODS[name] = MixMethod(name=name, fn=fn, defaults=defaults,
-                               uses_alpha=uses_alpha, paper=paper, step=step)
+    _METHODS[name] = MixMethod(name=name, fn=fn, defaults=defaults, uses_alpha=uses_alpha, paper=paper, step=step)
     return fn
+
   return decorate
 
 
@@ -90,8 +93,14 @@ def register_model_aware(method: StepMethod) -> StepMethod:
   """Adds a model-aware ``method`` object (same names, errors and config handling as input methods)."""
   if method.name in _METHODS:
     raise ValueError(f"mixing method {method.name!r} registered twice")
-  _METHODS[method.name] = MixMethod(name=method.name, fn=method, defaults=dict(method.defaults),
-                                    uses_alpha=method.uses_alpha, paper=method.paper, step=method)
+  _METHODS[method.name] = MixMethod(
+    name=method.name,
+    fn=method,
+    defaults=dict(method.defaults),
+    uses_alpha=method.uses_alpha,
+    paper=method.paper,
+    step=method,
+  )
   return method
 
 
@@ -99,8 +108,7 @@ def list_methods(kind: str = "all") -> list[str]:
   """Registered method names, sorted; ``kind`` = 'all' | 'input' (batch-only kernels) | 'model_aware'."""
   if kind not in ("all", "input", "model_aware"):
     raise ValueError(f"kind must be 'all', 'input' or 'model_aware', not {kind!r}")
-  return sorted(n for n, m in _METHODS.items()
-                if kind == "all" or m.model_aware == (kind == "model_aware"))
+  return sorted(n for n, m in _METHODS.items() if kind == "all" or m.model_aware == (kind == "model_aware"))
 
 
 def get_method(name: str) -> MixMethod:
@@ -109,5 +117,5 @@ def get_method(name: str) -> MixMethod:
     return _METHODS[name]
   except (KeyError, TypeError):
     raise UnknownMixMethodError(
-        f"unknown mixing method {name!r};{did_you_mean(name, _METHODS)} Valid names: "
-        f"{', '.join(sorted(_METHODS))}.") from None
+      f"unknown mixing method {name!r};{did_you_mean(name, _METHODS)} Valid names: {', '.join(sorted(_METHODS))}."
+    ) from None

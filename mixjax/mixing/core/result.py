@@ -4,6 +4,7 @@ Convention (OpenMixup's, spec section 0): ``lam`` is always the weight of
 ``labels_a``, the un-permuted sample, and a pixel weight ``M`` is the weight of
 the original image, ``x_mix = M * x + (1 - M) * x[perm]``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -22,6 +23,7 @@ class MixResult(NamedTuple):
     lam: float32 [B], weight of ``labels_a`` for each sample (a per-batch
       λ is broadcast to every sample).
   """
+
   images: jax.Array
   labels_a: jax.Array
   labels_b: jax.Array
@@ -34,13 +36,11 @@ class MixResult(NamedTuple):
     return lam * self.labels_a + (1 - lam) * self.labels_b
 
 
-def build_result(mixed_images: jax.Array, labels: jax.Array,
-                 perm: jax.Array, lam: jax.Array) -> MixResult:
+def build_result(mixed_images: jax.Array, labels: jax.Array, perm: jax.Array, lam: jax.Array) -> MixResult:
   """Packs a method's output; ``lam`` may be a scalar or a [B] vector."""
   batch = labels.shape[0]
   lam = jnp.broadcast_to(jnp.asarray(lam, jnp.float32), (batch,))
-  return MixResult(images=mixed_images, labels_a=labels,
-                   labels_b=labels[perm], lam=lam)
+  return MixResult(images=mixed_images, labels_a=labels, labels_b=labels[perm], lam=lam)
 
 
 def blend(a: jax.Array, b: jax.Array, weight_a) -> jax.Array:
@@ -61,8 +61,7 @@ def blend(a: jax.Array, b: jax.Array, weight_a) -> jax.Array:
   return out.astype(a.dtype)
 
 
-def paste_from_partner(images: jax.Array, partner: jax.Array,
-                       region_b: jax.Array) -> jax.Array:
+def paste_from_partner(images: jax.Array, partner: jax.Array, region_b: jax.Array) -> jax.Array:
   """Takes pixels from ``partner`` where the [H, W] bool ``region_b`` is set.
 
   A select, not a multiply, so pasted pixels are bit-exact in any dtype.

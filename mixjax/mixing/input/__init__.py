@@ -2,6 +2,7 @@
 
 One file per method; importing this package registers them all.
 """
+
 from mixjax.mixing.input import vanilla  # noqa: F401
 from mixjax.mixing.input import mixup  # noqa: F401
 from mixjax.mixing.input import cutmix  # noqa: F401

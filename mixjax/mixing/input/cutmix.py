@@ -1,4 +1,5 @@
 """CutMix: paste one rectangle of the partner image, label by pasted area."""
+
 from __future__ import annotations
 
 import jax
@@ -6,25 +7,24 @@ import jax
 from mixjax.mixing.ops import boxes
 from mixjax.mixing.core.registry import register_method
 from mixjax.mixing.core.result import MixResult, build_result, paste_from_partner
-from mixjax.mixing.ops.sampling import (lam_or_draw,
-                                    permutation_avoiding_fixed_points)
+from mixjax.mixing.ops.sampling import lam_or_draw, permutation_avoiding_fixed_points
 
 
-def paste_box(images: jax.Array, labels: jax.Array, perm: jax.Array,
-              box: boxes.Box) -> MixResult:
+def paste_box(images: jax.Array, labels: jax.Array, perm: jax.Array, box: boxes.Box) -> MixResult:
   """Pastes ``box`` of ``images[perm]`` into every image; λ from the area."""
   height, width = images.shape[1:3]
   region_b = boxes.box_region(box, height, width)
   mixed = paste_from_partner(images, images[perm], region_b)
-  return build_result(mixed, labels, perm,
-                      boxes.lam_outside_box(box, height, width))
+  return build_result(mixed, labels, perm, boxes.lam_outside_box(box, height, width))
 
 
-@register_method("cutmix", paper="Yun, Han, Oh, Chun, Choe, Yoo. CutMix: "
-                 "Regularization Strategy to Train Strong Classifiers with "
-                 "Localizable Features. ICCV 2019")
-def cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-           alpha: float, lam=None) -> MixResult:
+@register_method(
+  "cutmix",
+  paper="Yun, Han, Oh, Chun, Choe, Yoo. CutMix: "
+  "Regularization Strategy to Train Strong Classifiers with "
+  "Localizable Features. ICCV 2019",
+)
+def cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, lam=None) -> MixResult:
   """CutMix as in OpenMixup (spec 2.2).
 
   λ ~ Beta(α, α) sets the box sides ``int(H·sqrt(1−λ))``; the centre is

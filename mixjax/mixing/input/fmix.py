@@ -1,4 +1,5 @@
 """FMix: a binarised low-frequency Fourier noise mask, computed on device."""
+
 from __future__ import annotations
 
 import jax
@@ -6,15 +7,14 @@ import jax.numpy as jnp
 
 from mixjax.mixing.core.registry import register_method
 from mixjax.mixing.core.result import MixResult, blend, build_result
-from mixjax.mixing.ops.sampling import (lam_or_draw,
-                                    permutation_avoiding_fixed_points)
+from mixjax.mixing.ops.sampling import lam_or_draw, permutation_avoiding_fixed_points
 
 SPECTRA = ("paper", "reference")
 
 
-def low_frequency_image(rng: jax.Array, height: int, width: int,
-                        decay_power: float, spectrum: str = "paper"
-                        ) -> jax.Array:
+def low_frequency_image(
+  rng: jax.Array, height: int, width: int, decay_power: float, spectrum: str = "paper"
+) -> jax.Array:
   """[H, W] float32 noise with a 1/f^decay_power amplitude spectrum, in [0, 1].
 
   ``spectrum='paper'``: independent complex Gaussian coefficients on the full
@@ -30,8 +30,7 @@ def low_frequency_image(rng: jax.Array, height: int, width: int,
   only DC and one cycle along W, so every binarised row is one cyclic run.
   """
   if spectrum not in SPECTRA:
-    raise ValueError(f"fmix spectrum must be one of {SPECTRA}, got "
-                     f"{spectrum!r}")
+    raise ValueError(f"fmix spectrum must be one of {SPECTRA}, got {spectrum!r}")
   freq_y = jnp.fft.fftfreq(height)[:, None]
   if spectrum == "paper":
     # Every (ky, kx) of the full grid gets its own complex Gaussian coefficient and the image is the real part
@@ -39,12 +38,12 @@ def low_frequency_image(rng: jax.Array, height: int, width: int,
     # half-spectrum grid would keep only the Hermitian part of the kx = 0 column and give purely vertical
     # modes half the power of horizontal ones.)
     freq_x = jnp.fft.fftfreq(width)[None, :]
-    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y ** 2 + freq_x ** 2), 1.0 / max(height, width)) ** decay_power
+    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y**2 + freq_x**2), 1.0 / max(height, width)) ** decay_power
     noise = jax.random.normal(rng, (height, width, 2)) * scale[..., None]
     image = jnp.fft.ifft2(noise[..., 0] + 1j * noise[..., 1])
   else:
     freq_x = jnp.fft.rfftfreq(width)[None, :]
-    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y ** 2 + freq_x ** 2), 1.0 / max(height, width)) ** decay_power
+    scale = 1.0 / jnp.maximum(jnp.sqrt(freq_y**2 + freq_x**2), 1.0 / max(height, width)) ** decay_power
     noise = jax.random.normal(rng, (height, width // 2 + 1, 2)) * scale[..., None]
     coeffs = noise[0] + 1j * noise[1]  # the reference's axis mix-up
     image = jnp.fft.irfftn(coeffs, s=(height, width))
@@ -61,17 +60,26 @@ def binarise_top_fraction(values: jax.Array, count: jax.Array) -> jax.Array:
   """
   flat = values.reshape(-1)
   order = jnp.argsort(-flat)
-  ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(
-      jnp.arange(flat.size, dtype=jnp.int32))
+  ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
   return (ranks < count).astype(jnp.float32).reshape(values.shape)
 
 
-@register_method("fmix", paper="Harris, Marcu, Painter, Niranjan, "
-                 "Prügel-Bennett, Hare. FMix: Enhancing Mixed Sample Data "
-                 "Augmentation. arXiv:2002.12047, 2020")
-def fmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-         alpha: float, lam=None, decay_power: float = 3.0,
-         spectrum: str = "paper") -> MixResult:
+@register_method(
+  "fmix",
+  paper="Harris, Marcu, Painter, Niranjan, "
+  "Prügel-Bennett, Hare. FMix: Enhancing Mixed Sample Data "
+  "Augmentation. arXiv:2002.12047, 2020",
+)
+def fmix(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  lam=None,
+  decay_power: float = 3.0,
+  spectrum: str = "paper",
+) -> MixResult:
   """FMix (spec 2.4): one mask for the whole batch, its area set by λ.
 
   λ ~ Beta(α, α); the top ``ceil(λ·HW)`` or ``floor(λ·HW)`` pixels (coin flip,
@@ -94,8 +102,7 @@ def fmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   height, width = images.shape[1:3]
   lam = lam_or_draw(k_lam, alpha, lam)
   pixels = height * width
-  count = jnp.where(jax.random.bernoulli(k_round),
-                    jnp.ceil(lam * pixels), jnp.floor(lam * pixels))
+  count = jnp.where(jax.random.bernoulli(k_round), jnp.ceil(lam * pixels), jnp.floor(lam * pixels))
   count = jnp.clip(count, 0, pixels).astype(jnp.int32)
   noise = low_frequency_image(k_noise, height, width, decay_power, spectrum)
   weight_a = binarise_top_fraction(noise, count)

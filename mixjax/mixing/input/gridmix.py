@@ -1,5 +1,6 @@
 """GridMix: a regular grid of holes inside a random crop, filled from the
 partner."""
+
 from __future__ import annotations
 
 import jax
@@ -10,9 +11,17 @@ from mixjax.mixing.core.result import MixResult, build_result, paste_from_partne
 from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
 
 
-def grid_region(rng: jax.Array, lam: jax.Array, height: int, width: int, *,
-                n_holes, hole_aspect_ratio, cut_area_ratio,
-                cut_aspect_ratio) -> jax.Array:
+def grid_region(
+  rng: jax.Array,
+  lam: jax.Array,
+  height: int,
+  width: int,
+  *,
+  n_holes,
+  hole_aspect_ratio,
+  cut_area_ratio,
+  cut_aspect_ratio,
+) -> jax.Array:
   """[H, W] bool: the holes (pixels taken from the partner).
 
   Sampling follows the reference (spec 2.9): holes count n ~ U{n_lo..n_hi},
@@ -24,10 +33,8 @@ def grid_region(rng: jax.Array, lam: jax.Array, height: int, width: int, *,
   """
   k_n, k_area, k_aspect, k_x, k_y = jax.random.split(rng, 5)
   n = jax.random.randint(k_n, (), n_holes[0], n_holes[1] + 1)
-  area_ratio = jax.random.uniform(k_area, (), minval=cut_area_ratio[0],
-                                  maxval=cut_area_ratio[1])
-  aspect = jax.random.uniform(k_aspect, (), minval=cut_aspect_ratio[0],
-                              maxval=cut_aspect_ratio[1])
+  area_ratio = jax.random.uniform(k_area, (), minval=cut_area_ratio[0], maxval=cut_area_ratio[1])
+  aspect = jax.random.uniform(k_aspect, (), minval=cut_aspect_ratio[0], maxval=cut_aspect_ratio[1])
   area = jnp.floor(height * width * area_ratio)
   crop_w = jnp.floor(jnp.sqrt(area / aspect)).astype(jnp.int32)
   crop_h = jnp.floor(crop_w * aspect).astype(jnp.int32)
@@ -35,13 +42,10 @@ def grid_region(rng: jax.Array, lam: jax.Array, height: int, width: int, *,
   top = jnp.trunc((height - crop_h) * jax.random.uniform(k_y)).astype(jnp.int32)
 
   cell_w = jnp.maximum(-(-crop_w // n), 1)  # ceil division
-  cell_h = jnp.maximum(jnp.floor(cell_w * hole_aspect_ratio).astype(jnp.int32),
-                       1)
+  cell_h = jnp.maximum(jnp.floor(cell_w * hole_aspect_ratio).astype(jnp.int32), 1)
   shrink = jnp.sqrt(jnp.clip(1.0 - lam, 0.0, 1.0))
-  hole_w = jnp.clip(jnp.floor(cell_w * shrink).astype(jnp.int32), 1,
-                    jnp.maximum(cell_w - 1, 1))
-  hole_h = jnp.clip(jnp.floor(cell_h * shrink).astype(jnp.int32), 1,
-                    jnp.maximum(cell_h - 1, 1))
+  hole_w = jnp.clip(jnp.floor(cell_w * shrink).astype(jnp.int32), 1, jnp.maximum(cell_w - 1, 1))
+  hole_h = jnp.clip(jnp.floor(cell_h * shrink).astype(jnp.int32), 1, jnp.maximum(cell_h - 1, 1))
 
   rel_y = jnp.arange(height)[:, None] - top
   rel_x = jnp.arange(width)[None, :] - left
@@ -50,13 +54,22 @@ def grid_region(rng: jax.Array, lam: jax.Array, height: int, width: int, *,
   return in_crop & in_hole
 
 
-@register_method("gridmix", paper="Baek, Bang, Shim. GridMix: Strong "
-                 "regularization through local context mapping. Pattern "
-                 "Recognition 109, 2021")
-def gridmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-            alpha: float, lam=None, n_holes=(2, 6),
-            hole_aspect_ratio: float = 1.0, cut_area_ratio=(0.5, 1.0),
-            cut_aspect_ratio=(0.5, 2.0)) -> MixResult:
+@register_method(
+  "gridmix",
+  paper="Baek, Bang, Shim. GridMix: Strong regularization through local context mapping. Pattern Recognition 109, 2021",
+)
+def gridmix(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  lam=None,
+  n_holes=(2, 6),
+  hole_aspect_ratio: float = 1.0,
+  cut_area_ratio=(0.5, 1.0),
+  cut_aspect_ratio=(0.5, 2.0),
+) -> MixResult:
   """GridMix (spec 2.9): holes of a grid inside a random crop come from the
   partner; λ := 1 − (hole area)/(H·W), recomputed from the real mask.
 
@@ -71,10 +84,16 @@ def gridmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   k_lam, k_perm, k_grid = jax.random.split(rng, 3)
   height, width = images.shape[1:3]
   lam = lam_or_draw(k_lam, alpha, lam)
-  region_b = grid_region(k_grid, lam, height, width, n_holes=n_holes,
-                         hole_aspect_ratio=hole_aspect_ratio,
-                         cut_area_ratio=cut_area_ratio,
-                         cut_aspect_ratio=cut_aspect_ratio)
+  region_b = grid_region(
+    k_grid,
+    lam,
+    height,
+    width,
+    n_holes=n_holes,
+    hole_aspect_ratio=hole_aspect_ratio,
+    cut_area_ratio=cut_area_ratio,
+    cut_aspect_ratio=cut_aspect_ratio,
+  )
   perm = random_permutation(k_perm, images.shape[0])
   mixed = paste_from_partner(images, images[perm], region_b)
   lam = 1.0 - jnp.mean(region_b.astype(jnp.float32))

@@ -1,4 +1,5 @@
 """ResizeMix: paste the whole partner image, shrunk, into a random box."""
+
 from __future__ import annotations
 
 import jax
@@ -10,12 +11,10 @@ from mixjax.mixing.core.result import MixResult, build_result
 from mixjax.mixing.ops.sampling import random_permutation
 
 
-def sample_scale(rng: jax.Array, alpha: float, scope, use_alpha: bool
-                 ) -> jax.Array:
+def sample_scale(rng: jax.Array, alpha: float, scope, use_alpha: bool) -> jax.Array:
   """τ: Beta(α, α) redrawn from U(scope) when outside scope, or U(scope)."""
   k_beta, k_uniform = jax.random.split(rng)
-  uniform = jax.random.uniform(k_uniform, (), minval=scope[0],
-                               maxval=scope[1])
+  uniform = jax.random.uniform(k_uniform, (), minval=scope[0], maxval=scope[1])
   if not use_alpha:
     return uniform
   tau = jax.random.beta(k_beta, alpha, alpha)
@@ -33,19 +32,27 @@ def nearest_resize_into_box(partner: jax.Array, box: boxes.Box) -> jax.Array:
   height, width = partner.shape[1:3]
   box_h = jnp.maximum(box.height, 1)
   box_w = jnp.maximum(box.width, 1)
-  src_rows = jnp.clip((jnp.arange(height) - box.top) * height // box_h, 0,
-                      height - 1)
-  src_cols = jnp.clip((jnp.arange(width) - box.left) * width // box_w, 0,
-                      width - 1)
+  src_rows = jnp.clip((jnp.arange(height) - box.top) * height // box_h, 0, height - 1)
+  src_cols = jnp.clip((jnp.arange(width) - box.left) * width // box_w, 0, width - 1)
   return jnp.take(jnp.take(partner, src_rows, axis=1), src_cols, axis=2)
 
 
-@register_method("resizemix", paper="Qin, Fang, Lu, Zhang, Huang, Li, Wang. "
-                 "ResizeMix: Mixing Data with Preserved Object Information "
-                 "and True Labels. arXiv:2012.11101, 2020")
-def resizemix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-              alpha: float, lam=None, scope=(0.1, 0.8),
-              use_alpha: bool = True) -> MixResult:
+@register_method(
+  "resizemix",
+  paper="Qin, Fang, Lu, Zhang, Huang, Li, Wang. "
+  "ResizeMix: Mixing Data with Preserved Object Information "
+  "and True Labels. arXiv:2012.11101, 2020",
+)
+def resizemix(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  lam=None,
+  scope=(0.1, 0.8),
+  use_alpha: bool = True,
+) -> MixResult:
   """ResizeMix (spec 2.10).
 
   Scale τ ~ Beta(α, α), redrawn from U(scope) when it falls outside scope
@@ -71,5 +78,4 @@ def resizemix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
   pasted = nearest_resize_into_box(images[perm], box)
   region_b = boxes.box_region(box, height, width)
   mixed = jnp.where(region_b[None, :, :, None], pasted, images)
-  return build_result(mixed, labels, perm,
-                      boxes.lam_outside_box(box, height, width))
+  return build_result(mixed, labels, perm, boxes.lam_outside_box(box, height, width))

@@ -1,4 +1,5 @@
 """SaliencyMix: a CutMix box centred on the partner's most salient point."""
+
 from __future__ import annotations
 
 import jax
@@ -12,12 +13,23 @@ from mixjax.mixing.ops.saliency import salient_peak
 from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
 
 
-@register_method("saliencymix", paper="Uddin, Monira, Shin, Chung, Bae. "
-                 "SaliencyMix: A Saliency Guided Data Augmentation Strategy "
-                 "for Better Regularization. ICLR 2021")
-def saliencymix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-                alpha: float, lam=None, saliency: str = "fine_grained",
-                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> MixResult:
+@register_method(
+  "saliencymix",
+  paper="Uddin, Monira, Shin, Chung, Bae. "
+  "SaliencyMix: A Saliency Guided Data Augmentation Strategy "
+  "for Better Regularization. ICLR 2021",
+)
+def saliencymix(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  lam=None,
+  saliency: str = "fine_grained",
+  mean=IMAGENET_MEAN,
+  std=IMAGENET_STD,
+) -> MixResult:
   """SaliencyMix as OpenMixup runs it (spec 2.7).
 
   λ ~ Beta(α, α) gives CutMix's box size. The saliency map is computed for

@@ -1,4 +1,5 @@
 """SmoothMix: blend in the partner through a soft Gaussian window."""
+
 from __future__ import annotations
 
 import jax
@@ -36,14 +37,19 @@ def gaussian_window(rng: jax.Array, height: int, width: int) -> jax.Array:
   sigma = (jax.random.uniform(k_sigma) / 4 + 0.25) * height
   dy = centred_coordinates(height, reference_shift(k_y, height))[:, None]
   dx = centred_coordinates(width, reference_shift(k_x, width))[None, :]
-  return jnp.exp(-(dy ** 2 + dx ** 2) / (2 * sigma ** 2))
+  return jnp.exp(-(dy**2 + dx**2) / (2 * sigma**2))
 
 
-@register_method("smoothmix", uses_alpha=False, paper="Lee, Zaheer, Astrid, "
-                 "Lee. SmoothMix: a Simple Yet Effective Data Augmentation "
-                 "to Train Robust Classifiers. CVPR Workshops 2020")
-def smoothmix(rng: jax.Array, images: jax.Array, labels: jax.Array, *,
-              alpha: float = 1.0, lam=None, label_weights: str = "paper") -> MixResult:
+@register_method(
+  "smoothmix",
+  uses_alpha=False,
+  paper="Lee, Zaheer, Astrid, "
+  "Lee. SmoothMix: a Simple Yet Effective Data Augmentation "
+  "to Train Robust Classifiers. CVPR Workshops 2020",
+)
+def smoothmix(
+  rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float = 1.0, lam=None, label_weights: str = "paper"
+) -> MixResult:
   """SmoothMix (spec 2.6): ``x = (1−G)·x + G·x[π]`` for a Gaussian window G.
 
   ``label_weights='paper'`` (default): λ = 1 − mean(G), the share of the

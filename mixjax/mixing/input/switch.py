@@ -1,4 +1,5 @@
 """The RSB / DeiT recipe: Mixup or CutMix, switched per batch (timm style)."""
+
 from __future__ import annotations
 
 import functools
@@ -14,15 +15,24 @@ from mixjax.mixing.input.vanilla import vanilla
 
 
 @register_method(
-    "mixup_cutmix_switch", uses_alpha=False,
-    paper="Touvron et al. Training data-efficient image transformers & "
-    "distillation through attention (DeiT). ICML 2021; Wightman, Touvron, "
-    "Jégou. ResNet strikes back. 2021 (timm Mixup)")
-def mixup_cutmix_switch(rng: jax.Array, images: jax.Array,
-                        labels: jax.Array, *, alpha: float = 1.0, lam=None,
-                        mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
-                        switch_prob: float = 0.5,
-                        mix_prob: float = 1.0) -> MixResult:
+  "mixup_cutmix_switch",
+  uses_alpha=False,
+  paper="Touvron et al. Training data-efficient image transformers & "
+  "distillation through attention (DeiT). ICML 2021; Wightman, Touvron, "
+  "Jégou. ResNet strikes back. 2021 (timm Mixup)",
+)
+def mixup_cutmix_switch(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float = 1.0,
+  lam=None,
+  mixup_alpha: float = 0.8,
+  cutmix_alpha: float = 1.0,
+  switch_prob: float = 0.5,
+  mix_prob: float = 1.0,
+) -> MixResult:
   """timm's batch-mode Mixup/CutMix switch.
 
   With probability ``mix_prob`` the batch is mixed at all; then CutMix (its
@@ -47,8 +57,8 @@ def mixup_cutmix_switch(rng: jax.Array, images: jax.Array,
   do_cutmix = jax.random.uniform(k_switch) < switch_prob
   branch = jnp.where(do_mix, jnp.where(do_cutmix, 2, 1), 0)
   branches = [
-      functools.partial(vanilla, alpha=1.0, lam=lam),
-      functools.partial(mixup, alpha=mixup_alpha, lam=lam),
-      functools.partial(cutmix, alpha=cutmix_alpha, lam=lam),
+    functools.partial(vanilla, alpha=1.0, lam=lam),
+    functools.partial(mixup, alpha=mixup_alpha, lam=lam),
+    functools.partial(cutmix, alpha=cutmix_alpha, lam=lam),
   ]
   return jax.lax.switch(branch, branches, k_mix, images, labels)

@@ -12,6 +12,7 @@ the mode list ``method=('manifoldmix', 'alignmix')`` for that, or ``manifoldmix_
 switch inside this one method (ManifoldMix over ``manifoldmix_layer``, same α; default 0: AlignMix alone). Both
 are branches of one ``lax.switch``.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -29,16 +30,17 @@ from mixjax.mixing.ops.sampling import sample_beta_lam
 from mixjax.mixing.ops.sinkhorn import sinkhorn_plan, squared_distances
 
 
-def align_and_mix(feat_a: jax.Array, feat_b: jax.Array, lam, flip, *, eps: float, max_iter: int,
-                  tol: float = 0.1) -> jax.Array:
+def align_and_mix(
+  feat_a: jax.Array, feat_b: jax.Array, lam, flip, *, eps: float, max_iter: int, tol: float = 0.1
+) -> jax.Array:
   """Aligned mix of two batches of feature maps [B, h, w, C] (flip: re-express F_a instead of F_b)."""
   b, h, w, c = feat_a.shape
   fa = feat_a.reshape(b, h * w, c).astype(jnp.float32)
   fb = feat_b.reshape(b, h * w, c).astype(jnp.float32)
   plan, _ = sinkhorn_plan(jax.lax.stop_gradient(squared_distances(fa, fb)), eps=eps, max_iter=max_iter, tol=tol)
-  rescaled = jax.lax.stop_gradient(plan * (h * w))            # R: rows/columns sum to ≈ 1
-  fb_in_a = jnp.einsum("bij,bjc->bic", rescaled, fb)          # F_b re-expressed at F_a's positions
-  fa_in_b = jnp.einsum("bij,bic->bjc", rescaled, fa)          # F_a re-expressed at F_b's positions
+  rescaled = jax.lax.stop_gradient(plan * (h * w))  # R: rows/columns sum to ≈ 1
+  fb_in_a = jnp.einsum("bij,bjc->bic", rescaled, fb)  # F_b re-expressed at F_a's positions
+  fa_in_b = jnp.einsum("bij,bic->bjc", rescaled, fa)  # F_a re-expressed at F_b's positions
   mixed_a = lam * fa + (1 - lam) * fb_in_a
   mixed_b = lam * fa_in_b + (1 - lam) * fb
   mixed = jnp.where(flip, mixed_b, mixed_a)
@@ -47,28 +49,33 @@ def align_and_mix(feat_a: jax.Array, feat_b: jax.Array, lam, flip, *, eps: float
 
 def alignmix_fn(mesh, rng: jax.Array, lam: jax.Array, flip: jax.Array, *, eps: float, max_iter: int):
   """``h → aligned mix of h and h[π]`` on each device's rows (π from ``rng``)."""
+
   def local(r, lam_, flip_, h):
-    return align_and_mix(h, h[per_device.local_permutation(r, h.shape[0])], lam_, flip_, eps=eps,
-                         max_iter=max_iter)
+    return align_and_mix(h, h[per_device.local_permutation(r, h.shape[0])], lam_, flip_, eps=eps, max_iter=max_iter)
+
   return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam, flip))
 
 
 class AlignMix(ModelAwareMethod):
   name = "alignmix"
-  paper = ("Venkataramanan, Kijak, Amsaleg, Avrithis. AlignMixup: Improving Representations By Interpolating "
-           "Aligned Features. CVPR 2022")
+  paper = (
+    "Venkataramanan, Kijak, Amsaleg, Avrithis. AlignMixup: Improving Representations By Interpolating "
+    "Aligned Features. CVPR 2022"
+  )
   defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.0, "manifoldmix_layer": (0, 3)}
 
   def _last_stage(self, model_cfg) -> int:
     info = model_info(model_cfg)
     last = info.num_stages - 1
     if last not in info.mix_stages:
-      raise ValueError(f"alignmix mixes the last stage's feature map; model {info.name!r} cannot mix there "
-                       f"(mix_stages {info.mix_stages}). Use one of: {', '.join(models_where('last_stage_mixing'))}")
+      raise ValueError(
+        f"alignmix mixes the last stage's feature map; model {info.name!r} cannot mix there "
+        f"(mix_stages {info.mix_stages}). Use one of: {', '.join(models_where('last_stage_mixing'))}"
+      )
     return last
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     last = self._last_stage(ctx.model)
     prob = float(hp["manifoldmix_prob"])
     if not 0.0 <= prob <= 1.0:
@@ -86,18 +93,26 @@ class AlignMix(ModelAwareMethod):
 
     # One switch over (manifold stages..., last stage with alignment): each branch a static model call.
     def branch(stage, fn):
-      return lambda: ctx.model_fn(params, batch_stats, images.astype(ctx.compute_dtype), train=True,
-                                  rng=k_drop, mix_stage=stage, mix_fn=fn)
+      return lambda: ctx.model_fn(
+        params, batch_stats, images.astype(ctx.compute_dtype), train=True, rng=k_drop, mix_stage=stage, mix_fn=fn
+      )
+
     branches = [branch(s, plain) for s in manifold] + [branch(last, align)]
     logits, new_stats = branches[0]() if len(branches) == 1 else jax.lax.switch(index, branches)
-    mix = MixResult(images=images, labels_a=labels, labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
-                    lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+    mix = MixResult(
+      images=images,
+      labels_a=labels,
+      labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
+      lam=jnp.broadcast_to(lam, (labels.shape[0],)),
+    )
     metrics = {"lam": lam, "aligned": (index == len(manifold)).astype(jnp.float32)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
 
   mixes_features = True
-  picture_note = ("mixes last-stage feature maps aligned by optimal transport; shown: the same alignment on "
-                  "the photos' 8×8 colour patches, blended with λ")
+  picture_note = (
+    "mixes last-stage feature maps aligned by optimal transport; shown: the same alignment on "
+    "the photos' 8×8 colour patches, blended with λ"
+  )
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """The alignment made visible: the partner's 8×8 patches moved by the OT plan between the two images'
@@ -114,12 +129,15 @@ class AlignMix(ModelAwareMethod):
       patches = images.reshape(b, g, hh // g, g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
       means = images.reshape(b, g, hh // g, g, ww // g, c).mean(axis=(2, 4)).reshape(b, g * g, c)
       cost = squared_distances(means, means[perm])
-      plan, _ = sinkhorn_plan(cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]),
-                              max_iter=int(hp["max_iter"]))
+      plan, _ = sinkhorn_plan(
+        cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]), max_iter=int(hp["max_iter"])
+      )
       moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
       moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
-      return MixResult(images=blend(images, moved, lam), labels_a=labels, labels_b=labels[perm],
-                       lam=jnp.broadcast_to(lam, (b,)))
+      return MixResult(
+        images=blend(images, moved, lam), labels_a=labels, labels_b=labels[perm], lam=jnp.broadcast_to(lam, (b,))
+      )
+
     return lambda rng: draw(rng, images, labels)
 
 

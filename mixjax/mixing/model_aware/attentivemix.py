@@ -26,6 +26,7 @@ batch statistics and keeps updating running statistics nobody uses (spec pitfall
 eval mode (its pretrained running statistics): the attention of one sample then does not depend on the rest
 of its batch. This is a deliberate deviation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,13 +49,15 @@ from mixjax.models.functional import ModelFn
 
 
 AUTO = "auto"
-DEFAULT_RANDOM_EXTRACTOR = "resnet18"   # extractor='auto' without a checkpoint to read it from
+DEFAULT_RANDOM_EXTRACTOR = "resnet18"  # extractor='auto' without a checkpoint to read it from
 
 # (block type, blocks per stage, groups) of the torchvision ResNet layouts → our model names.
 _TORCH_RESNETS = {
-    ("basic", (2, 2, 2, 2), 1): "resnet18", ("basic", (3, 4, 6, 3), 1): "resnet34",
-    ("bottleneck", (3, 4, 6, 3), 1): "resnet50", ("bottleneck", (3, 4, 23, 3), 1): "resnet101",
-    ("bottleneck", (3, 4, 23, 3), 32): "resnext101_32x4d",
+  ("basic", (2, 2, 2, 2), 1): "resnet18",
+  ("basic", (3, 4, 6, 3), 1): "resnet34",
+  ("bottleneck", (3, 4, 6, 3), 1): "resnet50",
+  ("bottleneck", (3, 4, 23, 3), 1): "resnet101",
+  ("bottleneck", (3, 4, 23, 3), 32): "resnext101_32x4d",
 }
 _LAYER_KEY = re.compile(r"(?:^|\.)layer([1-4])\.(\d+)\.(conv[123])\.weight$")
 
@@ -80,8 +83,10 @@ def infer_torch_resnet(shapes: Mapping[str, tuple]) -> tuple[str, int]:
   depths = tuple(len(blocks[i]) for i in (1, 2, 3, 4))
   key = ("bottleneck" if bottleneck else "basic", depths, groups if bottleneck else 1)
   if key not in _TORCH_RESNETS:
-    raise ValueError(f"the extractor state_dict is a {key[0]} ResNet with blocks {depths} and groups {key[2]}, "
-                     f"which is none of {sorted(set(_TORCH_RESNETS.values()))}")
+    raise ValueError(
+      f"the extractor state_dict is a {key[0]} ResNet with blocks {depths} and groups {key[2]}, "
+      f"which is none of {sorted(set(_TORCH_RESNETS.values()))}"
+    )
   heads = [shape for k, shape in shapes.items() if k.endswith("fc.weight") and len(shape) == 2]
   return _TORCH_RESNETS[key], (int(heads[0][0]) if heads else -1)
 
@@ -97,8 +102,10 @@ def _read_torch_state_dict(path: str) -> dict:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f"loading {path} needs torch; or save the state_dict as .npz "
-                      "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))") from e
+    raise ImportError(
+      f"loading {path} needs torch; or save the state_dict as .npz "
+      "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))"
+    ) from e
   state_dict = torch.load(path, map_location="cpu")
   return state_dict.get("state_dict", state_dict)
 
@@ -116,8 +123,10 @@ def _extractor_spec(hp: Mapping, checkpoints=None) -> tuple[str, dict, int]:
   if path and any(_LAYER_KEY.search(k) for k in _torch_shapes(path)):
     found, classes = infer_torch_resnet(_torch_shapes(path))
     if name not in (AUTO, found):
-      raise ValueError(f"attentivemix extractor={name!r} but extractor_checkpoint {path} holds a {found} "
-                       f"(torchvision layout); set extractor={found!r} or extractor='auto'")
+      raise ValueError(
+        f"attentivemix extractor={name!r} but extractor_checkpoint {path} holds a {found} "
+        f"(torchvision layout); set extractor={found!r} or extractor='auto'"
+      )
     return found, kwargs, classes if classes > 0 else int(hp["extractor_num_classes"])
   # No checkpoint (random extractor), or a partial state_dict without residual stages: the named model.
   return (DEFAULT_RANDOM_EXTRACTOR if name == AUTO else name), kwargs, int(hp["extractor_num_classes"])
@@ -129,8 +138,10 @@ def _is_torch_file(path: str) -> bool:
 
 def _run_config(path: str, checkpoints) -> dict:
   if checkpoints is None:
-    raise ValueError(f"attentivemix extractor_checkpoint {path} is a run checkpoint of ours; reading it needs "
-                     "StepContext.checkpoints (the train step sets it)")
+    raise ValueError(
+      f"attentivemix extractor_checkpoint {path} is a run checkpoint of ours; reading it needs "
+      "StepContext.checkpoints (the train step sets it)"
+    )
   return checkpoints.run_config(path)
 
 
@@ -149,10 +160,11 @@ def extractor_fn(hp: Mapping, checkpoints=None) -> ModelFn:
 def check_extractor_configured(hp: Mapping) -> None:
   if not hp["extractor_checkpoint"] and not hp["allow_random_extractor"]:
     raise ValueError(
-        "attentivemix needs a pretrained extractor: set config.mixing.args.attentivemix.extractor_checkpoint to a "
-        "run directory / Orbax checkpoint of ours or a PyTorch state_dict (.pth/.pt/.npz, torchvision ResNet "
-        "layout; e.g. torchvision's resnet18 with extractor='resnet18'). For tests or speed benchmarks only, "
-        "allow_random_extractor=True uses random weights (meaningless for accuracy).")
+      "attentivemix needs a pretrained extractor: set config.mixing.args.attentivemix.extractor_checkpoint to a "
+      "run directory / Orbax checkpoint of ours or a PyTorch state_dict (.pth/.pt/.npz, torchvision ResNet "
+      "layout; e.g. torchvision's resnet18 with extractor='resnet18'). For tests or speed benchmarks only, "
+      "allow_random_extractor=True uses random weights (meaningless for accuracy)."
+    )
   path = str(hp["extractor_checkpoint"] or "")
   if path and not os.path.exists(path):
     raise FileNotFoundError(f"attentivemix extractor_checkpoint {path} does not exist")
@@ -173,7 +185,7 @@ def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
     model = _build(hp, nnx.Rngs(seed))
     models.load_torch_state_dict(model, state_dict, strict=False)
   else:
-    _run_config(path, checkpoints)   # the same error without a reader
+    _run_config(path, checkpoints)  # the same error without a reader
     return checkpoints.weights(path)
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
@@ -182,8 +194,7 @@ def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
 def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
   """Channel-mean of the extractor's last-stage map on images resized to feat_size: [B, g, g] float32."""
   b, h, w, c = images.shape
-  x = images if (h, w) == (feat_size, feat_size) else jax.image.resize(images, (b, feat_size, feat_size, c),
-                                                                         "bilinear")
+  x = images if (h, w) == (feat_size, feat_size) else jax.image.resize(images, (b, feat_size, feat_size, c), "bilinear")
   (_, feats), _ = fn(params, stats, x, train=False, return_features=True)
   last = max((k for k in feats if k.startswith("stage") and k[5:].isdigit()), key=lambda k: int(k[5:]))
   return jax.lax.stop_gradient(jnp.mean(feats[last].astype(jnp.float32), axis=-1))
@@ -212,11 +223,20 @@ def attentive_mix_local(rng, lam, images, grid, labels, *, top_k_fixed: int):
 
 class AttentiveMix(ModelAwareMethod):
   name = "attentivemix"
-  paper = ("Walawalkar, Shen, Liu, Savvides. Attentive CutMix: An Enhanced Data Augmentation Approach for Deep "
-           "Learning Based Image Classification. ICASSP 2020")
-  defaults = {"extractor": AUTO, "extractor_kwargs": {}, "extractor_num_classes": 1000,
-              "extractor_checkpoint": "", "allow_random_extractor": False, "feat_size": 224, "top_k": 0}
-  stateful = True   # the pretrained extractor's weights live in TrainState.aux
+  paper = (
+    "Walawalkar, Shen, Liu, Savvides. Attentive CutMix: An Enhanced Data Augmentation Approach for Deep "
+    "Learning Based Image Classification. ICASSP 2020"
+  )
+  defaults = {
+    "extractor": AUTO,
+    "extractor_kwargs": {},
+    "extractor_num_classes": 1000,
+    "extractor_checkpoint": "",
+    "allow_random_extractor": False,
+    "feat_size": 224,
+    "top_k": 0,
+  }
+  stateful = True  # the pretrained extractor's weights live in TrainState.aux
 
   def init_aux(self, ctx, rng, params, batch_stats, hp):
     ext_params, ext_stats = load_extractor_weights(hp, seed=int(ctx.seed), checkpoints=ctx.checkpoints)
@@ -226,18 +246,20 @@ class AttentiveMix(ModelAwareMethod):
     check_extractor_configured(hp)
     k_lam, k_perm = jax.random.split(rng)
     lam = sample_beta_lam(k_lam, alpha)
-    grid = attention_grid(extractor_fn(hp, checkpoints), ext["params"], ext["batch_stats"], images, int(hp["feat_size"]))
+    grid = attention_grid(
+      extractor_fn(hp, checkpoints), ext["params"], ext["batch_stats"], images, int(hp["feat_size"])
+    )
 
     def local(r, lam_, x, gr, y):
       return attentive_mix_local(r, lam_, x, gr, y, top_k_fixed=int(hp["top_k"]))
+
     mixed, lam_n, labels_b = per_device.on_shards(mesh, local, k_perm, images, grid, labels, replicated=(lam,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
-    mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp,
-                   checkpoints=ctx.checkpoints)
+    mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp, checkpoints=ctx.checkpoints)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "cells picked by an untrained ResNet-18 (width 8) extractor"

@@ -9,6 +9,7 @@ One program: the layers are branches of ``lax.switch``, each a model call with a
 random layer index picks one at run time, so no layer recompiles. Pairing stays on each device (the hidden
 features are sharded over the batch like the images, and are mixed under ``shard_map``).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -34,24 +35,30 @@ def manifold_layers(model_cfg, layer: Sequence[int], method: str = "manifoldmix"
   bad = [s for s in stages if s not in info.mix_stages]
   if bad:
     raise ValueError(
-        f"{method}: model {info.name!r} cannot mix hidden features at stage(s) {bad} (its mix_stages are "
-        f"{info.mix_stages}). Use a model with stage mixing, one of: {', '.join(models_where('stage_mixing'))}; "
-        f"or narrow config.mixing.args.{method}.layer")
+      f"{method}: model {info.name!r} cannot mix hidden features at stage(s) {bad} (its mix_stages are "
+      f"{info.mix_stages}). Use a model with stage mixing, one of: {', '.join(models_where('stage_mixing'))}; "
+      f"or narrow config.mixing.args.{method}.layer"
+    )
   return stages
 
 
 def feature_mix_fn(mesh, rng: jax.Array, lam: jax.Array):
   """``h → λ·h + (1−λ)·h[π]`` on each device's rows (π from ``rng``)."""
+
   def local(r, lam_, h):
     return blend(h, h[per_device.local_permutation(r, h.shape[0])], lam_)
+
   return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam,))
 
 
 def manifold_forward(ctx: StepContext, params, batch_stats, images, stages, index, mix_fn, drop_rng):
   """The model with hidden mixing at ``stages[index]``; one ``lax.switch`` branch per stage."""
+
   def branch(stage):
-    return lambda: ctx.model_fn(params, batch_stats, images.astype(ctx.compute_dtype), train=True,
-                                rng=drop_rng, mix_stage=stage, mix_fn=mix_fn)
+    return lambda: ctx.model_fn(
+      params, batch_stats, images.astype(ctx.compute_dtype), train=True, rng=drop_rng, mix_stage=stage, mix_fn=mix_fn
+    )
+
   if len(stages) == 1:
     return branch(stages[0])()
   return jax.lax.switch(index, [branch(s) for s in stages])
@@ -59,21 +66,27 @@ def manifold_forward(ctx: StepContext, params, batch_stats, images, stages, inde
 
 class ManifoldMix(ModelAwareMethod):
   name = "manifoldmix"
-  paper = ("Verma, Lamb, Beckham, Najafi, Mitliagkas, Lopez-Paz, Bengio. Manifold Mixup: Better "
-           "Representations by Interpolating Hidden States. ICML 2019")
+  paper = (
+    "Verma, Lamb, Beckham, Najafi, Mitliagkas, Lopez-Paz, Bengio. Manifold Mixup: Better "
+    "Representations by Interpolating Hidden States. ICML 2019"
+  )
   defaults = {"layer": (0, 3)}
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     stages = manifold_layers(ctx.model, hp["layer"])
     k_lam, k_perm, k_layer, k_drop = jax.random.split(rng, 4)
     lam = sample_beta_lam(k_lam, alpha)
     index = jax.random.randint(k_layer, (), 0, len(stages))
-    logits, new_stats = manifold_forward(ctx, params, batch_stats, images, stages, index,
-                                         feature_mix_fn(ctx.mesh, k_perm, lam), k_drop)
-    mix = MixResult(images=images, labels_a=labels,
-                    labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
-                    lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+    logits, new_stats = manifold_forward(
+      ctx, params, batch_stats, images, stages, index, feature_mix_fn(ctx.mesh, k_perm, lam), k_drop
+    )
+    mix = MixResult(
+      images=images,
+      labels_a=labels,
+      labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
+      lam=jnp.broadcast_to(lam, (labels.shape[0],)),
+    )
     stage = jnp.asarray(stages, jnp.float32)[index]
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": lam, "layer": stage})
 
@@ -82,13 +95,19 @@ class ManifoldMix(ModelAwareMethod):
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """Only layer 0 (the input) is visible: the picture is the input-level mix ManifoldMix does there."""
+
     @jax.jit
     def draw(rng, images, labels):
       k_lam, k_perm = jax.random.split(rng)
       lam = sample_beta_lam(k_lam, alpha)
       perm = per_device.local_permutation(k_perm, images.shape[0])
-      return MixResult(images=blend(images, images[perm], lam), labels_a=labels,
-                       labels_b=labels[perm], lam=jnp.broadcast_to(lam, (labels.shape[0],)))
+      return MixResult(
+        images=blend(images, images[perm], lam),
+        labels_a=labels,
+        labels_b=labels[perm],
+        lam=jnp.broadcast_to(lam, (labels.shape[0],)),
+      )
+
     return lambda rng: draw(rng, images, labels)
 
 

@@ -8,6 +8,7 @@ They are deliberately tiny (one residual block per stage; a 4-block ViT): a pict
 a deeper random network would only draw the same kind of random saliency more slowly. Built once per shape and
 cached.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,11 @@ def _split(model):
 def small_cnn(num_classes: int):
   """(ModelFn, params, batch_stats) of a random ResNet with one BasicBlock per stage, width 8 (ImageNet stem,
   stages stage0..stage4 as in ResNet-18)."""
-  return _split(resnet.ResNet(resnet.BasicBlock, (1, 1, 1, 1), num_classes=num_classes, rngs=nnx.Rngs(0),
-                              width=8, name="picture_resnet"))
+  return _split(
+    resnet.ResNet(
+      resnet.BasicBlock, (1, 1, 1, 1), num_classes=num_classes, rngs=nnx.Rngs(0), width=8, name="picture_resnet"
+    )
+  )
 
 
 def vit_patch(image_size: int) -> int:
@@ -52,8 +56,18 @@ def small_vit(num_classes: int, image_size: int):
   (``vit_patch``); pictures whose side it does not divide are cropped to ``patch·14``."""
   patch = vit_patch(image_size)
   grid = image_size // patch if image_size % patch == 0 else 14
-  return _split(models.build_model("deit_tiny", num_classes=num_classes, rngs=nnx.Rngs(0), patch_size=patch,
-                                   img_size=patch * grid, depth=4, embed_dim=32, num_heads=2))
+  return _split(
+    models.build_model(
+      "deit_tiny",
+      num_classes=num_classes,
+      rngs=nnx.Rngs(0),
+      patch_size=patch,
+      img_size=patch * grid,
+      depth=4,
+      embed_dim=32,
+      num_heads=2,
+    )
+  )
 
 
 def vit_input_side(image_size: int) -> int:
@@ -69,8 +83,9 @@ def input_saliency(net, images: jax.Array, labels: jax.Array) -> jax.Array:
   def loss(x):
     logits, _ = fn(params, stats, x, train=False)
     return -jnp.sum(labels * jax.nn.log_softmax(logits))
+
   grad = jax.grad(loss)(images.astype(jnp.float32))
-  return jnp.sqrt(jnp.mean(grad ** 2, axis=-1))
+  return jnp.sqrt(jnp.mean(grad**2, axis=-1))
 
 
 def small_cnn_saliency(images: jax.Array, labels: jax.Array) -> jax.Array:

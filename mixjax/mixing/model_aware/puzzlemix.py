@@ -24,6 +24,7 @@ ICML 2020), entirely inside the jitted train step (spec 2.8).
 The reference's ``t_batch_size`` (memory chunking) and ``mp`` (CPU pool) are not parameters here; ``t_size``
 must be −1 (transport on the label grid).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,16 +48,18 @@ def grid_sizes(block_num: int) -> tuple[int, ...]:
   """The label grids drawn from: 2, 4, …, 2·block_num (block_num a power of two)."""
   if block_num < 1 or block_num & (block_num - 1):
     raise ValueError(f"puzzlemix block_num must be a power of two, got {block_num}")
-  return tuple(2 ** u for u in range(1, int(math.log2(block_num)) + 2))
+  return tuple(2**u for u in range(1, int(math.log2(block_num)) + 2))
 
 
 def check_resolution(height: int, width: int, block_num: int, neigh_size: int) -> None:
   for g in grid_sizes(block_num):
     for side in (height, width):
       if side % g or (side // g) % min(neigh_size, side // g):
-        raise ValueError(f"puzzlemix needs image sides divisible by every grid size {grid_sizes(block_num)} "
-                         f"and blocks divisible by neigh_size={neigh_size}; got {height}x{width} (e.g. use a "
-                         f"multiple of {2 * block_num * neigh_size} px or lower block_num)")
+        raise ValueError(
+          f"puzzlemix needs image sides divisible by every grid size {grid_sizes(block_num)} "
+          f"and blocks divisible by neigh_size={neigh_size}; got {height}x{width} (e.g. use a "
+          f"multiple of {2 * block_num * neigh_size} px or lower block_num)"
+        )
 
 
 def pool(x: jax.Array, kh: int, kw: int) -> jax.Array:
@@ -72,9 +75,9 @@ def border_cost(upper: jax.Array, lower: jax.Array, k: int, g: int) -> jax.Array
   ``upper``/``lower`` are pooled images [b, R, C', ch] with k pooled rows per block; row (r+1)·k−1 of the upper
   source meets row (r+1)·k of the lower source, averaged over channels and the k pooled columns of a block.
   """
-  rows_up = upper[:, k - 1:-1:k][:, :g - 1]
-  rows_down = lower[:, k::k][:, :g - 1]
-  diff = jnp.mean(jnp.abs(rows_up - rows_down), axis=-1)               # [b, g−1, C']
+  rows_up = upper[:, k - 1 : -1 : k][:, : g - 1]
+  rows_down = lower[:, k::k][:, : g - 1]
+  diff = jnp.mean(jnp.abs(rows_up - rows_down), axis=-1)  # [b, g−1, C']
   b, _, cols = diff.shape
   return diff.reshape(b, g - 1, g, cols // g).mean(-1)
 
@@ -93,28 +96,35 @@ def block_energy_terms(u1, u2, pooled_x, pooled_p, a, *, g, k, n_labels, beta, g
   Sources: x (label share t = 0) and the partner p (t = 1). d_PQ is the border cost with P above/left of Q.
   """
   beta_n = beta / g / 16.0
+
   def edges(transpose):
     tp = (lambda z: z.transpose(0, 2, 1, 3)) if transpose else (lambda z: z)
     back = (lambda z: z.transpose(0, 2, 1)) if transpose else (lambda z: z)
     px, pp = tp(pooled_x), tp(pooled_p)
-    d = {(s, t): back(border_cost(hi, lo, k, g)) * beta_n * gamma
-         for s, hi in (("x", px), ("p", pp)) for t, lo in (("x", px), ("p", pp))}
+    d = {
+      (s, t): back(border_cost(hi, lo, k, g)) * beta_n * gamma
+      for s, hi in (("x", px), ("p", pp))
+      for t, lo in (("x", px), ("p", pp))
+    }
     return d
-  dv, dh = edges(False), edges(True)                       # dv: [b, g−1, g], dh: [b, g, g−1]
+
+  dv, dh = edges(False), edges(True)  # dv: [b, g−1, g], dh: [b, g, g−1]
   cost_x = u2
   cost_p = u1
   zero_row = lambda z: jnp.zeros_like(z[:, :1])
   zero_col = lambda z: jnp.zeros_like(z[:, :, :1])
   # Half-credits: a block's own source is known, the neighbour's is averaged over its two possibilities.
   for src, cost in (("x", "cost_x"), ("p", "cost_p")):
-    below_part = (dv[(src, "x")] + dv[(src, "p")]) / 2        # block is the upper end of a vertical edge
-    above_part = (dv[("x", src)] + dv[("p", src)]) / 2        # block is the lower end
+    below_part = (dv[(src, "x")] + dv[(src, "p")]) / 2  # block is the upper end of a vertical edge
+    above_part = (dv[("x", src)] + dv[("p", src)]) / 2  # block is the lower end
     right_part = (dh[(src, "x")] + dh[(src, "p")]) / 2
     left_part = (dh[("x", src)] + dh[("p", src)]) / 2
-    extra = (jnp.concatenate([below_part, zero_row(below_part)], axis=1)
-             + jnp.concatenate([zero_row(above_part), above_part], axis=1)
-             + jnp.concatenate([right_part, zero_col(right_part)], axis=2)
-             + jnp.concatenate([zero_col(left_part), left_part], axis=2))
+    extra = (
+      jnp.concatenate([below_part, zero_row(below_part)], axis=1)
+      + jnp.concatenate([zero_row(above_part), above_part], axis=1)
+      + jnp.concatenate([right_part, zero_col(right_part)], axis=2)
+      + jnp.concatenate([zero_col(left_part), left_part], axis=2)
+    )
     if cost == "cost_x":
       cost_x = cost_x + extra
     else:
@@ -122,7 +132,7 @@ def block_energy_terms(u1, u2, pooled_x, pooled_p, a, *, g, k, n_labels, beta, g
   w_v = (dv[("x", "p")] + dv[("p", "x")] - dv[("x", "x")] - dv[("p", "p")]) / 2 + beta_n
   w_h = (dh[("x", "p")] + dh[("p", "x")] - dh[("x", "x")] - dh[("p", "p")]) / 2 + beta_n
   t = jnp.linspace(0.0, 1.0, n_labels)
-  prior = eta / g ** 2 * label_prior(a, n_labels)
+  prior = eta / g**2 * label_prior(a, n_labels)
   unary = (1 - t) * cost_x[..., None] + t * cost_p[..., None] + prior
   return unary, w_v, w_h
 
@@ -145,8 +155,8 @@ def transport_plan(mask: jax.Array, utility: jax.Array, t_eps: float) -> jax.Arr
 
   def round_(_, carry):
     cost, _ = carry
-    claims = jax.nn.one_hot(jnp.argmin(cost, axis=-1), n, dtype=jnp.float32)          # [b, src, dst]
-    winner = jnp.argmin(claims * cost, axis=1)                                         # [b, dst]
+    claims = jax.nn.one_hot(jnp.argmin(cost, axis=-1), n, dtype=jnp.float32)  # [b, src, dst]
+    winner = jnp.argmin(claims * cost, axis=1)  # [b, dst]
     wins = jax.nn.one_hot(winner, n, axis=1, dtype=jnp.float32) * claims
     return cost + (claims - wins), wins
 
@@ -181,8 +191,19 @@ def labeling_problem(images, saliency, perm, a, *, g: int, hp: Mapping, mean, st
   raw = (images.astype(jnp.float32) * std + mean) / 255.0
   pooled_x = pool(raw, neigh, neigh)
   pooled_p = pooled_x[perm]
-  unary, w_v, w_h = block_energy_terms(u1, u2, pooled_x, pooled_p, a, g=g, k=k, n_labels=int(hp["n_labels"]),
-                                       beta=float(hp["beta"]), gamma=float(hp["gamma"]), eta=float(hp["eta"]))
+  unary, w_v, w_h = block_energy_terms(
+    u1,
+    u2,
+    pooled_x,
+    pooled_p,
+    a,
+    g=g,
+    k=k,
+    n_labels=int(hp["n_labels"]),
+    beta=float(hp["beta"]),
+    gamma=float(hp["gamma"]),
+    eta=float(hp["eta"]),
+  )
   return u1, unary, w_v, w_h
 
 
@@ -194,7 +215,8 @@ def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std
   u2 = u1[perm]
   solver = str(hp.get("solver", "row_dp"))
   labels = jax.vmap(lambda u, v, z: solve_labeling(u, v, z, sweeps=int(hp["solver_sweeps"]), method=solver))(
-      unary, w_v, w_h)
+    unary, w_v, w_h
+  )
   mask = 1.0 - labels.astype(jnp.float32) / (n_labels - 1)
   x, partner = images, images[perm]
   if hp["transport"]:
@@ -215,6 +237,7 @@ def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: Mapping, mean, std
     def run(imgs, sal):
       mixed, mask = puzzle_mix_grid(imgs, sal, perm, a, g=g, hp=hp, mean=mean, std=std)
       return mixed, jnp.mean(mask, axis=(1, 2))
+
     return run
 
   index = jax.random.randint(k_grid, (), 0, len(sizes))
@@ -224,20 +247,32 @@ def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: Mapping, mean, std
 
 def input_saliency(ctx, params, batch_stats, images, labels) -> jax.Array:
   """‖∂loss/∂x‖ per pixel (root mean square over channels) with the model in eval mode; no gradient flows."""
+
   def clean_loss(x):
     logits, _ = ctx.model_fn(params, batch_stats, x.astype(ctx.compute_dtype), train=False)
     ones = jnp.ones((labels.shape[0],), jnp.float32)
     return ctx.classification_loss(logits, MixResult(images=x, labels_a=labels, labels_b=labels, lam=ones))
+
   grad = jax.grad(clean_loss)(jax.lax.stop_gradient(images))
   return jax.lax.stop_gradient(jnp.sqrt(jnp.mean(grad.astype(jnp.float32) ** 2, axis=-1)))
 
 
 class PuzzleMix(ModelAwareMethod):
   name = "puzzlemix"
-  paper = ("Kim, Choo, Song. Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup. "
-           "ICML 2020")
-  defaults = {"transport": True, "t_size": -1, "block_num": 4, "beta": 1.2, "gamma": 0.5,
-              "eta": 0.2, "neigh_size": 4, "n_labels": 3, "t_eps": 0.8, "solver": "row_dp", "solver_sweeps": 3}
+  paper = "Kim, Choo, Song. Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup. ICML 2020"
+  defaults = {
+    "transport": True,
+    "t_size": -1,
+    "block_num": 4,
+    "beta": 1.2,
+    "gamma": 0.5,
+    "eta": 0.2,
+    "neigh_size": 4,
+    "n_labels": 3,
+    "t_eps": 0.8,
+    "solver": "row_dp",
+    "solver_sweeps": 3,
+  }
 
   @staticmethod
   def _check(hp, height, width):
@@ -247,10 +282,12 @@ class PuzzleMix(ModelAwareMethod):
       raise ValueError(f"puzzlemix n_labels must be >= 2, got {hp['n_labels']}")
     if hp.get("solver", "row_dp") not in ("row_dp", "chain_descent"):
       raise ValueError(f"puzzlemix solver must be 'row_dp' (exact) or 'chain_descent', got {hp['solver']!r}")
-    if hp.get("solver", "row_dp") == "row_dp" and int(hp["n_labels"]) ** (2 * int(hp["block_num"])) > 3 ** 8:
-      raise ValueError(f"puzzlemix solver='row_dp' keeps n_labels^(2·block_num) = "
-                       f"{int(hp['n_labels']) ** (2 * int(hp['block_num']))} states per grid row (at most 3^8 "
-                       "supported); use solver='chain_descent' for larger grids or more labels")
+    if hp.get("solver", "row_dp") == "row_dp" and int(hp["n_labels"]) ** (2 * int(hp["block_num"])) > 3**8:
+      raise ValueError(
+        f"puzzlemix solver='row_dp' keeps n_labels^(2·block_num) = "
+        f"{int(hp['n_labels']) ** (2 * int(hp['block_num']))} states per grid row (at most 3^8 "
+        "supported); use solver='chain_descent' for larger grids or more labels"
+      )
     check_resolution(height, width, int(hp["block_num"]), int(hp["neigh_size"]))
 
   def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp, mean, std) -> MixResult:
@@ -263,15 +300,15 @@ class PuzzleMix(ModelAwareMethod):
 
     def local(r, a_, x, sal, y):
       return puzzle_mix_local(r, a_, x, sal, y, hp=hp, mean=mean, std=std)
+
     mixed, lam, labels_b = per_device.on_shards(mesh, local, k_local, images, saliency, labels, replicated=(a,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
     saliency = input_saliency(ctx, params, batch_stats, images, labels)
-    mix = self.mix(ctx.mesh, k_mix, images, saliency, labels, alpha=alpha, hp=hp,
-                   mean=ctx.mean, std=ctx.std)
+    mix = self.mix(ctx.mesh, k_mix, images, saliency, labels, alpha=alpha, hp=hp, mean=ctx.mean, std=ctx.std)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "saliency of an untrained small ResNet"
@@ -283,8 +320,8 @@ class PuzzleMix(ModelAwareMethod):
     @jax.jit
     def draw(rng, images, labels, params, stats):
       saliency = picture_models.input_saliency((net[0], params, stats), images, labels)
-      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD)
+      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
     return lambda rng: draw(rng, images, labels, net[1], net[2])
 
 

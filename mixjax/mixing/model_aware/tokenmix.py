@@ -16,6 +16,7 @@ the *replaced* region and does not normalise (spec pitfall 2.17); we deliberatel
 The DeiT recipe pairs TokenMix with Mixup (α 0.8) 50/50; ``mixup_prob`` / ``mixup_alpha`` do that inside this
 method (both mixes computed, one forward).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,12 @@ def block_token_mask(rng, gh: int, gw: int, count, min_block: int = 4) -> jax.Ar
     fits = (h < gh) & (w < gw) & (h > 0) & (w > 0)
     top = jnp.floor(jax.random.uniform(k_top, (TRIES,)) * (gh - h + 1)).astype(jnp.int32)
     left = jnp.floor(jax.random.uniform(k_left, (TRIES,)) * (gw - w + 1)).astype(jnp.int32)
-    rects = ((rows[None] >= top[:, None, None]) & (rows[None] < (top + h)[:, None, None])
-             & (cols[None] >= left[:, None, None]) & (cols[None] < (left + w)[:, None, None]))
+    rects = (
+      (rows[None] >= top[:, None, None])
+      & (rows[None] < (top + h)[:, None, None])
+      & (cols[None] >= left[:, None, None])
+      & (cols[None] < (left + w)[:, None, None])
+    )
     new = jnp.sum(rects & ~mask[None], axis=(1, 2))
     ok = fits & (new > 0) & (new <= remaining)
     pick = jnp.argmax(ok)
@@ -109,8 +114,10 @@ def tokenmix_local(rng, lam, lam_mixup, use_mixup, images, attn, labels, *, patc
 
 class TokenMix(ModelAwareMethod):
   name = "tokenmix"
-  paper = ("Liu, Li, Chen, Shen, Shen, Qiao. TokenMix: Rethinking Image Mixing for Data Augmentation in Vision "
-           "Transformers. ECCV 2022")
+  paper = (
+    "Liu, Li, Chen, Shen, Shen, Qiao. TokenMix: Rethinking Image Mixing for Data Augmentation in Vision "
+    "Transformers. ECCV 2022"
+  )
   defaults = {"mask_type": "block", "minimum_tokens": 14, "mixup_prob": 0.0, "mixup_alpha": 0.8}
 
   def mix(self, mesh, rng, images, labels, attention, *, alpha, hp, patch: int):
@@ -124,18 +131,20 @@ class TokenMix(ModelAwareMethod):
 
     def local(r, l_, lm, um, x, a, y):
       return tokenmix_local(r, l_, lm, um, x, a, y, patch=patch, hp=hp)
-    mixed, lam_n, labels_b, tokens = per_device.on_shards(mesh, local, k_local, images, attn, labels,
-                                                          replicated=(lam, lam_mixup, use_mixup))
+
+    mixed, lam_n, labels_b, tokens = per_device.on_shards(
+      mesh, local, k_local, images, attn, labels, replicated=(lam, lam_mixup, use_mixup)
+    )
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n), tokens
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
-    (_, clean), _ = ctx.model_fn(params, batch_stats, images.astype(ctx.compute_dtype), train=False,
-                                 return_attention=True)
-    mix, _ = self.mix(ctx.mesh, k_mix, images, labels, clean["attention"], alpha=alpha, hp=hp,
-                      patch=info.patch_size)
+    (_, clean), _ = ctx.model_fn(
+      params, batch_stats, images.astype(ctx.compute_dtype), train=False, return_attention=True
+    )
+    mix, _ = self.mix(ctx.mesh, k_mix, images, labels, clean["attention"], alpha=alpha, hp=hp, patch=info.patch_size)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
 
   picture_note = "λ from an untrained 4-block ViT's class-token attention"
@@ -151,6 +160,7 @@ class TokenMix(ModelAwareMethod):
     def draw(rng, images, labels, params, stats):
       (_, feats), _ = fn(params, stats, images, train=False, return_attention=True)
       return self.mix(None, rng, images, labels, feats["attention"], alpha=alpha, hp=hp, patch=patch)[0]
+
     return lambda rng: draw(rng, images, labels, params, stats)
 
 

@@ -15,6 +15,7 @@ and one forward is run, so the switch costs no second program.
 Per-sample λ: we weight each sample by its own λ (spec pitfall 1.2) instead of reproducing the collapse to the
 batch mean of the reference's label-smoothing head.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -71,8 +72,7 @@ def transmix_inputs_local(rng, lam_mixup, use_mixup, images, labels, *, alpha: f
 
 class TransMix(ModelAwareMethod):
   name = "transmix"
-  paper = ("Chen, Li, Zhang, Shi, Zhou, Zhu, Gao, Ouyang. TransMix: Attend to Mix for Vision Transformers. "
-           "CVPR 2022")
+  paper = "Chen, Li, Zhang, Shi, Zhou, Zhu, Gao, Ouyang. TransMix: Attend to Mix for Vision Transformers. CVPR 2022"
   defaults = {"ratio": 0.5, "mixup_prob": 0.0, "mixup_alpha": 0.8}
 
   def draw(self, mesh, rng, images, labels, *, alpha, hp):
@@ -82,8 +82,8 @@ class TransMix(ModelAwareMethod):
 
     def local(r, lm, um, x, y):
       return transmix_inputs_local(r, lm, um, x, y, alpha=alpha)
-    return per_device.on_shards(mesh, local, k_local, images, labels, replicated=(lam_mixup, use_mixup)) + (
-        use_mixup,)
+
+    return per_device.on_shards(mesh, local, k_local, images, labels, replicated=(lam_mixup, use_mixup)) + (use_mixup,)
 
   @staticmethod
   def reweight(lam0, region_b, attention, use_mixup, ratio: float, patch_size: int):
@@ -93,12 +93,13 @@ class TransMix(ModelAwareMethod):
     return jnp.where(use_mixup, lam0, (1 - ratio) * lam0 + ratio * lam1)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
     mixed, region_b, lam0, labels_b, use_mixup = self.draw(ctx.mesh, k_mix, images, labels, alpha=alpha, hp=hp)
-    (logits, feats), new_stats = ctx.model_fn(params, batch_stats, mixed.astype(ctx.compute_dtype), train=True,
-                                              rng=k_drop, return_attention=True)
+    (logits, feats), new_stats = ctx.model_fn(
+      params, batch_stats, mixed.astype(ctx.compute_dtype), train=True, rng=k_drop, return_attention=True
+    )
     lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), info.patch_size)
     mix = MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
     metrics = {"lam": jnp.mean(lam), "lam_area": jnp.mean(lam0)}
@@ -119,6 +120,7 @@ class TransMix(ModelAwareMethod):
       (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
       lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), patch)
       return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
+
     return lambda rng: draw(rng, images, labels, params, stats)
 
 

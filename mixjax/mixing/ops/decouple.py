@@ -3,6 +3,7 @@
 Liu, Li, Wang, Lin, Li. "Harnessing Hard Mixed Samples with Decoupled
 Regularizer." NeurIPS 2023 (spec 2.13).
 """
+
 from __future__ import annotations
 
 import jax
@@ -11,8 +12,7 @@ import jax.numpy as jnp
 from mixjax.mixing.core.result import MixResult
 
 
-def _log_softmax_without(logits: jax.Array, target: jax.Array,
-                         removed: jax.Array) -> jax.Array:
+def _log_softmax_without(logits: jax.Array, target: jax.Array, removed: jax.Array) -> jax.Array:
   """log softmax(z)[target] over the classes other than ``removed``, [B]."""
   num_classes = logits.shape[-1]
   keep = jnp.arange(num_classes)[None, :] != removed[:, None]
@@ -21,9 +21,7 @@ def _log_softmax_without(logits: jax.Array, target: jax.Array,
   return target_logit - jax.nn.logsumexp(masked, axis=-1)
 
 
-def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *,
-                         eta: float = 0.1, min_weight: float = 1e-3
-                         ) -> jax.Array:
+def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *, eta: float = 0.1, min_weight: float = 1e-3) -> jax.Array:
   """Soft-target CE plus the decoupled terms, averaged over the batch.
 
   For each sample with mixed classes a (weight λ) and b (weight 1−λ)::
@@ -61,9 +59,9 @@ def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *,
   class_a = jnp.argmax(mix.labels_a, axis=-1)
   class_b = jnp.argmax(mix.labels_b, axis=-1)
   lam = mix.lam.astype(jnp.float32)
-  decoupled = -(eta * lam * _log_softmax_without(logits, class_a, class_b)
-                + eta * (1 - lam) * _log_softmax_without(logits, class_b,
-                                                         class_a))
-  active = ((class_a != class_b) & (lam > min_weight)
-            & (lam < 1 - min_weight))
+  decoupled = -(
+    eta * lam * _log_softmax_without(logits, class_a, class_b)
+    + eta * (1 - lam) * _log_softmax_without(logits, class_b, class_a)
+  )
+  active = (class_a != class_b) & (lam > min_weight) & (lam < 1 - min_weight)
   return jnp.mean(soft_ce + jnp.where(active, decoupled, 0.0))

@@ -3,6 +3,7 @@
 Methods check their requirements when the step is traced (stage mixing for ManifoldMix / AlignMix, a class
 token's attention for TransMix / TokenMix) and fail with an error that names the models that would work.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,18 +18,23 @@ from mixjax import models
 class ModelInfo(NamedTuple):
   name: str
   mix_stages: tuple[int, ...]
-  num_stages: int          # stage0 .. stage{num_stages-1}
+  num_stages: int  # stage0 .. stage{num_stages-1}
   supports_attention: bool
-  patch_size: int | None   # transformers with a patch grid
+  patch_size: int | None  # transformers with a patch grid
 
 
 @functools.lru_cache(maxsize=None)
 def _probe(name: str, frozen_kwargs: tuple) -> ModelInfo:
-  model = nnx.eval_shape(lambda: models.build_model(name, num_classes=2, rngs=nnx.Rngs(0), dtype=jnp.float32,
-                                                    **dict(frozen_kwargs)))
-  return ModelInfo(name=name, mix_stages=tuple(model.mix_stages), num_stages=len(model.stage_names),
-                   supports_attention=bool(model.supports_attention),
-                   patch_size=getattr(model, "patch_size", None))
+  model = nnx.eval_shape(
+    lambda: models.build_model(name, num_classes=2, rngs=nnx.Rngs(0), dtype=jnp.float32, **dict(frozen_kwargs))
+  )
+  return ModelInfo(
+    name=name,
+    mix_stages=tuple(model.mix_stages),
+    num_stages=len(model.stage_names),
+    supports_attention=bool(model.supports_attention),
+    patch_size=getattr(model, "patch_size", None),
+  )
 
 
 def _freeze(value):
@@ -68,7 +74,9 @@ def models_where(predicate_name: str) -> tuple[str, ...]:
 def require_attention(model_cfg, method: str) -> ModelInfo:
   info = model_info(model_cfg)
   if not info.supports_attention:
-    raise ValueError(f"mixing method {method!r} needs a transformer with a class token's attention; model "
-                     f"{info.name!r} has none. Use one of: {', '.join(models_where('attention'))} "
-                     "(e.g. --config.model.name=deit_small)")
+    raise ValueError(
+      f"mixing method {method!r} needs a transformer with a class token's attention; model "
+      f"{info.name!r} has none. Use one of: {', '.join(models_where('attention'))} "
+      "(e.g. --config.model.name=deit_small)"
+    )
   return info

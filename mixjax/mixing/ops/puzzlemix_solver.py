@@ -30,6 +30,7 @@ relative gap ≤ 1e-5 against a float64 exact row DP:
 
 ``row_dp`` is never worse than the α-β swap; its remaining gaps are float32 rounding of the energy.
 """
+
 from __future__ import annotations
 
 import jax
@@ -53,9 +54,10 @@ def labeling_energy(labels: jax.Array, unary: jax.Array, w_v: jax.Array, w_h: ja
 
 def _viterbi(unary: jax.Array, weights: jax.Array, dist: jax.Array) -> jax.Array:
   """Exact minimiser of Σ_c unary[c, ℓ_c] + Σ_c weights[c]·dist[ℓ_c, ℓ_c+1] over one chain [n, L]."""
+
   def forward(msg, inputs):
     u, w = inputs
-    scores = msg[:, None] + w * dist                      # [previous label, next label]
+    scores = msg[:, None] + w * dist  # [previous label, next label]
     return u + jnp.min(scores, axis=0), jnp.argmin(scores, axis=0)
 
   msg, back = jax.lax.scan(forward, unary[0], (unary[1:], weights))
@@ -73,11 +75,11 @@ def _row_sweep(labels, unary, w_v, w_h, dist, parity: int):
   """Exact update of every row of the given parity, its vertical neighbours fixed."""
   g = labels.shape[0]
   pad_w = jnp.zeros((1, g), unary.dtype)
-  w_up = jnp.concatenate([pad_w, w_v], axis=0)             # edge to the row above (0 for row 0)
-  w_down = jnp.concatenate([w_v, pad_w], axis=0)           # edge to the row below (0 for the last row)
+  w_up = jnp.concatenate([pad_w, w_v], axis=0)  # edge to the row above (0 for row 0)
+  w_down = jnp.concatenate([w_v, pad_w], axis=0)  # edge to the row below (0 for the last row)
   above = jnp.concatenate([labels[:1], labels[:-1]], axis=0)
   below = jnp.concatenate([labels[1:], labels[-1:]], axis=0)
-  eff = (unary + w_up[..., None] * dist[above] + w_down[..., None] * dist[below])
+  eff = unary + w_up[..., None] * dist[above] + w_down[..., None] * dist[below]
   solved = jax.vmap(_viterbi, in_axes=(0, 0, None))(eff, w_h, dist)
   take = (jnp.arange(g) % 2 == parity)[:, None]
   return jnp.where(take, solved, labels)
@@ -146,8 +148,9 @@ def solve_labeling_exact(unary: jax.Array, w_v: jax.Array, w_h: jax.Array) -> ja
   return jnp.stack(rows)
 
 
-def solve_labeling(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, sweeps: int = 3,
-                   method: str = "row_dp") -> jax.Array:
+def solve_labeling(
+  unary: jax.Array, w_v: jax.Array, w_h: jax.Array, sweeps: int = 3, method: str = "row_dp"
+) -> jax.Array:
   """argmin of ``labeling_energy`` for one grid (int32 labels [g, g]): exact by row DP (default), or the
   approximate ``'chain_descent'`` with ``sweeps`` sweeps (see the module docstring)."""
   if method == "row_dp":
@@ -165,10 +168,14 @@ def solve_labeling_chain_descent(unary: jax.Array, w_v: jax.Array, w_h: jax.Arra
   w_h = w_h.astype(jnp.float32)
   dist = label_distance(n_labels)
   checker = (jnp.arange(g)[:, None] + jnp.arange(g)[None, :]) % 2 * (n_labels - 1)
-  starts = jnp.concatenate([jnp.argmin(unary, axis=-1)[None].astype(jnp.int32),
-                            jnp.broadcast_to(jnp.arange(n_labels, dtype=jnp.int32)[:, None, None],
-                                             (n_labels, g, g)),
-                            jnp.stack([checker, n_labels - 1 - checker]).astype(jnp.int32)], axis=0)
+  starts = jnp.concatenate(
+    [
+      jnp.argmin(unary, axis=-1)[None].astype(jnp.int32),
+      jnp.broadcast_to(jnp.arange(n_labels, dtype=jnp.int32)[:, None, None], (n_labels, g, g)),
+      jnp.stack([checker, n_labels - 1 - checker]).astype(jnp.int32),
+    ],
+    axis=0,
+  )
   if g == 1:
     return starts[0]
 

@@ -17,6 +17,7 @@
   at 64×64 like OpenCV's ``StaticSaliencySpectralResidual``, but with the image mirror-padded before the DFT so
   the DFT's periodic wrap-around does not make the image border salient.
 """
+
 from __future__ import annotations
 
 import jax
@@ -26,13 +27,13 @@ import numpy as np
 from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
 
 WORKING_SIZE = 64  # Hou & Zhang's (and OpenCV's) spectral-residual resolution
-FINE_GRAINED_SCALES = (12, 24, 48, 28, 56, 112)   # 3·4·{1,2,4} and 7·4·{1,2,4}
+FINE_GRAINED_SCALES = (12, 24, 48, 28, 56, 112)  # 3·4·{1,2,4} and 7·4·{1,2,4}
 INPUT_KINDS = ("uint8", "float_bytes")
-
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # exact float32 helpers (no fused multiply-add primitive in jax.lax)
+
 
 def _two_sum(a, b):
   """s + e = a + b exactly (Knuth's TwoSum)."""
@@ -43,8 +44,7 @@ def _two_sum(a, b):
 
 def _split_12_bits(a):
   """a = hi + lo with hi holding the top 12 significant bits (by masking), so 12×12-bit products are exact."""
-  hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(a, jnp.uint32) & jnp.uint32(0xFFFFF000),
-                                    jnp.float32)
+  hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(a, jnp.uint32) & jnp.uint32(0xFFFFF000), jnp.float32)
   return hi, a - hi
 
 
@@ -78,10 +78,11 @@ def _scale_to_255(total):
 # ----------------------------------------------------------------------------------------------------------------
 # fine-grained saliency
 
+
 def _reflect101_pad(x, axis):
   pad = [(0, 0)] * x.ndim
   pad[axis] = (1, 1)
-  return jnp.pad(x, pad, mode="reflect")           # numpy 'reflect' = OpenCV BORDER_REFLECT_101
+  return jnp.pad(x, pad, mode="reflect")  # numpy 'reflect' = OpenCV BORDER_REFLECT_101
 
 
 def _neighbours(x, axis):
@@ -135,8 +136,13 @@ def _box_corners(size, n):
   return np.clip(p - n + 1, 0, size), np.clip(p + n + 1, 0, size)
 
 
-def fine_grained_saliency(image: jax.Array, *, input_kind: str = "uint8", channel_order: str = "rgb",
-                          scales: tuple[int, ...] = FINE_GRAINED_SCALES) -> jax.Array:
+def fine_grained_saliency(
+  image: jax.Array,
+  *,
+  input_kind: str = "uint8",
+  channel_order: str = "rgb",
+  scales: tuple[int, ...] = FINE_GRAINED_SCALES,
+) -> jax.Array:
   """[H, W] float32 fine-grained saliency in [0, 1] (multiples of 1/255) of one [H, W, C] image (C = 1 or 3).
 
   ``input_kind='uint8'``: ``image`` holds 0..255 values (rounded and clipped to 8 bits), and the map equals
@@ -194,6 +200,7 @@ def saliency_argmax(saliency: jax.Array) -> tuple[jax.Array, jax.Array]:
 # ----------------------------------------------------------------------------------------------------------------
 # spectral residual
 
+
 def _box_blur_3x3_reflect(values: jax.Array) -> jax.Array:
   a, b, c = _neighbours(values, 0)
   a, b, c = _neighbours(a + b + c, 1)
@@ -202,7 +209,7 @@ def _box_blur_3x3_reflect(values: jax.Array) -> jax.Array:
 
 def _gaussian_5x5_reflect(values: jax.Array, sigma: float) -> jax.Array:
   x = np.arange(5) - 2
-  kernel = np.exp(-x ** 2 / (2 * sigma ** 2))
+  kernel = np.exp(-(x**2) / (2 * sigma**2))
   kernel = jnp.asarray(kernel / kernel.sum(), jnp.float32)
   for axis in (0, 1):
     pad = [(0, 0), (0, 0)]
@@ -229,8 +236,7 @@ def _smooth_component_spectrum(grey: jax.Array) -> jax.Array:
   return smooth.at[0, 0].set(0)
 
 
-def spectral_residual_saliency(image: jax.Array, size: int = WORKING_SIZE, *,
-                               periodic: bool = True) -> jax.Array:
+def spectral_residual_saliency(image: jax.Array, size: int = WORKING_SIZE, *, periodic: bool = True) -> jax.Array:
   """[size, size] float32 spectral-residual saliency in [0, 1] of one [H, W, C] image (any value range).
 
   OpenCV's steps (grey → bilinear resize to size×size → DFT → log(|F| + 1) minus its 3×3 box mean (reflected
@@ -241,7 +247,7 @@ def spectral_residual_saliency(image: jax.Array, size: int = WORKING_SIZE, *,
   ``+ 1`` inside the log weighs as it does on an 8-bit image.
   """
   image = image.astype(jnp.float32)
-  if image.shape[-1] == 3:   # OpenCV's grey weights (RGB order)
+  if image.shape[-1] == 3:  # OpenCV's grey weights (RGB order)
     grey = 0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2]
   else:
     grey = jnp.mean(image, axis=-1)
@@ -264,8 +270,9 @@ def spectral_residual_saliency(image: jax.Array, size: int = WORKING_SIZE, *,
 SALIENCY_KINDS = ("fine_grained", "reference", "spectral_residual")
 
 
-def salient_peak(image: jax.Array, saliency: str = "fine_grained", *,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[jax.Array, jax.Array]:
+def salient_peak(
+  image: jax.Array, saliency: str = "fine_grained", *, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> tuple[jax.Array, jax.Array]:
   """(row, col) in image pixels of the saliency peak of one normalised [H, W, C] image.
 
   * 'fine_grained': OpenCV's fine-grained saliency of the 8-bit RGB image the normalised one came from
@@ -285,11 +292,13 @@ def salient_peak(image: jax.Array, saliency: str = "fine_grained", *,
     size = WORKING_SIZE
     flat = jnp.argmax(spectral_residual_saliency(image))
     row, col = flat // size, flat % size
-    return (((2 * row + 1) * height) // (2 * size)).astype(jnp.int32), \
-        (((2 * col + 1) * width) // (2 * size)).astype(jnp.int32)
+    return (((2 * row + 1) * height) // (2 * size)).astype(jnp.int32), (((2 * col + 1) * width) // (2 * size)).astype(
+      jnp.int32
+    )
   if saliency == "reference":
-    return saliency_argmax(fine_grained_saliency(image.astype(jnp.float32), input_kind="float_bytes",
-                                                 channel_order="bgr"))
+    return saliency_argmax(
+      fine_grained_saliency(image.astype(jnp.float32), input_kind="float_bytes", channel_order="bgr")
+    )
   channels = image.shape[-1]
   mean = jnp.broadcast_to(jnp.asarray(mean, jnp.float32), (channels,))
   std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), (channels,))

@@ -5,6 +5,7 @@ Pairing is a permutation of the local (per-device) batch, as in OpenMixup
 for most methods. CutMix and FMix use the reference's "try for a derangement"
 helper instead.
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,8 +29,7 @@ def random_permutation(rng: jax.Array, size: int) -> jax.Array:
   return jax.random.permutation(rng, size)
 
 
-def permutation_avoiding_fixed_points(rng: jax.Array, size: int,
-                                      tries: int = 11) -> jax.Array:
+def permutation_avoiding_fixed_points(rng: jax.Array, size: int, tries: int = 11) -> jax.Array:
   """First derangement among ``tries`` permutations, else the last one.
 
   Mirrors the reference's ``_no_repeat_shuffle_idx`` (spec 1.3): one draw plus
@@ -38,9 +38,7 @@ def permutation_avoiding_fixed_points(rng: jax.Array, size: int,
   all draws are made at once (``tries`` small sorts of the local batch) and
   the first good one is picked.
   """
-  perms = jax.vmap(lambda k: jax.random.permutation(k, size))(
-      jax.random.split(rng, tries))
+  perms = jax.vmap(lambda k: jax.random.permutation(k, size))(jax.random.split(rng, tries))
   is_derangement = jnp.all(perms != jnp.arange(size), axis=1)
-  pick = jnp.where(jnp.any(is_derangement), jnp.argmax(is_derangement),
-                   tries - 1)
+  pick = jnp.where(jnp.any(is_derangement), jnp.argmax(is_derangement), tries - 1)
   return perms[pick]

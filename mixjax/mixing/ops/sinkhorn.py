@@ -4,6 +4,7 @@ Used by AlignMix to align the spatial positions of two feature maps. Log-domain 
 for the large squared-distance costs of deep features (ε = 0.1 against costs in the thousands would underflow
 ``exp(−C/ε)`` in the scaling form).
 """
+
 from __future__ import annotations
 
 import jax

@@ -72,6 +72,7 @@ SAMix "paper" vs "reference configs": the registered ``samix`` defaults follow t
 η = 0.1, plain cosine mask-loss weight); the OpenMixup ImageNet configs are reached with
 ``mixblock_loss_eta=0`` and ``mask_loss_schedule="compounding"`` (everything else is shared).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -90,22 +91,54 @@ from mixjax.constants import DATA_AXIS
 LABEL_WEIGHTS = ("lambda", "mask_mean")
 
 AUTOMIX_DEFAULTS: Mapping[str, Any] = dict(
-    feature="stage3", lam_embedding="concat", lam_mul_k=-1.0, qk_input="shared", value_net="linear",
-    value_dropout=0.0, upsample="nearest", lam_margin=0.08, label_weight="lambda", clean_loss_weight=1.0,
-    mask_loss_weight=0.1, mask_loss_margin=0.1, mask_variance_weight=0.0, mask_loss_schedule="cosine",
-    mixblock_loss_eta=0.0, momentum_base=0.999, momentum_end=0.99999, momentum_scope_start=0.1,
-    mixblock_lr=None, mixblock_min_lr=1e-3, mixblock_momentum=None, mixblock_warmup_epochs=0.0,
-    mixblock_lr_by_epoch=None, mixblock_grad_clip=None, mixblock_update_prob=1.0)
+  feature="stage3",
+  lam_embedding="concat",
+  lam_mul_k=-1.0,
+  qk_input="shared",
+  value_net="linear",
+  value_dropout=0.0,
+  upsample="nearest",
+  lam_margin=0.08,
+  label_weight="lambda",
+  clean_loss_weight=1.0,
+  mask_loss_weight=0.1,
+  mask_loss_margin=0.1,
+  mask_variance_weight=0.0,
+  mask_loss_schedule="cosine",
+  mixblock_loss_eta=0.0,
+  momentum_base=0.999,
+  momentum_end=0.99999,
+  momentum_scope_start=0.1,
+  mixblock_lr=None,
+  mixblock_min_lr=1e-3,
+  mixblock_momentum=None,
+  mixblock_warmup_epochs=0.0,
+  mixblock_lr_by_epoch=None,
+  mixblock_grad_clip=None,
+  mixblock_update_prob=1.0,
+)
 
 SAMIX_DEFAULTS: Mapping[str, Any] = dict(
-    AUTOMIX_DEFAULTS, lam_embedding="mul", qk_input="pair_concat", value_net="conv_neck", value_dropout=0.1,
-    upsample="bilinear", mask_variance_weight=2.0, mixblock_loss_eta=0.1)
+  AUTOMIX_DEFAULTS,
+  lam_embedding="mul",
+  qk_input="pair_concat",
+  value_net="conv_neck",
+  value_dropout=0.1,
+  upsample="bilinear",
+  mask_variance_weight=2.0,
+  mixblock_loss_eta=0.1,
+)
 
 
 def design_of(hp: Mapping[str, Any]) -> mb.MixBlockDesign:
-  return mb.MixBlockDesign(lam_embedding=hp["lam_embedding"], qk_input=hp["qk_input"], value_net=hp["value_net"],
-                           upsample=hp["upsample"], value_dropout=float(hp["value_dropout"]),
-                           lam_mul_k=float(hp.get("lam_mul_k", -1.0)))
+  return mb.MixBlockDesign(
+    lam_embedding=hp["lam_embedding"],
+    qk_input=hp["qk_input"],
+    value_net=hp["value_net"],
+    upsample=hp["upsample"],
+    value_dropout=float(hp["value_dropout"]),
+    lam_mul_k=float(hp.get("lam_mul_k", -1.0)),
+  )
 
 
 def num_shards(ctx: StepContext) -> int:
@@ -132,16 +165,27 @@ def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple
 
 def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feature: str):
   """The encoder's train-mode forward on clean images: (stage features, new BN statistics)."""
-  (_, feats), new_stats = ctx.model_fn(enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True,
-                                       return_features=True)
+  (_, feats), new_stats = ctx.model_fn(
+    enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True, return_features=True
+  )
   if feature not in feats:
-    raise ValueError(f"MixBlock feature {feature!r} is not produced by model {ctx.model['name']!r}; "
-                     f"valid: {sorted(k for k in feats if k != 'pre_logits')}")
+    raise ValueError(
+      f"MixBlock feature {feature!r} is not produced by model {ctx.model['name']!r}; "
+      f"valid: {sorted(k for k in feats if k != 'pre_logits')}"
+    )
   return feats[feature], new_stats
 
 
-def partner_mask(mixblock_params, feats: jax.Array, lam: jax.Array, perm: jax.Array, shards: int,
-                 image_hw: tuple[int, int], design: mb.MixBlockDesign, rng: jax.Array | None) -> jax.Array:
+def partner_mask(
+  mixblock_params,
+  feats: jax.Array,
+  lam: jax.Array,
+  perm: jax.Array,
+  shards: int,
+  image_hw: tuple[int, int],
+  design: mb.MixBlockDesign,
+  rng: jax.Array | None,
+) -> jax.Array:
   """[B, H, W] weight of the partner image for pairs (i, π(i)) at ratio λ."""
   logits = mb.mask_logits(mixblock_params, feats, permute_within_shards(feats, perm, shards), lam, design, rng=rng)
   return mb.upsample_to_mask(logits, image_hw, design)
@@ -157,12 +201,17 @@ def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> 
     weight_a = 1.0 - jnp.mean(mask, axis=(1, 2))
   # ``mask`` is the partner's weight: m·x[π] + (1 − m)·x.
   mixed = blend(permute_within_shards(images, perm, shards), images, mask[..., None])
-  return MixResult(images=mixed, labels_a=labels,
-                   labels_b=permute_within_shards(labels, perm, shards), lam=weight_a.astype(jnp.float32))
+  return MixResult(
+    images=mixed,
+    labels_a=labels,
+    labels_b=permute_within_shards(labels, perm, shards),
+    lam=weight_a.astype(jnp.float32),
+  )
 
 
-def mask_regulariser(mask: jax.Array, lam: jax.Array, shards: int, *, margin: float,
-                     variance_weight: float) -> jax.Array:
+def mask_regulariser(
+  mask: jax.Array, lam: jax.Array, shards: int, *, margin: float, variance_weight: float
+) -> jax.Array:
   """max(|1 − m̄ − λ| − margin, 0) − variance_weight·mean((m − m̄)²), m̄ the mean over the whole shard (all
   samples and pixels, review note 2), averaged over shards."""
   batch = mask.shape[0]
@@ -177,10 +226,11 @@ def mask_regulariser(mask: jax.Array, lam: jax.Array, shards: int, *, margin: fl
 
 class LearnedMaskMixup(ModelAwareMethod):
   """AutoMix's training scheme; SAMix is the same scheme with other defaults (see module docstring)."""
+
   name = "automix"
   paper = "Liu et al., AutoMix: Unveiling the Power of Mixup for Stronger Classifiers, ECCV 2022"
   defaults = AUTOMIX_DEFAULTS
-  stateful = True   # MixBlock, its optimizer state, momentum encoder and mask-loss weight in TrainState.aux
+  stateful = True  # MixBlock, its optimizer state, momentum encoder and mask-loss weight in TrainState.aux
 
   # ------------------------------------------------------------------------------------------ state
   def init_aux(self, ctx, rng, params, batch_stats, hp):
@@ -190,9 +240,12 @@ class LearnedMaskMixup(ModelAwareMethod):
     tx, _ = schedules.mixblock_optimizer(ctx, hp, mixblock)
     # The encoder starts as an exact copy of the classifier (fresh buffers: the state is donated leaf by leaf).
     copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
-    return {"encoder": {"params": copy(params), "batch_stats": copy(batch_stats)},
-            "mixblock": mixblock, "mixblock_opt": tx.init(mixblock),
-            "mask_loss_weight": jnp.asarray(float(hp["mask_loss_weight"]), jnp.float32)}
+    return {
+      "encoder": {"params": copy(params), "batch_stats": copy(batch_stats)},
+      "mixblock": mixblock,
+      "mixblock_opt": tx.init(mixblock),
+      "mask_loss_weight": jnp.asarray(float(hp["mask_loss_weight"]), jnp.float32),
+    }
 
   @staticmethod
   def _feature_channels(ctx, params, batch_stats, feature: str) -> int:
@@ -203,14 +256,22 @@ class LearnedMaskMixup(ModelAwareMethod):
 
   # ------------------------------------------------------------------------------------------ classifier
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
-    del dropout_rng   # drawn from rng
+    del dropout_rng  # drawn from rng
     shards = num_shards(ctx)
     k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
     enc = jax.lax.stop_gradient(aux["encoder"])
     feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp["feature"])
-    mask = partner_mask(jax.lax.stop_gradient(aux["mixblock"]), jax.lax.stop_gradient(feats), lam, perm,
-                        shards, images.shape[1:3], design_of(hp), k_drop_mb)
+    mask = partner_mask(
+      jax.lax.stop_gradient(aux["mixblock"]),
+      jax.lax.stop_gradient(feats),
+      lam,
+      perm,
+      shards,
+      images.shape[1:3],
+      design_of(hp),
+      k_drop_mb,
+    )
     margin = float(hp["lam_margin"])
     plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)
     mask = jax.lax.stop_gradient(jnp.where(plain, 1.0 - lam, mask))
@@ -223,8 +284,13 @@ class LearnedMaskMixup(ModelAwareMethod):
     logits_mix, stats = ctx.model_fn(params, stats, mix.images.astype(dtype), train=True, rng=k_mix)
     loss_mix = ctx.classification_loss(logits_mix.astype(jnp.float32), mix)
     loss = loss_mix + float(hp["clean_loss_weight"]) * loss_one
-    metrics = {"loss_mix": loss_mix, "loss_one": loss_one, "lam": lam, "mask_mean": jnp.mean(mask),
-               "plain_mixup": plain.astype(jnp.float32)}
+    metrics = {
+      "loss_mix": loss_mix,
+      "loss_one": loss_one,
+      "lam": lam,
+      "mask_mean": jnp.mean(mask),
+      "plain_mixup": plain.astype(jnp.float32),
+    }
     return loss, (logits_mix, stats, metrics)
 
   # ------------------------------------------------------------------------------------------ MixBlock + EMA
@@ -234,15 +300,17 @@ class LearnedMaskMixup(ModelAwareMethod):
     k_drop_mb, k_enc = jax.random.split(rng)
     mask = partner_mask(mixblock_params, feats, lam, perm, shards, images.shape[1:3], design_of(hp), k_drop_mb)
     mix = mixed_result(images, labels, mask, lam, perm, shards, hp["label_weight"])
-    logits, stats = ctx.model_fn(encoder["params"], encoder["batch_stats"], mix.images.astype(ctx.compute_dtype),
-                                 train=True, rng=k_enc)
+    logits, stats = ctx.model_fn(
+      encoder["params"], encoder["batch_stats"], mix.images.astype(ctx.compute_dtype), train=True, rng=k_enc
+    )
     logits = logits.astype(jnp.float32)
     cls = ctx.classification_loss(logits, mix)
     eta = float(hp["mixblock_loss_eta"])
     if eta:
       cls = cls + (decoupled_mixup_loss(logits, mix, eta=eta) - decoupled_mixup_loss(logits, mix, eta=0.0))
-    reg = mask_regulariser(mask, lam, shards, margin=float(hp["mask_loss_margin"]),
-                           variance_weight=float(hp["mask_variance_weight"]))
+    reg = mask_regulariser(
+      mask, lam, shards, margin=float(hp["mask_loss_margin"]), variance_weight=float(hp["mask_variance_weight"])
+    )
     return cls + weight * reg, (stats, mask, {"mixblock_loss": cls, "mask_loss": reg})
 
   def update_aux(self, ctx, rng, aux, params, batch_stats, images, labels, step, *, alpha, hp):
@@ -253,12 +321,18 @@ class LearnedMaskMixup(ModelAwareMethod):
     encoder = jax.lax.stop_gradient(aux["encoder"])
     feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp["feature"])
     feats = jax.lax.stop_gradient(feats)
-    weight = schedules.mask_loss_weight(step, aux["mask_loss_weight"], ctx.total_steps,
-                                        base=float(hp["mask_loss_weight"]), schedule=hp["mask_loss_schedule"])
+    weight = schedules.mask_loss_weight(
+      step,
+      aux["mask_loss_weight"],
+      ctx.total_steps,
+      base=float(hp["mask_loss_weight"]),
+      schedule=hp["mask_loss_schedule"],
+    )
     enc_after_clean = {"params": encoder["params"], "batch_stats": clean_stats}
     grad_fn = jax.value_and_grad(
-        lambda p: self.mixblock_loss(ctx, k_loss, p, enc_after_clean, feats, images, labels, lam, perm,
-                                     weight, hp=hp), has_aux=True)
+      lambda p: self.mixblock_loss(ctx, k_loss, p, enc_after_clean, feats, images, labels, lam, perm, weight, hp=hp),
+      has_aux=True,
+    )
     (total, (mix_stats, _, metrics)), grads = grad_fn(aux["mixblock"])
     tx, lr_schedule = schedules.mixblock_optimizer(ctx, hp, aux["mixblock"])
     updates, new_opt = tx.update(grads, aux["mixblock_opt"], aux["mixblock"])
@@ -273,13 +347,27 @@ class LearnedMaskMixup(ModelAwareMethod):
       pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
       new_mixblock, new_opt = pick(new_mixblock, aux["mixblock"]), pick(new_opt, aux["mixblock_opt"])
       enc_stats = pick(mix_stats, clean_stats)
-    m = schedules.encoder_momentum(step, ctx.total_steps, base=float(hp["momentum_base"]),
-                                   end=float(hp["momentum_end"]), scope_start=float(hp["momentum_scope_start"]))
+    m = schedules.encoder_momentum(
+      step,
+      ctx.total_steps,
+      base=float(hp["momentum_base"]),
+      end=float(hp["momentum_end"]),
+      scope_start=float(hp["momentum_scope_start"]),
+    )
     enc_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, encoder["params"], params)
-    new_aux = {"encoder": {"params": enc_params, "batch_stats": enc_stats}, "mixblock": new_mixblock,
-               "mixblock_opt": new_opt, "mask_loss_weight": weight}
-    return new_aux, {**metrics, "mixblock_total": total, "mask_loss_weight": weight, "encoder_momentum": m,
-                     "mixblock_lr": lr}
+    new_aux = {
+      "encoder": {"params": enc_params, "batch_stats": enc_stats},
+      "mixblock": new_mixblock,
+      "mixblock_opt": new_opt,
+      "mask_loss_weight": weight,
+    }
+    return new_aux, {
+      **metrics,
+      "mixblock_total": total,
+      "mask_loss_weight": weight,
+      "encoder_momentum": m,
+      "mixblock_lr": lr,
+    }
 
   # ------------------------------------------------------------------------------------------ evaluation
   def eval_variants(self, aux) -> dict:
@@ -296,7 +384,9 @@ class LearnedMaskMixup(ModelAwareMethod):
 
 class SAMixMethod(LearnedMaskMixup):
   """SAMix: AutoMix's scheme with the SAMix MixBlock, L1+variance mask loss and the η-balanced Mixer loss."""
+
   name = "samix"
-  paper = ("Li et al., Boosting Discriminative Visual Representation Learning with Scenario-Agnostic Mixup, "
-           "arXiv 2111.15454")
+  paper = (
+    "Li et al., Boosting Discriminative Visual Representation Learning with Scenario-Agnostic Mixup, arXiv 2111.15454"
+  )
   defaults = SAMIX_DEFAULTS

@@ -24,6 +24,7 @@ Optax optimizer and are checkpointed by Orbax without Flax in between. The ConvN
 statistics of the current call: the MixBlock only ever runs in training mode (as in the reference, where both
 calls per iteration are in train mode), so running averages would never be read and are not kept.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,7 +37,7 @@ LAM_EMBEDDINGS = ("concat", "mul", "none")
 QK_INPUTS = ("shared", "pair_concat")
 VALUE_NETS = ("linear", "conv_neck")
 UPSAMPLINGS = ("nearest", "bilinear")
-INIT_STD = 0.01     # every conv ~ N(0, 0.01²), biases 0 (reference init_weights(init_linear='normal'))
+INIT_STD = 0.01  # every conv ~ N(0, 0.01²), biases 0 (reference init_weights(init_linear='normal'))
 BN_EPS = 1e-5
 
 
@@ -47,24 +48,29 @@ class MixBlockDesign:
   value_net: str = "linear"
   upsample: str = "nearest"
   value_dropout: float = 0.0
-  lam_mul_k: float = -1.0   # "mul" only: k of the reference's cubic λ re-mapping (< 0: off)
+  lam_mul_k: float = -1.0  # "mul" only: k of the reference's cubic λ re-mapping (< 0: off)
 
   def __post_init__(self):
-    for field, valid in (("lam_embedding", LAM_EMBEDDINGS), ("qk_input", QK_INPUTS),
-                         ("value_net", VALUE_NETS), ("upsample", UPSAMPLINGS)):
+    for field, valid in (
+      ("lam_embedding", LAM_EMBEDDINGS),
+      ("qk_input", QK_INPUTS),
+      ("value_net", VALUE_NETS),
+      ("upsample", UPSAMPLINGS),
+    ):
       if getattr(self, field) not in valid:
         raise ValueError(f"MixBlock {field}={getattr(self, field)!r} is not valid; use one of {valid}")
     if not 0.0 <= self.value_dropout < 1.0:
       raise ValueError(f"MixBlock value_dropout must be in [0, 1), got {self.value_dropout}")
     if self.lam_mul_k >= 0 and self.lam_embedding != "mul":
-      raise ValueError(f"MixBlock lam_mul_k={self.lam_mul_k} re-maps λ for lam_embedding='mul' only, "
-                       f"not {self.lam_embedding!r}")
+      raise ValueError(
+        f"MixBlock lam_mul_k={self.lam_mul_k} re-maps λ for lam_embedding='mul' only, not {self.lam_embedding!r}"
+      )
 
 
 def rescale_lam_mul(lam: jax.Array, k: float) -> jax.Array:
   """The reference's ``rescale_lam_mult``: λ' = (4/3·λ³ − 2λ² + (k+1)·λ)/(k + 1/3); λ' (0) = 0, λ' (1) = 1."""
   kp = float(k) + 1.0
-  return (4.0 / 3.0 * lam ** 3 - 2.0 * lam ** 2 + kp * lam) / (kp - 2.0 / 3.0)
+  return (4.0 / 3.0 * lam**3 - 2.0 * lam**2 + kp * lam) / (kp - 2.0 / 3.0)
 
 
 def _dense(rng, fan_in: int, fan_out: int, bias: bool = True) -> dict:
@@ -93,9 +99,11 @@ def init_mixblock(rng: jax.Array, channels: int, design: MixBlockDesign) -> dict
   if design.value_net == "linear":
     value = {"conv": _dense(k_v1, c_in, 1)}
   else:
-    value = {"conv1": _dense(k_v1, c_in, d, bias=False),
-             "bn": {"scale": jnp.ones((d,), jnp.float32), "bias": jnp.zeros((d,), jnp.float32)},
-             "conv2": _dense(k_v2, d, 1, bias=False)}
+    value = {
+      "conv1": _dense(k_v1, c_in, d, bias=False),
+      "bn": {"scale": jnp.ones((d,), jnp.float32), "bias": jnp.zeros((d,), jnp.float32)},
+      "conv2": _dense(k_v2, d, 1, bias=False),
+    }
   return {**qk, "value": value}
 
 
@@ -114,8 +122,15 @@ def _value_map(p: dict, x_b: jax.Array, design: MixBlockDesign, rng: jax.Array |
   return v
 
 
-def mask_logits(params: dict, feats_a: jax.Array, feats_b: jax.Array, lam: jax.Array,
-                design: MixBlockDesign, *, rng: jax.Array | None = None) -> jax.Array:
+def mask_logits(
+  params: dict,
+  feats_a: jax.Array,
+  feats_b: jax.Array,
+  lam: jax.Array,
+  design: MixBlockDesign,
+  *,
+  rng: jax.Array | None = None,
+) -> jax.Array:
   """Low-resolution mask logits [B, h, w] for the pairs (feats_a[i], feats_b[i]) mixed at ratio ``lam``.
 
   ``feats_*`` are NHWC feature maps (any float dtype; the block computes in float32, the affinity softmax

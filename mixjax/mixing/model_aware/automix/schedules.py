@@ -2,6 +2,7 @@
 
 Spec 2.14 steps 8 and 12, and the MixBlock's parameter group (2.14 "Optimiser", review note 3).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,7 @@ import optax
 MASK_LOSS_SCHEDULES = ("cosine", "compounding", "constant")
 
 
-def encoder_momentum(step: jax.Array, total_steps: int, *, base: float, end: float,
-                     scope_start: float) -> jax.Array:
+def encoder_momentum(step: jax.Array, total_steps: int, *, base: float, end: float, scope_start: float) -> jax.Array:
   """OpenMixup's ``CosineScheduleHook`` (constant warm-up): ``base`` for t < scope_start·T, then
   ``end − (end − base)·(1 + cos(π t/T))/2`` (the cosine measured from t = 0, so it starts just above ``base``)."""
   t = jnp.asarray(step, jnp.float32) / float(max(1, total_steps))
@@ -22,8 +22,9 @@ def encoder_momentum(step: jax.Array, total_steps: int, *, base: float, end: flo
   return jnp.where(t < scope_start, jnp.float32(base), cosine).astype(jnp.float32)
 
 
-def mask_loss_weight(step: jax.Array, previous: jax.Array, total_steps: int, *, base: float,
-                     schedule: str) -> jax.Array:
+def mask_loss_weight(
+  step: jax.Array, previous: jax.Array, total_steps: int, *, base: float, schedule: str
+) -> jax.Array:
   """Weight of the mask regulariser at iteration ``step`` (``previous``: the weight used at step − 1, or
   ``base`` before the first step).
 
@@ -62,6 +63,11 @@ def mixblock_optimizer(ctx, hp, mixblock_params) -> tuple[optax.GradientTransfor
   if ctx.make_optimizer is None:
     raise ValueError("AutoMix/SAMix train a MixBlock and need StepContext.make_optimizer (the train step sets it)")
   return ctx.make_optimizer(
-      mixblock_params, lr=hp["mixblock_lr"], min_lr=float(hp["mixblock_min_lr"]),
-      warmup_epochs=float(hp["mixblock_warmup_epochs"]), momentum=hp["mixblock_momentum"],
-      schedule_by_epoch=hp["mixblock_lr_by_epoch"], grad_clip_norm=hp["mixblock_grad_clip"])
+    mixblock_params,
+    lr=hp["mixblock_lr"],
+    min_lr=float(hp["mixblock_min_lr"]),
+    warmup_epochs=float(hp["mixblock_warmup_epochs"]),
+    momentum=hp["mixblock_momentum"],
+    schedule_by_epoch=hp["mixblock_lr_by_epoch"],
+    grad_clip_norm=hp["mixblock_grad_clip"],
+  )
