@@ -4,6 +4,7 @@ the state_dict, and a contradicting explicit extractor is a clear error."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from mixjax.mixing.model_aware import attentivemix
 from mixjax.recipes import cells, tables
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")  # found, not imported: torchvision crashes beside TensorFlow in one process
+if importlib.util.find_spec("torchvision") is None:  # looked up, not imported: it crashes beside TensorFlow
+  pytest.skip("torchvision is not installed", allow_module_level=True)
 
 # torchvision runs in a subprocess: it writes a ResNet-50 state_dict (.pth) and the parameter shapes of the
 # architectures the tests read (JSON); this process only loads them with plain torch.
