@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from mixjax.cpu_backend import CPU_XLA_FLAGS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CASES = "resnet18:cifar:32:32,resnet50::112:8,resnet50::224:4,deit_tiny::224:4"
 CLASSES = 1000
@@ -212,7 +214,10 @@ def main() -> None:
   )
   sides = [("mixjax", "jax", {})]
   if args.untuned:
-    sides.append(("mixjax-untuned", "jax", {"MIXJAX_CPU_TUNING": "0"}))
+    # XLA's defaults: no matmul 1x1 convs, and none of cpu_backend's flags even if this process's XLA_FLAGS has them.
+    cpu_flags = {f.split("=", 1)[0] for f in CPU_XLA_FLAGS}
+    untuned_flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=", 1)[0] not in cpu_flags)
+    sides.append(("mixjax-untuned", "jax", {"MIXJAX_CPU_TUNING": "0", "XLA_FLAGS": untuned_flags}))
   if not args.no_torch:
     sides.append(("torch", "torch", {}))
     if args.torch_passive:
