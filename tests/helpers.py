@@ -77,3 +77,18 @@ def load_state(workdir: str, step: int | None = None) -> dict:
 
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
     return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
+def start_cli(cmd: list[str], *, num_devices: int = 4) -> subprocess.Popen:
+  """The CLI in the background (stderr captured as text), for tests that signal or race a running job."""
+  return subprocess.Popen(cmd, env=cli_env(num_devices), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, *, timeout: float = 300.0, poll: float = 0.02) -> bool:
+  """Polls ``condition()`` until it is true or ``timeout`` seconds pass; returns its last value."""
+  import time
+
+  deadline = time.time() + timeout
+  while not condition() and time.time() < deadline:
+    time.sleep(poll)
+  return bool(condition())

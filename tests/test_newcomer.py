@@ -17,7 +17,7 @@ import time
 import pytest
 
 from mixjax import run_dir
-from tests.helpers import FAST_OVERRIDES, REPO, checkpoint_steps, cli_env, main_cmd, run_cli
+from tests.helpers import FAST_OVERRIDES, REPO, checkpoint_steps, cli_env, main_cmd, run_cli, start_cli, wait_until
 
 DEMO = "configs/demo.py"
 
@@ -213,17 +213,9 @@ def test_workdir_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tmp_pat
 
 def test_same_command_twice_at_once_second_refuses(tmp_path):
   workdir = str(tmp_path / "busy")
-  first = subprocess.Popen(
-    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
-    env=cli_env(4),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  first = start_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"))
   try:
-    deadline = time.time() + 300
-    while time.time() < deadline and not os.path.exists(os.path.join(workdir, run_dir.LOCK_NAME)):
-      time.sleep(0.05)
+    wait_until(lambda: os.path.exists(os.path.join(workdir, run_dir.LOCK_NAME)))
     line = _one_line_error(run_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50")))
     assert "in use by another run" in line and f"pid {first.pid}" in line
   finally:
@@ -234,17 +226,9 @@ def test_same_command_twice_at_once_second_refuses(tmp_path):
 def test_failed_save_stops_the_run_and_says_why(tmp_path):
   """The checkpoint directory becomes unwritable after the first save: the next save stops the run at once."""
   workdir = str(tmp_path / "nosave")
-  proc = subprocess.Popen(
-    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=5"),
-    env=cli_env(4),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  proc = start_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=5"))
   ckpt = os.path.join(workdir, "checkpoints")
-  deadline = time.time() + 300
-  while time.time() < deadline and 11 not in checkpoint_steps(workdir):
-    time.sleep(0.02)
+  wait_until(lambda: 11 in checkpoint_steps(workdir))
   os.rename(ckpt, ckpt + ".kept")
   open(ckpt, "w").close()  # a file where the directory was: every later write fails
   _, err = proc.communicate(timeout=300)

@@ -23,6 +23,8 @@ from tests.helpers import (
   load_state,
   main_cmd,
   run_cli,
+  start_cli,
+  wait_until,
 )
 
 DEMO = "configs/demo.py"
@@ -163,12 +165,8 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
   args = (*FAST_OVERRIDES, "--config.epochs=3", "--config.checkpoint_every_steps=4")
   ref_dir, kill_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
   _assert_ok(run_cli(main_cmd(DEMO + ":cutmix", ref_dir, *args)))
-  proc = subprocess.Popen(
-    main_cmd(DEMO + ":cutmix", kill_dir, *args), env=cli_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-  )
-  deadline = time.time() + 300
-  while time.time() < deadline and not any(s >= 12 for s in checkpoint_steps(kill_dir)):
-    time.sleep(0.05)
+  proc = start_cli(main_cmd(DEMO + ":cutmix", kill_dir, *args))
+  wait_until(lambda: any(s >= 12 for s in checkpoint_steps(kill_dir)))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = checkpoint_steps(kill_dir)
@@ -186,16 +184,8 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits(tmp_path):
   """SIGTERM mid-epoch: the checkpoint is the step after the one running when the notice came (at most two steps
   are in flight), the process exits 0 and results.json says preempted."""
   workdir = str(tmp_path / "term")
-  proc = subprocess.Popen(
-    main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"),
-    env=cli_env(4),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-  deadline = time.time() + 300
-  while time.time() < deadline and not checkpoint_steps(workdir):
-    time.sleep(0.05)
+  proc = start_cli(main_cmd(DEMO, workdir, *FAST_OVERRIDES, "--config.epochs=50"))
+  wait_until(lambda: checkpoint_steps(workdir))
   time.sleep(1.0)  # into the second epoch, away from its end
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
