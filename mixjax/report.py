@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from mixjax.recipes import tables
+from mixjax.recipes import cells, tables
 from mixjax.results import reported_top1
 
 METRICS = ("auto", "median", "best", "last")
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
   )
   args = parser.parse_args(argv)
   if args.published:
-    print(tables.document_markdown(tables.IMAGENET_TABLES), end="")
+    print(cells.document_markdown(tables.IMAGENET_TABLES), end="")
     return 0
   if not args.runs and not args.more_runs:
     parser.print_usage(sys.stderr)

@@ -57,8 +57,9 @@ CUTTING = ("cutmix", "saliencymix", "fmix", "resizemix")
 
 
 def _expected_alpha(cell: tables.Cell):
-  """The README α of the cell's row, with the benchmark's documented per-backbone exceptions."""
-  alpha = tables.get_table(cell.table).alpha[cell.row]
+  """The document's α of the cell's row, with the benchmark's documented per-backbone exceptions (a row's
+  ``per_model`` α that is not one of these is caught here)."""
+  alpha = cells.document_alpha(tables.get_table(cell.table), cell.row)
   if cell.column.recipe == "pytorch_style" and cell.column.model == "resnet18" and cell.row in CUTTING:
     return 0.2  # README note: α = 0.2 for cutting-based methods on ResNet-18
   if cell.table == "deit" and cell.row == "deit" and cell.column.model == "moganet_tiny":

@@ -1,6 +1,6 @@
 """Whether a resolved recipe config can run with what is registered today.
 
-The benchmark tables name methods and backbones that land in later work (issues 6/7). Their configs still
+The benchmark tables name a few methods and backbones that are not registered (yet). Their configs still
 resolve (so sweeps, docs and the cell list can show them), and this check turns them into one clear
 ``NotImplementedYetError`` at ``--dry_run`` instead of an unknown-name error or a silent fallback.
 """
@@ -13,18 +13,10 @@ from mixjax.recipes.errors import NotImplementedYetError
 # Mixing methods the benchmark tables name and where they are planned. The names are the registry names the
 # recipes put into ``config.mixing.method``.
 PLANNED_METHODS = {
-  "manifoldmix": "issue 6",
-  "attentivemix": "issue 6",
-  "puzzlemix": "issue 6",
-  "alignmix": "issue 6",
-  "transmix": "issue 6",
-  "tokenmix": "issue 6",
   "smmix": "not scheduled",
   "comixup": "not scheduled",
   "supermix": "not scheduled",
   "grafting": "not scheduled",
-  "automix": "issue 7",
-  "samix": "issue 7",
 }
 
 

@@ -17,7 +17,11 @@ import os
 import sys
 from types import ModuleType
 
-from mixjax.recipes import availability, tables
+from typing import Sequence
+
+from mixjax import mixing
+from mixjax.recipes import availability, base, tables
+from mixjax.recipes.availability import PLANNED_METHODS
 from mixjax.config_args import ConfigError
 
 _PACKAGE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -83,6 +87,71 @@ def get_cell_config(cell: tables.Cell):
 def cell_status(cell: tables.Cell) -> str:
   missing = availability.missing_parts(build_cell_config(cell))
   return "implemented" if not missing else "not implemented yet (" + "; ".join(missing) + ")"
+
+
+def _uses_alpha(method: str) -> bool:
+  """Whether a row's method draws its mixing ratio from Beta(α, α) (vanilla does not: the document prints "-")."""
+  return method in mixing.list_methods() and mixing.get_method(method).uses_alpha or method in PLANNED_METHODS
+
+
+def document_alpha(table: tables.Table, row: str):
+  """The benchmark document's α for ``row`` of ``table``, derived from the one place α is written: the row of
+  ``configs/<recipe>.py`` on the recipe's default backbone (per-backbone exceptions such as ResNet-18's α 0.2
+  are the rows' ``per_model`` entries and not part of the document's column). None where no mode of the row
+  uses α ("-"); a pair for two-mode rows whose α differ (``(0.8, 1.0)``), one value when they agree (AlignMix)."""
+  module = load_recipe(table.columns[0].recipe)
+  row_config = base.resolve_row(module.METHODS, row, getattr(module, "DEFAULT_MODEL", "resnet50"))
+  methods = row_config["method"]
+  methods = (methods,) if isinstance(methods, str) else tuple(methods)
+  if not any(_uses_alpha(m) for m in methods):
+    return None
+  alpha = row_config["alpha"]
+  if isinstance(alpha, (tuple, list)):
+    alpha = tuple(float(a) for a in alpha)
+    return alpha[0] if len(set(alpha)) == 1 else alpha
+  return float(alpha)
+
+
+def document_rows(table: tables.Table) -> list[list[str]]:
+  """The table as the document prints it: header rows, then one row per document method; every cell a
+  string (numbers with two decimals, "-" or "" for cells without a number). Off-document rows and columns
+  are left out."""
+  columns = table.document_columns()
+  header_rows = len(table.doc_header)
+  out = []
+  for h in range(header_rows):
+    out.append([table.doc_header[h], table.doc_alpha_header[h]] + [c.doc_heading[h] for c in columns])
+  for row in table.document_rows():
+    values = []
+    for c, value in zip(table.columns, table.published[row]):
+      if not c.in_document:
+        continue
+      if value is not None:
+        values.append(f"{value:.2f}")
+      else:
+        values.append("" if (row, c.model) in table.empty else "-")
+    out.append([table.label(row), tables.format_alpha(document_alpha(table, row))] + values)
+  return out
+
+
+def document_markdown(table_list: Sequence[tables.Table] = tables.IMAGENET_TABLES) -> str:
+  """The benchmark document's tables (section headings and markdown tables), for diffing against it."""
+  lines = []
+  for table in table_list:
+    if table.source != tables.DOCUMENT:
+      continue
+    if table.doc_section:
+      lines += [table.doc_section, ""]
+    rows = document_rows(table)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths)) + " |"  # noqa: E731
+    lines.append(fmt(rows[0]))
+    lines.append(
+      "|" + "|".join("-" * (widths[0] + 2) if i == 0 else ":" + "-" * widths[i] + ":" for i in range(len(widths))) + "|"
+    )
+    lines += [fmt(r) for r in rows[1:]]
+    lines.append("")
+  return "\n".join(lines)
 
 
 def _fmt(value) -> str:

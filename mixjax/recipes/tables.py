@@ -4,7 +4,8 @@ Source of every published number: **the benchmark document**, OpenMixup's
 ``configs/classification/imagenet/mixups/README.md`` (verbatim in ``../shared/reference/benchmark_tables.md``),
 cell for cell. ``None`` marks a cell the document leaves empty or marks "-" (``EMPTY`` in a table lists the
 cells that are empty rather than "-", so ``python -m mixjax.report --published`` prints the document's layout).
-``alpha`` is the document's α column ("-" → None; a pair for the two-mode switching rows). Rows are named by
+The α of each row is not here: it lives once, in the row of ``configs/<recipe>.py`` that runs it, and
+:func:`mixjax.recipes.cells.document_alpha` derives the document's α column from it. Rows are named by
 this repo's recipe method names (the ``configs/<recipe>.py`` METHODS keys); columns by registered model names.
 Cells whose method or model is not registered yet still exist here: :mod:`mixjax.recipes.cells` marks them
 "not implemented yet".
@@ -104,7 +105,6 @@ class Table:
   title: str
   metric: str  # "median" (last 5 / 10 epochs) or "best"
   columns: tuple[Column, ...]
-  alpha: Mapping[str, object]  # row → document α (None: "-")
   published: Mapping[str, tuple]  # row → top-1 per column (None: empty / "-")
   source: str = DOCUMENT  # the table as a whole
   row_sources: Mapping[str, str] = dataclasses.field(default_factory=dict)  # rows not in the document
@@ -118,8 +118,6 @@ class Table:
     for row, values in self.published.items():
       if len(values) != len(self.columns):
         raise ValueError(f"Table {self.name} row {row}: {len(values)} values for {len(self.columns)} columns.")
-      if row not in self.alpha:
-        raise ValueError(f"Table {self.name} row {row} has no α entry.")
     models = {c.model for c in self.columns}
     for row, model in self.empty:
       if row not in self.published or model not in models:
@@ -186,25 +184,6 @@ PYTORCH_100 = Table(
   columns=_cols(
     "pytorch_style", 100, ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x4d"), heading="100 epochs"
   ),
-  alpha=dict(
-    vanilla=None,
-    mixup=0.2,
-    cutmix=1.0,
-    deit=(0.8, 1.0),
-    manifoldmix=0.2,
-    saliencymix=1.0,
-    attentivemix=2.0,
-    fmix=1.0,
-    gridmix=0.2,
-    puzzlemix=1.0,
-    comixup=2.0,
-    supermix=2.0,
-    resizemix=1.0,
-    alignmix=2.0,
-    grafting=1.0,
-    automix=2.0,
-    samix=2.0,
-  ),
   published=dict(
     vanilla=(70.04, 73.85, 76.83, 78.18, 78.71),
     mixup=(69.98, 73.97, 77.12, 78.97, 79.98),
@@ -235,20 +214,6 @@ PYTORCH_300 = Table(
   title="PyTorch-style training, 300 epochs",
   metric="median",
   columns=_cols("pytorch_style", 300, ("resnet18", "resnet34", "resnet50", "resnet101"), heading="300 epochs"),
-  alpha=dict(
-    vanilla=None,
-    mixup=0.2,
-    cutmix=1.0,
-    manifoldmix=0.2,
-    saliencymix=1.0,
-    fmix=1.0,
-    gridmix=0.2,
-    puzzlemix=1.0,
-    resizemix=1.0,
-    alignmix=2.0,
-    automix=2.0,
-    samix=2.0,
-  ),
   published=dict(
     vanilla=(71.83, 75.29, 77.35, 78.91),
     mixup=(71.72, 75.73, 78.44, 80.60),
@@ -280,19 +245,6 @@ RSB = Table(
     Column("rsb_a3", "mobilenet_v2", 100, "Mob.V2 1x A3", doc_heading=("Mob.V2 1x", "A3")),
     Column("rsb_a2", "mobilenet_v2", 300, "Mob.V2 1x A2", doc_heading=("Mob.V2 1x", "A2")),
   ),
-  alpha=dict(
-    rsb=(0.1, 1.0),
-    mixup=0.2,
-    cutmix=0.2,
-    manifoldmix=0.2,
-    attentivemix=2.0,
-    saliencymix=0.2,
-    fmix=0.2,
-    puzzlemix=1.0,
-    resizemix=1.0,
-    automix=2.0,
-    samix=2.0,
-  ),
   published=dict(
     rsb=(78.08, 79.80, 74.02, 77.26, 69.86, 72.87),
     mixup=(77.66, _, 73.87, 77.19, 70.17, 72.78),
@@ -321,23 +273,6 @@ DEIT = Table(
     300,
     ("deit_tiny", "deit_small", "deit_base", "pvt_tiny", "pvt_small", "swin_tiny", "convnext_tiny", "moganet_tiny"),
     off_document=("deit_base", "pvt_small"),
-  ),
-  alpha=dict(
-    vanilla=None,
-    deit=(0.8, 1.0),
-    mixup=0.2,
-    cutmix=0.2,
-    manifoldmix=0.2,
-    attentivemix=2.0,
-    saliencymix=0.2,
-    puzzlemix=1.0,
-    fmix=0.2,
-    resizemix=1.0,
-    transmix=(0.8, 1.0),
-    tokenmix=(0.8, 1.0),
-    smmix=(0.8, 1.0),
-    automix=2.0,
-    samix=2.0,
   ),
   # Columns: DeiT-T, DeiT-S, DeiT-B (docs page), PVT-T, PVT-S (docs page), Swin-T, ConvNeXt-T, MogaNet-T.
   published=dict(
@@ -377,24 +312,6 @@ TINY_IMAGENET = Table(
   title="Tiny-ImageNet, 400 epochs",
   metric="median",
   columns=_cols("tiny_imagenet", 400, ("resnet18", "resnext50_32x4d"), source=TINY_DOCS_PAGE),
-  alpha=dict(
-    vanilla=None,
-    mixup=1.0,
-    cutmix=1.0,
-    manifoldmix=0.2,
-    smoothmix=0.2,
-    saliencymix=1.0,
-    attentivemix=2.0,
-    fmix=1.0,
-    puzzlemix=1.0,
-    comixup=2.0,
-    resizemix=1.0,
-    gridmix=0.2,
-    grafting=1.0,
-    alignmix=2.0,
-    automix=2.0,
-    samix=2.0,
-  ),
   published=dict(
     vanilla=(61.68, 65.04),
     mixup=(63.86, 66.36),
@@ -462,48 +379,6 @@ def format_alpha(alpha) -> str:
   if isinstance(alpha, (tuple, list)):
     return ", ".join(format_alpha(a) for a in alpha)
   return f"{float(alpha):g}"
-
-
-def document_rows(table: Table) -> list[list[str]]:
-  """The table as the document prints it: header rows, then one row per document method; every cell a
-  string (numbers with two decimals, "-" or "" for cells without a number). Off-document rows and columns
-  are left out."""
-  columns = table.document_columns()
-  header_rows = len(table.doc_header)
-  out = []
-  for h in range(header_rows):
-    out.append([table.doc_header[h], table.doc_alpha_header[h]] + [c.doc_heading[h] for c in columns])
-  for row in table.document_rows():
-    values = []
-    for c, value in zip(table.columns, table.published[row]):
-      if not c.in_document:
-        continue
-      if value is not None:
-        values.append(f"{value:.2f}")
-      else:
-        values.append("" if (row, c.model) in table.empty else "-")
-    out.append([table.label(row), format_alpha(table.alpha[row])] + values)
-  return out
-
-
-def document_markdown(table_list: Sequence[Table] = IMAGENET_TABLES) -> str:
-  """The benchmark document's tables (section headings and markdown tables), for diffing against it."""
-  lines = []
-  for table in table_list:
-    if table.source != DOCUMENT:
-      continue
-    if table.doc_section:
-      lines += [table.doc_section, ""]
-    rows = document_rows(table)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    fmt = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths)) + " |"  # noqa: E731
-    lines.append(fmt(rows[0]))
-    lines.append(
-      "|" + "|".join("-" * (widths[0] + 2) if i == 0 else ":" + "-" * widths[i] + ":" for i in range(len(widths))) + "|"
-    )
-    lines += [fmt(r) for r in rows[1:]]
-    lines.append("")
-  return "\n".join(lines)
 
 
 def is_transformer(model: str) -> bool:

@@ -39,6 +39,7 @@ from mixjax.mixing.core import per_device
 from mixjax.mixing.model_aware import picture_models
 from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
 from mixjax.mixing.core.registry import register_model_aware
+from mixjax.mixing.ops.gradient_saliency import input_saliency
 from mixjax.mixing.ops.puzzlemix_solver import solve_labeling
 from mixjax.mixing.core.result import MixResult, blend
 from mixjax.mixing.ops.sampling import sample_beta_lam
@@ -243,18 +244,6 @@ def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: Mapping, mean, std
   index = jax.random.randint(k_grid, (), 0, len(sizes))
   mixed, lam = jax.lax.switch(index, [branch(g) for g in sizes], images, saliency)
   return mixed, lam, labels[perm]
-
-
-def input_saliency(ctx, params, batch_stats, images, labels) -> jax.Array:
-  """‖∂loss/∂x‖ per pixel (root mean square over channels) with the model in eval mode; no gradient flows."""
-
-  def clean_loss(x):
-    logits, _ = ctx.model_fn(params, batch_stats, x.astype(ctx.compute_dtype), train=False)
-    ones = jnp.ones((labels.shape[0],), jnp.float32)
-    return ctx.classification_loss(logits, MixResult(images=x, labels_a=labels, labels_b=labels, lam=ones))
-
-  grad = jax.grad(clean_loss)(jax.lax.stop_gradient(images))
-  return jax.lax.stop_gradient(jnp.sqrt(jnp.mean(grad.astype(jnp.float32) ** 2, axis=-1)))
 
 
 class PuzzleMix(ModelAwareMethod):
