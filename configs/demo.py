@@ -12,11 +12,8 @@ Expected: ≥ 97% top-1 on the 360 held-out digits after 30 epochs (about 2-3 mi
 Argument: ``<method>[,model=NAME][,epochs=N]``; method defaults to vanilla.
 """
 
-import ml_collections
-from ml_collections.config_dict import placeholder
-
 from mixjax.config_args import parse_arg
-from mixjax.mixing import default_mixing_config
+from mixjax.recipes import base
 
 # Per-method α for the demo, as in the benchmark's PyTorch-style table (blending methods 0.2, cutting methods 1).
 # mixup_cutmix_switch takes its two α from mixing.args (DeiT defaults 0.8 / 1.0).
@@ -35,67 +32,41 @@ ALPHA = {
 
 def get_config(arg=None):
   args = parse_arg(arg, allowed=dict(method="vanilla", model="resnet18", epochs=30))
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.epochs = args["epochs"]
-  c.max_steps = 0  # >0: stop after this many steps (smoke tests); the lr schedule keeps epochs
-  c.batch_size = 128  # global batch, split over all devices of all processes
-  c.compute_dtype = "float32"  # or bfloat16 (params stay float32)
-
-  c.data = ml_collections.ConfigDict(
-    dict(
-      name="mixjax_digits",
-      num_classes=10,
-      data_dir=placeholder(str),
-      folder_root=placeholder(str),
-      train_split="train",
-      eval_split="test",
-      pp_train="decode_jpeg_and_random_resized_crop(32, scale=(0.35, 1.0))",
-      pp_eval="decode|resize_center_crop(32, crop_ratio=1.0)",
-      shuffle_buffer=2048,
-      num_shards=placeholder(int),
-      cache=True,
-      prefetch=4,
-      skip_corrupt=False,
-      num_parallel_calls=-1,
-      mean=(127.5, 127.5, 127.5),
-      std=(127.5, 127.5, 127.5),
-    )
+  # The layout every recipe shares (mixjax/recipes/base.py), with the demo's values.
+  c = base.skeleton(
+    recipe="demo", method=args["method"], model=args["model"], epochs=args["epochs"], report_metric="best"
   )
-  c.model = ml_collections.ConfigDict(dict(name=args["model"], stem="cifar", width=16))
-
-  c.mixing = default_mixing_config()  # every method's hyper-parameters under c.mixing.args.<method>
+  c.batch_size = 128  # global batch, split over all devices of all processes
+  base.set_data(
+    c,
+    name="mixjax_digits",
+    num_classes=10,
+    train_split="train",
+    eval_split="test",
+    pp_train="decode_jpeg_and_random_resized_crop(32, scale=(0.35, 1.0))",
+    pp_eval="decode|resize_center_crop(32, crop_ratio=1.0)",
+    mean=(127.5, 127.5, 127.5),
+    std=(127.5, 127.5, 127.5),
+    shuffle_buffer=2048,
+  )
+  c.data.cache = True
+  c.data.prefetch = 4
+  base.model_kwargs(c, dict(stem="cifar", width=16))
   c.mixing.method = args["method"]
   c.mixing.alpha = ALPHA.get(args["method"], 1.0)
-  c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0, bce_reduction="sum_classes"))
-
-  c.optimizer = ml_collections.ConfigDict(
-    dict(
-      name="sgd",
-      lr=0.2,
-      base_batch_size=256,
-      min_lr=0.0,
-      warmup_epochs=1.0,
-      warmup_start_ratio=0.01,
-      schedule_by_epoch=False,
-      momentum=0.9,
-      nesterov=True,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      weight_decay=5e-4,
-      wd_exclude_1d=True,
-      wd_exclude=(),
-      grad_clip_norm=0.0,
-    )
+  base.set_optimizer(
+    c,
+    name="sgd",
+    lr=0.2,
+    base_batch_size=256,
+    min_lr=0.0,
+    warmup_epochs=1.0,
+    warmup_start_ratio=0.01,
+    schedule_by_epoch=False,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    wd_exclude_1d=True,
   )
-  c.ema = ml_collections.ConfigDict(dict(decay=0.0, warmup_epochs=0.0))
-
   c.log_every_steps = 20
-  c.eval_every_epochs = 1
-  c.checkpoint_every_epochs = 1
-  c.checkpoint_every_steps = 0  # 0: only at epoch ends (and on SIGTERM)
-  c.keep_checkpoints = 2
-  c.log_mixed_samples = 8  # mixed training images written to TensorBoard once (0: off)
-  c.prefetch_to_device = 2
   return c

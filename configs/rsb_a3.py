@@ -12,8 +12,32 @@ from mixjax.recipes import rsb
 
 RECIPE = "rsb_a3"
 
-# Rows of the RSB table (α per method): one table for the A2 and A3 columns, in mixjax/recipes/rsb.py.
-METHODS = rsb.METHODS
+# SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
+_SALIENCYMIX_CELL = {"saliencymix": {"saliency": "reference"}}
+
+# Rows of the RSB table (the document's α column): one table for its A2 and A3 columns; configs/rsb_a2.py
+# reads it from this file.
+# "rsb" is the recipe's own Mixup 0.1 / CutMix 1.0 50/50 switch.
+METHODS = {
+  "rsb": dict(method=("mixup", "cutmix"), alpha=(0.1, 1.0)),
+  "vanilla": dict(method="vanilla", alpha=1.0),
+  "mixup": dict(method="mixup", alpha=0.2),
+  "cutmix": dict(method="cutmix", alpha=0.2),
+  "manifoldmix": dict(method="manifoldmix", alpha=0.2),
+  # The RSB configs list attentivemix args but define no backbone_k (spec 2.5): like the PyTorch-style rows, a
+  # pretrained torchvision ResNet-18 (args.attentivemix.extractor_checkpoint).
+  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+  "saliencymix": dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
+  # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
+  "fmix": dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
+  "puzzlemix": dict(method="puzzlemix", alpha=1.0),
+  "resizemix": dict(method="resizemix", alpha=1.0),
+  # No reference AutoMix/SAMix config exists for RSB: the registered (paper) defaults; ResNet-50 with its last
+  # residual BN zero-initialised, as every AutoMixup run initialises (mmcv zero_init_residual=True).
+  "automix": dict(method="automix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
+  "samix": dict(method="samix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
+}
+
 
 # Per-backbone model arguments: no drop path in A3 (EfficientNet-B0's BN eps 1e-3 is built into the model).
 BACKBONES = {"resnet50": {}, "efficientnet_b0": {}, "mobilenet_v2": {}}

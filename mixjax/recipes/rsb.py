@@ -1,5 +1,6 @@
-"""The timm "ResNet strikes back" recipes A2 / A3 as OpenMixup runs them (spec §3.2); shared by
-``configs/rsb_a2.py`` and ``configs/rsb_a3.py``, which hold the per-variant tables.
+"""The timm "ResNet strikes back" recipes A2 / A3 as OpenMixup runs them (spec §3.2): the settings both share
+(LAMB, BCE, RandAugment, evaluation); ``configs/rsb_a3.py`` holds the method rows (one α column for both
+variants in the benchmark table) and each of ``configs/rsb_a2.py`` / ``rsb_a3.py`` its backbones and settings.
 
 Wightman, Touvron, Jégou. ResNet strikes back: An improved training procedure in timm. 2021.
 """
@@ -10,33 +11,8 @@ from typing import Any, Mapping
 
 from mixjax.recipes import base
 
-# SaliencyMix cells: the reference hands OpenCV the normalised float tensor (docs/deviations.md, SaliencyMix).
-_SALIENCYMIX_CELL = {"saliencymix": {"saliency": "reference"}}
-
 # wd 0 on BN and biases (`(bn|gn)(\d+)?.(weight|bias)` or "bias"): all of them are 1-D parameters here.
 # Deviation: the reference regex misses the downsample BN's scale (spec §3.2 PITFALL); we exclude it too.
-
-# Rows of the RSB table (README α column), shared by its A2 and A3 columns (configs/rsb_a2.py, rsb_a3.py).
-# "rsb" is the recipe's own Mixup 0.1 / CutMix 1.0 50/50 switch.
-METHODS = {
-  "rsb": dict(method=("mixup", "cutmix"), alpha=(0.1, 1.0)),
-  "vanilla": dict(method="vanilla", alpha=1.0),
-  "mixup": dict(method="mixup", alpha=0.2),
-  "cutmix": dict(method="cutmix", alpha=0.2),
-  "manifoldmix": dict(method="manifoldmix", alpha=0.2),
-  # The RSB configs list attentivemix args but define no backbone_k (spec 2.5): like the PyTorch-style rows, a
-  # pretrained torchvision ResNet-18 (args.attentivemix.extractor_checkpoint).
-  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
-  "saliencymix": dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
-  # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
-  "fmix": dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),
-  "puzzlemix": dict(method="puzzlemix", alpha=1.0),
-  "resizemix": dict(method="resizemix", alpha=1.0),
-  # No reference AutoMix/SAMix config exists for RSB: the registered (paper) defaults; ResNet-50 with its last
-  # residual BN zero-initialised, as every AutoMixup run initialises (mmcv zero_init_residual=True).
-  "automix": dict(method="automix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
-  "samix": dict(method="samix", alpha=2.0, per_model={"resnet50": {"model": {"zero_init_residual": True}}}),
-}
 
 LAMB = dict(
   name="lamb",

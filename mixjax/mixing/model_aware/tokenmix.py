@@ -13,8 +13,8 @@ w_a = Σ (1−mask)·a_x (what survives of x), w_b = Σ mask·a_x[π] (what is p
 λ = w_a / (w_a + w_b) per sample. This is the paper's rule. OpenMixup's code weights y_a by x's attention inside
 the *replaced* region and does not normalise (spec pitfall 2.17); we deliberately do not reproduce that.
 
-The DeiT recipe pairs TokenMix with Mixup (α 0.8) 50/50; ``mixup_prob`` / ``mixup_alpha`` do that inside this
-method (both mixes computed, one forward).
+The DeiT recipe pairs TokenMix with Mixup (α 0.8) 50/50 through the mixing plan's mode list
+(``mixing.method=('mixup', 'tokenmix')``, ``configs/deit.py``), not through a switch inside this method.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.model_aware.picture_models import small_vit, vit_input_side, vit_patch
 from mixjax.mixing.ops.model_info import require_attention
-from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.core.result import MixResult
 from mixjax.mixing.ops.sampling import random_permutation, sample_beta_lam
 
 ASPECT = 0.3
@@ -88,10 +88,10 @@ def attention_label_weight(attn_a: jax.Array, attn_b: jax.Array, partner_tokens:
   return w_a / jnp.maximum(w_a + w_b, 1e-12)
 
 
-def tokenmix_local(rng, lam, lam_mixup, use_mixup, images, attn, labels, *, patch: int, hp: Mapping):
+def tokenmix_local(rng, lam, images, attn, labels, *, patch: int, hp: Mapping):
   b, h, w, _ = images.shape
   gh, gw = h // patch, w // patch
-  k_perm, k_mask, k_mperm = jax.random.split(rng, 3)
+  k_perm, k_mask = jax.random.split(rng)
   perm = random_permutation(k_perm, b)
   count = tokens_to_mix(lam, gh * gw, int(hp["minimum_tokens"]))
   keys = jax.random.split(k_mask, b)
@@ -105,11 +105,7 @@ def tokenmix_local(rng, lam, lam_mixup, use_mixup, images, attn, labels, *, patc
   token_mixed = jnp.where(pixels[..., None], images[perm], images)
   flat = tokens.reshape(b, -1).astype(jnp.float32)
   lam_tok = attention_label_weight(attn, attn[perm], flat)
-  perm_mix = random_permutation(k_mperm, b)
-  mixed = jnp.where(use_mixup, blend(images, images[perm_mix], lam_mixup), token_mixed)
-  lam_out = jnp.where(use_mixup, jnp.broadcast_to(lam_mixup, (b,)), lam_tok)
-  labels_b = jnp.where(use_mixup, labels[perm_mix], labels[perm])
-  return mixed, lam_out, labels_b, flat
+  return token_mixed, lam_tok, labels[perm], flat
 
 
 class TokenMix(ModelAwareMethod):
@@ -118,23 +114,19 @@ class TokenMix(ModelAwareMethod):
     "Liu, Li, Chen, Shen, Shen, Qiao. TokenMix: Rethinking Image Mixing for Data Augmentation in Vision "
     "Transformers. ECCV 2022"
   )
-  defaults = {"mask_type": "block", "minimum_tokens": 14, "mixup_prob": 0.0, "mixup_alpha": 0.8}
+  defaults = {"mask_type": "block", "minimum_tokens": 14}
 
   def mix(self, mesh, rng, images, labels, attention, *, alpha, hp, patch: int):
     if hp["mask_type"] not in ("block", "random"):
       raise ValueError(f"tokenmix mask_type must be 'block' or 'random', got {hp['mask_type']!r}")
-    k_lam, k_local, k_mix, k_use = jax.random.split(rng, 4)
+    k_lam, k_local = jax.random.split(rng)
     lam = sample_beta_lam(k_lam, alpha)
-    lam_mixup = sample_beta_lam(k_mix, float(hp["mixup_alpha"]))
-    use_mixup = jax.random.uniform(k_use) < float(hp["mixup_prob"])
     attn = jax.lax.stop_gradient(jnp.mean(attention.astype(jnp.float32), axis=1))
 
-    def local(r, l_, lm, um, x, a, y):
-      return tokenmix_local(r, l_, lm, um, x, a, y, patch=patch, hp=hp)
+    def local(r, l_, x, a, y):
+      return tokenmix_local(r, l_, x, a, y, patch=patch, hp=hp)
 
-    mixed, lam_n, labels_b, tokens = per_device.on_shards(
-      mesh, local, k_local, images, attn, labels, replicated=(lam, lam_mixup, use_mixup)
-    )
+    mixed, lam_n, labels_b, tokens = per_device.on_shards(mesh, local, k_local, images, attn, labels, replicated=(lam,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n), tokens
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):

@@ -7,10 +7,9 @@ With the box nearest-downsampled to the patch grid (1 = pasted from the partner)
 sample and the label weight is λ = (1−ratio)·λ₀ + ratio·λ₁ (OpenMixup's ratio 0.5; the paper uses λ₁ alone,
 ratio = 1). The attention is taken under ``stop_gradient``: targets are not trained through.
 
-OpenMixup's DeiT recipe alternates plain Mixup (α 0.8, p 0.2) with TransMix (α 1.0, p 0.8). A model-aware
-method cannot share a mode list, so ``mixup_prob`` / ``mixup_alpha`` reproduce that switch inside this method
-(``mixing.method='transmix'``, ``mixing.alpha=1.0``, ``args.transmix.mixup_prob=0.2``); both mixes are computed
-and one forward is run, so the switch costs no second program.
+OpenMixup's DeiT recipe alternates plain Mixup (α 0.8, p 0.2) with TransMix (α 1.0, p 0.8): that is the mixing
+plan's mode list (``mixing.method=('mixup', 'transmix')``, ``prob=(0.2, 0.8)``, ``configs/deit.py``), not a
+switch inside this method.
 
 Per-sample λ: we weight each sample by its own λ (spec pitfall 1.2) instead of reproducing the collapse to the
 batch mean of the reference's label-smoothing head.
@@ -29,8 +28,8 @@ from mixjax.mixing.core.protocol import ModelAwareMethod
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.model_aware.picture_models import small_vit, vit_input_side, vit_patch
 from mixjax.mixing.ops.model_info import require_attention
-from mixjax.mixing.core.result import MixResult, blend
-from mixjax.mixing.ops.sampling import permutation_avoiding_fixed_points, random_permutation, sample_beta_lam
+from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.ops.sampling import permutation_avoiding_fixed_points, sample_beta_lam
 
 
 def patch_region(region: jax.Array, grid_h: int, grid_w: int) -> jax.Array:
@@ -49,58 +48,46 @@ def attention_lam(attention: jax.Array, partner_patches: jax.Array) -> jax.Array
   return 1.0 - inside / jnp.maximum(total, 1e-12)
 
 
-def transmix_inputs_local(rng, lam_mixup, use_mixup, images, labels, *, alpha: float):
-  """One device's mixed images: CutMix box (or Mixup when ``use_mixup``); (images, region [b,H,W], λ₀, y_b)."""
+def transmix_inputs_local(rng, images, labels, *, alpha: float):
+  """One device's CutMix-ed images; (images, partner region [b, H, W], λ₀ per sample, partner labels)."""
   b, h, w, _ = images.shape
-  k_lam, k_perm, k_box, k_mperm = jax.random.split(rng, 4)
+  k_lam, k_perm, k_box = jax.random.split(rng, 3)
   lam = sample_beta_lam(k_lam, alpha)
-  perm_cut = permutation_avoiding_fixed_points(k_perm, b)
+  perm = permutation_avoiding_fixed_points(k_perm, b)
   cut_h, cut_w = boxes.cut_size_for_lam(lam, h, w)
   cy, cx = boxes.random_center(k_box, h, w)
   box = boxes.box_around(cy, cx, cut_h, cut_w, h, w)
   region = boxes.box_region(box, h, w)
-  cut = jnp.where(region[None, :, :, None], images[perm_cut], images)
-  lam_cut = boxes.lam_outside_box(box, h, w)
-  perm_mix = random_permutation(k_mperm, b)
-  mixed_mixup = blend(images, images[perm_mix], lam_mixup)
-  out = jnp.where(use_mixup, mixed_mixup, cut)
-  perm = jnp.where(use_mixup, perm_mix, perm_cut)
-  lam0 = jnp.where(use_mixup, lam_mixup, lam_cut)
-  region_b = jnp.broadcast_to(jnp.logical_and(region, jnp.logical_not(use_mixup)), (b, h, w))
-  return out, region_b, jnp.broadcast_to(lam0, (b,)), labels[perm]
+  cut = jnp.where(region[None, :, :, None], images[perm], images)
+  lam0 = boxes.lam_outside_box(box, h, w)
+  return cut, jnp.broadcast_to(region, (b, h, w)), jnp.broadcast_to(lam0, (b,)), labels[perm]
 
 
 class TransMix(ModelAwareMethod):
   name = "transmix"
   paper = "Chen, Li, Zhang, Shi, Zhou, Zhu, Gao, Ouyang. TransMix: Attend to Mix for Vision Transformers. CVPR 2022"
-  defaults = {"ratio": 0.5, "mixup_prob": 0.0, "mixup_alpha": 0.8}
+  defaults = {"ratio": 0.5}
 
   def draw(self, mesh, rng, images, labels, *, alpha, hp):
-    k_local, k_mix, k_use = jax.random.split(rng, 3)
-    lam_mixup = sample_beta_lam(k_mix, float(hp["mixup_alpha"]))
-    use_mixup = jax.random.uniform(k_use) < float(hp["mixup_prob"])
-
-    def local(r, lm, um, x, y):
-      return transmix_inputs_local(r, lm, um, x, y, alpha=alpha)
-
-    return per_device.on_shards(mesh, local, k_local, images, labels, replicated=(lam_mixup, use_mixup)) + (use_mixup,)
+    del hp
+    return per_device.on_shards(mesh, lambda r, x, y: transmix_inputs_local(r, x, y, alpha=alpha), rng, images, labels)
 
   @staticmethod
-  def reweight(lam0, region_b, attention, use_mixup, ratio: float, patch_size: int):
+  def reweight(lam0, region_b, attention, ratio: float, patch_size: int):
     b, h, w = region_b.shape
     partner = jax.vmap(lambda r: patch_region(r, h // patch_size, w // patch_size))(region_b)
     lam1 = attention_lam(jax.lax.stop_gradient(attention), partner.reshape(b, -1).astype(jnp.float32))
-    return jnp.where(use_mixup, lam0, (1 - ratio) * lam0 + ratio * lam1)
+    return (1 - ratio) * lam0 + ratio * lam1
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
     del dropout_rng  # drawn from rng
     info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
-    mixed, region_b, lam0, labels_b, use_mixup = self.draw(ctx.mesh, k_mix, images, labels, alpha=alpha, hp=hp)
+    mixed, region_b, lam0, labels_b = self.draw(ctx.mesh, k_mix, images, labels, alpha=alpha, hp=hp)
     (logits, feats), new_stats = ctx.model_fn(
       params, batch_stats, mixed.astype(ctx.compute_dtype), train=True, rng=k_drop, return_attention=True
     )
-    lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), info.patch_size)
+    lam = self.reweight(lam0, region_b, feats["attention"], float(hp["ratio"]), info.patch_size)
     mix = MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
     metrics = {"lam": jnp.mean(lam), "lam_area": jnp.mean(lam0)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
@@ -116,9 +103,9 @@ class TransMix(ModelAwareMethod):
 
     @jax.jit
     def draw(rng, images, labels, params, stats):
-      mixed, region_b, lam0, labels_b, use_mixup = self.draw(None, rng, images, labels, alpha=alpha, hp=hp)
+      mixed, region_b, lam0, labels_b = self.draw(None, rng, images, labels, alpha=alpha, hp=hp)
       (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
-      lam = self.reweight(lam0, region_b, feats["attention"], use_mixup, float(hp["ratio"]), patch)
+      lam = self.reweight(lam0, region_b, feats["attention"], float(hp["ratio"]), patch)
       return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
 
     return lambda rng: draw(rng, images, labels, params, stats)
