@@ -237,6 +237,37 @@ def _resize_short_side(image: tf.Tensor, short: int, method: str) -> tf.Tensor:
   return _resize(image, tf.stack([new_h, new_w]), method)
 
 
+# tf.image.resize's antialiased kernels (it calls ScaleAndTranslate with these kernel names).
+_SCALE_AND_TRANSLATE_KERNELS = {"bicubic": "keyscubic", "bilinear": "triangle"}
+
+
+def _resize_short_side_center_crop(image: tf.Tensor, short: int, size: int, method: str) -> tf.Tensor:
+  """``_resize_short_side`` then the central ``size``×``size`` crop, computing only the pixels kept.
+
+  The antialiased resize is ``ScaleAndTranslate`` with scale = new/old size and no translation; translating by
+  minus the crop offset makes it produce exactly the crop's pixels (same kernel, same sample positions), so the
+  eval transform no longer resizes the ~43% of the 256×341 image the crop throws away (input_pipeline.py).
+  """
+  kernel = _SCALE_AND_TRANSLATE_KERNELS.get(method)
+  if kernel is None:  # nearest / area: no ScaleAndTranslate kernel; resize the whole image
+    return _central_crop(_resize_short_side(image, short, method), (size, size))
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+  long_new = (tf.maximum(h, w) * short) // tf.minimum(h, w)
+  new_hw = tf.stack([tf.where(h <= w, short, long_new), tf.where(h <= w, long_new, short)])
+  scale = tf.cast(new_hw, tf.float32) / tf.cast(shape[:2], tf.float32)
+  offset = tf.cast((new_hw - size) // 2, tf.float32)
+  out = tf.raw_ops.ScaleAndTranslate(
+    images=tf.cast(image, tf.float32)[None],
+    size=tf.constant([size, size], tf.int32),
+    scale=scale,
+    translation=-offset,
+    kernel_type=kernel,
+    antialias=True,
+  )[0]
+  return _to_uint8(out)
+
+
 @register("resize_small")
 def resize_small(size, method="bilinear"):
   """Resizes so the short side is `size`, keeping the aspect ratio."""
@@ -281,7 +312,7 @@ def resize_center_crop(size, crop_ratio=0.875, method="bicubic"):
   short = int(round(size / crop_ratio))
 
   def op(example):
-    image = _resize_short_side(_decoded(example, "resize_center_crop"), short, method)
-    return {**example, "image": _central_crop(image, (size, size))}
+    image = _resize_short_side_center_crop(_decoded(example, "resize_center_crop"), short, size, method)
+    return {**example, "image": tf.ensure_shape(image, [size, size, 3])}
 
   return op
