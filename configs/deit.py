@@ -85,7 +85,8 @@ METHODS = {
     prob=(0.2, 0.8),
     per_model={m: {"overrides": _DEIT_EMA} for m in ("deit_tiny", "deit_small", "deit_base")},
   ),
-  "tokenmix": dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0)),
+  # TokenMix is 📖 (the authors' code, timm's soft-target CE): per-sample λ, no batch-mean collapse.
+  "tokenmix": dict(method=("mixup", "tokenmix"), alpha=(0.8, 1.0), loss={"lam_batch_mean": False}),
   "smmix": dict(method=("mixup", "smmix"), alpha=(0.8, 1.0)),
   "automix": dict(
     method="automix",
@@ -191,6 +192,9 @@ def build_config(arg=None):
     grad_clip_norm=s["grad_clip_norm"],
   )
   c.loss.label_smoothing = 0.1
+  # OpenMixup's label-smoothing head is not multi-label: per-sample λ (PuzzleMix, TransMix) collapses to the batch
+  # mean (spec §1.2). The cells reproduce it; --config.loss.lam_batch_mean=False weights each sample by its λ.
+  c.loss.lam_batch_mean = True
   c.ema.decay, c.ema.warmup_epochs = s["ema_decay"], s["ema_warmup_epochs"]
   base.apply_row(c, base.resolve_row(METHODS, args["method"], model))
   return c

@@ -60,8 +60,11 @@ METHODS = {
     args={"samix": {"mask_loss_schedule": "compounding", "mixblock_momentum": 0.9, "mixblock_loss_eta": 0.0}},
     model={"zero_init_residual": True},
   ),
-  # DecoupleMix: the decoupled mixup loss on Mixup α = 1 (decouple/r50_mixups_CE_soft_decouple_4xb64.py).
-  "decouplemix": dict(method="mixup", alpha=1.0, loss={"name": "decouple"}),
+  # DecoupleMix: the decoupled mixup loss on Mixup α = 1 (decouple/r50_mixups_CE_soft_decouple_4xb64.py), with the
+  # reference's η pairing (read off sample 0; docs/deviations.md); loss.decouple.pairing='clean' pairs per sample.
+  "decouplemix": dict(
+    method="mixup", alpha=1.0, loss={"name": "decouple", "decouple": {"eta": 0.1, "pairing": "reference"}}
+  ),
 }
 
 # Per-backbone model arguments (none needed: all ResNets use the ImageNet stem and no drop path).

@@ -43,13 +43,25 @@ def denormalize_images(images: jax.Array, data_cfg) -> jax.Array:
 
 
 def make_classification_loss(config) -> Callable:
-  """(logits, MixResult) → scalar: the configured loss on the mixed targets."""
+  """(logits, MixResult) → scalar: the configured loss on the mixed targets.
+
+  ``loss.lam_batch_mean`` replaces every sample's λ by the batch mean first: what OpenMixup's non-multi-label
+  heads do to per-sample λ (PuzzleMix, TransMix in the DeiT-family configs; spec §1.2), so the table cells that
+  were trained that way can be reproduced. Here the mean is over the global batch (the reference: per GPU).
+  """
   name = config.loss.name
+  batch_mean = bool(config.loss.get("lam_batch_mean", False))
+
+  def prepare(mix):
+    return mix._replace(lam=jnp.broadcast_to(jnp.mean(mix.lam), mix.lam.shape)) if batch_mean else mix
+
   if name == "decouple":
     kwargs = dict(config.loss.get("decouple", {}))
-    return lambda logits, mix: mixing.decoupled_mixup_loss(logits, mix, **kwargs)
+    return lambda logits, mix: mixing.decoupled_mixup_loss(logits, prepare(mix), **kwargs)
   reduction = config.loss.get("bce_reduction", "sum_classes")
-  return lambda logits, mix: jnp.mean(losses.classification_loss(name, logits, mix.targets, bce_reduction=reduction))
+  return lambda logits, mix: jnp.mean(
+    losses.classification_loss(name, logits, prepare(mix).targets, bce_reduction=reduction)
+  )
 
 
 def make_step_context(

@@ -156,3 +156,28 @@ def test_config_arg_grammar():
   assert parse_arg(None, allowed=allowed) == allowed
   with pytest.raises(ConfigArgError, match="Valid keys: epochs, method, model"):
     parse_arg("cutmix,depth=3", allowed=allowed)
+
+
+def test_lam_batch_mean_reproduces_the_reference_collapse_of_per_sample_lambda():
+  """OpenMixup's non-multi-label heads compute mean(λ)·L_a + (1 − mean(λ))·L_b (spec §1.2); the flag gives exactly
+  that, and without it each sample is weighted by its own λ."""
+  import ml_collections
+
+  from mixjax import train_step
+  from mixjax.mixing import MixResult
+
+  logits = jax.random.normal(jax.random.key(0), (4, 5))
+  labels_a = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
+  labels_b = jax.nn.one_hot(jnp.array([4, 0, 1, 2]), 5)
+  lam = jnp.array([0.9, 0.1, 0.5, 0.3])
+  mix = MixResult(images=jnp.zeros((4, 1, 1, 3)), labels_a=labels_a, labels_b=labels_b, lam=lam)
+  ce_a = losses.soft_cross_entropy(logits, labels_a)
+  ce_b = losses.soft_cross_entropy(logits, labels_b)
+  for batch_mean, expected in (
+    (False, jnp.mean(lam * ce_a + (1 - lam) * ce_b)),
+    (True, jnp.mean(lam) * jnp.mean(ce_a) + (1 - jnp.mean(lam)) * jnp.mean(ce_b)),
+  ):
+    config = ml_collections.ConfigDict(dict(loss=dict(name="soft_ce", lam_batch_mean=batch_mean)))
+    got = train_step.make_classification_loss(config)(logits, mix)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-6)
+  assert abs(float(jnp.mean(lam * ce_a + (1 - lam) * ce_b)) - float(expected)) > 1e-3  # the two differ here

@@ -98,7 +98,13 @@ def skeleton(*, recipe: str, method: str, model: str, epochs: int, report_metric
   c.model = ml_collections.ConfigDict(dict(name=model))
   c.mixing = default_mixing_config()
   c.loss = ml_collections.ConfigDict(
-    dict(name="soft_ce", label_smoothing=0.0, bce_reduction="sum_classes", decouple=dict(eta=0.1))
+    dict(
+      name="soft_ce",
+      label_smoothing=0.0,
+      bce_reduction="sum_classes",
+      decouple=dict(eta=0.1, pairing="clean"),
+      lam_batch_mean=False,  # True: per-sample λ replaced by its batch mean (OpenMixup's non-multi-label heads)
+    )
   )
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0, warmup_epochs=0.0))

@@ -21,7 +21,12 @@ def _log_softmax_without(logits: jax.Array, target: jax.Array, removed: jax.Arra
   return target_logit - jax.nn.logsumexp(masked, axis=-1)
 
 
-def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *, eta: float = 0.1, min_weight: float = 1e-3) -> jax.Array:
+PAIRINGS = ("clean", "reference")
+
+
+def decoupled_mixup_loss(
+  logits: jax.Array, mix: MixResult, *, eta: float = 0.1, min_weight: float = 1e-3, pairing: str = "clean"
+) -> jax.Array:
   """Soft-target CE plus the decoupled terms, averaged over the batch.
 
   For each sample with mixed classes a (weight λ) and b (weight 1−λ)::
@@ -39,16 +44,18 @@ def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *, eta: float = 0.1,
   two classes coincide or whose λ is within ``min_weight`` of 0 or 1, where
   it reduces to soft CE, as in the reference.
 
-  Deviations from the reference, on purpose: η_a pairs with class a's λ for
-  every sample (the reference reads the weights off sample 0 in class-index
-  order, so the pairing is a per-batch coin flip); per-sample λ is honoured;
-  λ = 0.5 keeps the decoupled terms (the reference skips them there).
+  ``pairing='clean'`` (default): η_a pairs with class a's λ for every sample, per-sample λ is honoured and
+  λ = 0.5 keeps the decoupled terms. ``pairing='reference'`` reproduces OpenMixup's code (spec 2.13 PITFALL):
+  the weights are read off sample 0's target in class-index order, so η·λ goes to class a only when sample 0's
+  class a is the lower index and to class b otherwise (a per-batch coin flip), and the decoupled terms are
+  skipped for λ = 0.5.
 
   Args:
     logits: [B, K] class scores.
     mix: the ``MixResult`` the images were mixed with.
     eta: weight of the decoupled terms (0.1 in OpenMixup's configs).
     min_weight: λ margin below which a pair counts as unmixed.
+    pairing: 'clean' or 'reference' (see above).
 
   Returns:
     scalar float32 loss.
@@ -58,10 +65,17 @@ def decoupled_mixup_loss(logits: jax.Array, mix: MixResult, *, eta: float = 0.1,
   soft_ce = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   class_a = jnp.argmax(mix.labels_a, axis=-1)
   class_b = jnp.argmax(mix.labels_b, axis=-1)
+  if pairing not in PAIRINGS:
+    raise ValueError(f"decouple pairing must be one of {PAIRINGS}, got {pairing!r}")
   lam = mix.lam.astype(jnp.float32)
-  decoupled = -(
-    eta * lam * _log_softmax_without(logits, class_a, class_b)
-    + eta * (1 - lam) * _log_softmax_without(logits, class_b, class_a)
-  )
+  weight_a, weight_b = lam, 1 - lam
   active = (class_a != class_b) & (lam > min_weight) & (lam < 1 - min_weight)
+  if pairing == "reference":
+    swapped = class_a[0] > class_b[0]
+    weight_a, weight_b = jnp.where(swapped, weight_b, weight_a), jnp.where(swapped, weight_a, weight_b)
+    active = active & (lam != 0.5)
+  decoupled = -(
+    eta * weight_a * _log_softmax_without(logits, class_a, class_b)
+    + eta * weight_b * _log_softmax_without(logits, class_b, class_a)
+  )
   return jnp.mean(soft_ce + jnp.where(active, decoupled, 0.0))
