@@ -371,10 +371,13 @@ class _Run:
       "Compiling the train step (minutes for a large model on a CPU; seconds when the compilation cache has it)..."
     )
     t0 = time.time()
-    compiled = train_step.lower(self.state, batch).compile()
-    seconds = time.time() - t0
-    self.extra.setdefault("timing", {})["compile_s"] = round(seconds, 2)
-    logging.info("Train step compiled in %.1f s.", seconds)
+    lowered = train_step.lower(self.state, batch)
+    t1 = time.time()
+    compiled = lowered.compile()
+    t2 = time.time()
+    timing = self.extra.setdefault("timing", {})
+    timing["trace_s"], timing["compile_s"] = round(t1 - t0, 2), round(t2 - t0, 2)
+    logging.info("Train step compiled in %.1f s (tracing and lowering %.1f s, XLA %.1f s).", t2 - t0, t1 - t0, t2 - t1)
     return compiled
 
   def finish(self, status: str, stop: dict) -> dict:
