@@ -28,6 +28,16 @@ def _config(method):
     config.mixing.args.attentivemix.allow_random_extractor = True
     config.mixing.args.attentivemix.feat_size = 32
     config.mixing.args.attentivemix.extractor_kwargs = {"stem": "cifar", "width": 8}
+  if name == "comixup":
+    config.mixing.args.comixup.m_part = 8  # groups of 8: the solver's work on 32 px digits in a ninth of the time
+  if name == "supermix":
+    # A random, small teacher (a real run points teacher_checkpoint at a trained model; tests/mixing/
+    # test_supermix.py loads one from a real run's checkpoint) and a few Newton steps: the mechanics only.
+    config.mixing.args.supermix.allow_random_teacher = True
+    config.mixing.args.supermix.teacher = "resnet18"
+    config.mixing.args.supermix.teacher_kwargs = {"stem": "cifar", "width": 8}
+    config.mixing.args.supermix.teacher_num_classes = 10
+    config.mixing.args.supermix.max_iter = 1
   return config
 
 

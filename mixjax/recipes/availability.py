@@ -14,9 +14,6 @@ from mixjax.recipes.errors import NotImplementedYetError
 # recipes put into ``config.mixing.method``.
 PLANNED_METHODS = {
   "smmix": "not scheduled",
-  "comixup": "not scheduled",
-  "supermix": "not scheduled",
-  "grafting": "not scheduled",
 }
 
 

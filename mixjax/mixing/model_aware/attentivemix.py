@@ -29,166 +29,68 @@ of its batch. This is a deliberate deviation.
 
 from __future__ import annotations
 
-import functools
-import os
-import re
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
-from mixjax import models
 from mixjax.mixing.core import per_device
 from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.ops import pretrained
 from mixjax.mixing.ops.sampling import sample_beta_lam
 from mixjax.models.functional import ModelFn
 
 
-AUTO = "auto"
+AUTO = pretrained.AUTO
 DEFAULT_RANDOM_EXTRACTOR = "resnet18"  # extractor='auto' without a checkpoint to read it from
 
-# (block type, blocks per stage, groups) of the torchvision ResNet layouts → our model names.
-_TORCH_RESNETS = {
-  ("basic", (2, 2, 2, 2), 1): "resnet18",
-  ("basic", (3, 4, 6, 3), 1): "resnet34",
-  ("bottleneck", (3, 4, 6, 3), 1): "resnet50",
-  ("bottleneck", (3, 4, 23, 3), 1): "resnet101",
-  ("bottleneck", (3, 4, 23, 3), 32): "resnext101_32x4d",
-}
-_LAYER_KEY = re.compile(r"(?:^|\.)layer([1-4])\.(\d+)\.(conv[123])\.weight$")
+# The extractor's configuration and loading: the machinery shared with SuperMix's teacher (ops/pretrained.py).
+EXTRACTOR = pretrained.PretrainedNet(
+  method="attentivemix",
+  role="extractor",
+  default_random=DEFAULT_RANDOM_EXTRACTOR,
+  example="e.g. torchvision's resnet18 with extractor='resnet18'",
+)
+
+# Names kept for callers of this module (tests, benchmarks).
+_TORCH_RESNETS = pretrained.TORCH_RESNETS
+_LAYER_KEY = pretrained.LAYER_KEY
+_torch_shapes = pretrained.torch_shapes
+_read_torch_state_dict = pretrained.read_torch_state_dict
+_is_torch_file = pretrained.is_torch_file
 
 
 def infer_torch_resnet(shapes: Mapping[str, tuple]) -> tuple[str, int]:
-  """(model name, head classes) of a torchvision-layout ResNet/ResNeXt state_dict, given its key → shape map
-  (keys may carry a prefix such as ``module.`` or ``backbone.``)."""
-  blocks: dict[int, set] = {}
-  bottleneck, groups = False, 1
-  for key, shape in shapes.items():
-    m = _LAYER_KEY.search(key)
-    if not m:
-      continue
-    stage, index, conv = int(m.group(1)), int(m.group(2)), m.group(3)
-    blocks.setdefault(stage, set()).add(index)
-    if conv == "conv3":
-      bottleneck = True
-    if conv == "conv2" and stage == 1 and index == 0 and len(shape) == 4:
-      # torch conv weight (out, in / groups, k, k); conv2 of a block maps its width to itself.
-      groups = max(1, int(shape[0]) // max(1, int(shape[1])))
-  if sorted(blocks) != [1, 2, 3, 4]:
-    raise ValueError("the extractor state_dict is not a torchvision-layout ResNet (no layer1..layer4 convs)")
-  depths = tuple(len(blocks[i]) for i in (1, 2, 3, 4))
-  key = ("bottleneck" if bottleneck else "basic", depths, groups if bottleneck else 1)
-  if key not in _TORCH_RESNETS:
-    raise ValueError(
-      f"the extractor state_dict is a {key[0]} ResNet with blocks {depths} and groups {key[2]}, "
-      f"which is none of {sorted(set(_TORCH_RESNETS.values()))}"
-    )
-  heads = [shape for k, shape in shapes.items() if k.endswith("fc.weight") and len(shape) == 2]
-  return _TORCH_RESNETS[key], (int(heads[0][0]) if heads else -1)
-
-
-@functools.lru_cache(maxsize=4)
-def _torch_shapes(path: str) -> dict:
-  return {k: tuple(np.shape(v)) for k, v in _read_torch_state_dict(path).items()}
-
-
-def _read_torch_state_dict(path: str) -> dict:
-  if path.endswith(".npz"):
-    return dict(np.load(path))
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-      f"loading {path} needs torch; or save the state_dict as .npz "
-      "(numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))"
-    ) from e
-  state_dict = torch.load(path, map_location="cpu")
-  return state_dict.get("state_dict", state_dict)
+  """(model name, head classes) of a torchvision-layout ResNet/ResNeXt state_dict (``pretrained``'s)."""
+  return pretrained.infer_torch_resnet(shapes, EXTRACTOR.role)
 
 
 def _extractor_spec(hp: Mapping, checkpoints=None) -> tuple[str, dict, int]:
-  """(model name, kwargs, num_classes) of the extractor: from the run's config for an Orbax checkpoint, from
-  the state_dict's own shapes for a torch checkpoint (checked against an explicit ``extractor``)."""
-  path = str(hp["extractor_checkpoint"] or "")
-  name = str(hp["extractor"] or AUTO)
-  kwargs = dict(hp["extractor_kwargs"] or {})
-  if path and not _is_torch_file(path):
-    config = _run_config(path, checkpoints)
-    model = dict(config["model"])
-    return model.pop("name"), model, int(config["data"]["num_classes"])
-  if path and any(_LAYER_KEY.search(k) for k in _torch_shapes(path)):
-    found, classes = infer_torch_resnet(_torch_shapes(path))
-    if name not in (AUTO, found):
-      raise ValueError(
-        f"attentivemix extractor={name!r} but extractor_checkpoint {path} holds a {found} "
-        f"(torchvision layout); set extractor={found!r} or extractor='auto'"
-      )
-    return found, kwargs, classes if classes > 0 else int(hp["extractor_num_classes"])
-  # No checkpoint (random extractor), or a partial state_dict without residual stages: the named model.
-  return (DEFAULT_RANDOM_EXTRACTOR if name == AUTO else name), kwargs, int(hp["extractor_num_classes"])
-
-
-def _is_torch_file(path: str) -> bool:
-  return path.endswith((".pth", ".pt", ".npz"))
+  return EXTRACTOR.spec(hp, checkpoints)
 
 
 def _run_config(path: str, checkpoints) -> dict:
-  if checkpoints is None:
-    raise ValueError(
-      f"attentivemix extractor_checkpoint {path} is a run checkpoint of ours; reading it needs "
-      "StepContext.checkpoints (the train step sets it)"
-    )
-  return checkpoints.run_config(path)
+  return EXTRACTOR.run_config(path, checkpoints)
 
 
 def _build(hp: Mapping, rngs=None, checkpoints=None):
-  name, kwargs, num_classes = _extractor_spec(hp, checkpoints)
-  if rngs is None:
-    return nnx.eval_shape(lambda: models.build_model(name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs))
-  return models.build_model(name, num_classes=num_classes, rngs=rngs, **kwargs)
+  return EXTRACTOR.build(hp, rngs, checkpoints)
 
 
 def extractor_fn(hp: Mapping, checkpoints=None) -> ModelFn:
-  graphdef, _, _ = nnx.split(_build(hp, checkpoints=checkpoints), nnx.Param, nnx.BatchStat)
-  return ModelFn(graphdef)
+  return EXTRACTOR.model_fn(hp, checkpoints)
 
 
 def check_extractor_configured(hp: Mapping) -> None:
-  if not hp["extractor_checkpoint"] and not hp["allow_random_extractor"]:
-    raise ValueError(
-      "attentivemix needs a pretrained extractor: set config.mixing.args.attentivemix.extractor_checkpoint to a "
-      "run directory / Orbax checkpoint of ours or a PyTorch state_dict (.pth/.pt/.npz, torchvision ResNet "
-      "layout; e.g. torchvision's resnet18 with extractor='resnet18'). For tests or speed benchmarks only, "
-      "allow_random_extractor=True uses random weights (meaningless for accuracy)."
-    )
-  path = str(hp["extractor_checkpoint"] or "")
-  if path and not os.path.exists(path):
-    raise FileNotFoundError(f"attentivemix extractor_checkpoint {path} does not exist")
+  EXTRACTOR.check_configured(hp)
 
 
 def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
-  """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed).
-
-  A run checkpoint of ours is read through ``checkpoints`` (``StepContext.checkpoints``): params (EMA params
-  when the run kept them) and BN statistics as host arrays, so this also works while ``init_aux`` is traced.
-  """
-  check_extractor_configured(hp)
-  path = str(hp["extractor_checkpoint"] or "")
-  if not path:
-    model = _build(hp, nnx.Rngs(seed))
-  elif _is_torch_file(path):
-    state_dict = _read_torch_state_dict(path)
-    model = _build(hp, nnx.Rngs(seed))
-    models.load_torch_state_dict(model, state_dict, strict=False)
-  else:
-    _run_config(path, checkpoints)  # the same error without a reader
-    return checkpoints.weights(path)
-  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
+  """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed); see
+  ``PretrainedNet.load_weights``."""
+  return EXTRACTOR.load_weights(hp, seed, checkpoints)
 
 
 def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
