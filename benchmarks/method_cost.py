@@ -70,7 +70,7 @@ def step_args(model: str, size: int, per_device_batch: int, dtype: str, classes:
     batch=per_device_batch * jax.device_count(),
     classes=classes,
     dtype=dtype,
-    set=["attentivemix.allow_random_extractor=True"],
+    set=["attentivemix.allow_random_extractor=True", "supermix.allow_random_teacher=True"],
     steps=0,
     warmup=0,
   )

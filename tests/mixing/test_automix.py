@@ -2,11 +2,13 @@
 
 import functools
 import math
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from mixjax import automix_preview, losses, mixing, optim
@@ -98,6 +100,51 @@ def test_gradient_probe_paths_are_separate(setup):
   assert _max_abs(g_q) == 0.0 and _max_abs(g_k) == 0.0
   # Every MixBlock parameter tensor is reached by the MixBlock loss.
   assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_mb))
+
+
+def test_ordered_step_equals_the_plain_composition(setup):
+  """Classifier loss, its gradient, the BN statistics, the SGD update and ``update_aux`` (MixBlock step, EMA,
+  encoder statistics) of the memory-ordered step equal those of the plain composition, to float rounding."""
+  _, method, hp, ctx, state, images, labels = setup
+  tx = optax.sgd(0.1, momentum=0.9)
+
+  def make_step():  # a fresh function per program: jax caches traces per function object
+    def step(params, batch_stats, aux):
+      def loss(p):
+        return method.loss(ctx, jax.random.key(5), p, batch_stats, aux, images, labels, alpha=2.0, hp=hp)
+
+      (value, (_, stats, metrics)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      updates, _ = tx.update(grads, tx.init(params), params)
+      new_params = optax.apply_updates(params, updates)
+      new_aux, aux_metrics = method.update_aux(
+        ctx, jax.random.key(6), aux, new_params, stats, images, labels, jnp.int32(5), alpha=2.0, hp=hp
+      )
+      return value, grads, new_params, stats, new_aux, {**metrics, **aux_metrics}
+
+    return step
+
+  args = (state.params, state.batch_stats, state.aux)
+  got = jax.jit(make_step())(*args)
+  ordered = str(jax.make_jaxpr(make_step())(*args))
+  # The plain composition: both classifier passes differentiated in one backward (no gradient taken early),
+  # no ordering dependencies (``sequenced`` returns its input exactly).
+  with (
+    mock.patch.object(am, "value_with_early_grad", lambda fn, params, *a: fn(params, *a)),
+    mock.patch.object(am, "sequenced", lambda x, after: x),
+  ):
+    want = jax.jit(make_step())(*args)
+    plain = str(jax.make_jaxpr(make_step())(*args))
+  assert ordered.count("is_finite") > plain.count("is_finite")  # the two really are different programs
+  assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-6)
+  assert _max_abs(got[1]) > 1e-4
+  for name, a, b in zip(("grads", "params", "stats", "aux", "metrics"), got[1:], want[1:]):
+    jax.tree.map(
+      lambda x, y, name=name: np.testing.assert_allclose(
+        np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6, err_msg=name
+      ),
+      a,
+      b,
+    )
 
 
 def test_update_aux_moves_mixblock_and_ema_is_exact(setup):

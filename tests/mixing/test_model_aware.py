@@ -1,6 +1,7 @@
 """Model-aware methods (issue 6): ManifoldMix, AlignMix, AttentiveMix+, TransMix, TokenMix — properties of
 their kernels, and each trains the demo config end to end inside the jitted, sharded step."""
 
+import functools
 import math
 
 import jax
@@ -11,6 +12,8 @@ import pytest
 from mixjax import checkpoint, mixing, train
 from mixjax.mixing.core import per_device
 from mixjax.mixing.model_aware import alignmix, attentivemix, manifoldmix, tokenmix, transmix
+from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.ops.sampling import sample_beta_lam
 from mixjax.mixing.ops.sinkhorn import sinkhorn_plan
 from tests.helpers import demo_config as load_demo_config
 
@@ -33,7 +36,7 @@ E2E = {
   "manifoldmix": {},
   "alignmix": {"max_iter": 5},
   "puzzlemix": {},
-  "transmix": {"mixup_prob": 0.2},
+  "transmix": {},
   "tokenmix": {},
 }
 
@@ -110,12 +113,165 @@ def test_hidden_feature_mix_pairs_within_each_device(four_device_mesh):
   np.testing.assert_allclose(np.asarray(mixed)[:, 0, 0, 0], 0.25 * np.arange(16) + 0.75 * partner, rtol=1e-6)
 
 
+def test_staged_feature_mix_is_exact_identity_away_from_the_chosen_stage(four_device_mesh):
+  """The one-forward hook: at the chosen stage it is the per-device mix (value and VJP); elsewhere it returns h
+  and passes the cotangent through bit for bit (λ = 1: 1·h + 0·h[π])."""
+  rng = jax.random.key(3)
+  h = jax.random.normal(jax.random.key(0), (16, 2, 2, 3))
+  g = jax.random.normal(jax.random.key(1), (16, 2, 2, 3))
+  lam = jnp.float32(0.25)
+
+  def value_and_cotangent(fn):
+    out, pull = jax.vjp(fn, h)
+    return out, pull(g)[0]
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def vjp(stage, chosen):
+    fn = manifoldmix.staged_feature_mix_fn(four_device_mesh, rng, lam, chosen)
+    return value_and_cotangent(lambda x: fn(x, stage))
+
+  plain_out, plain_ct = jax.jit(lambda: value_and_cotangent(manifoldmix.feature_mix_fn(four_device_mesh, rng, lam)))()
+  out, ct = vjp(1, jnp.int32(1))
+  np.testing.assert_allclose(np.asarray(out), np.asarray(plain_out), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(ct), np.asarray(plain_ct), rtol=1e-6)
+  out, ct = vjp(2, jnp.int32(1))
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(h))
+  np.testing.assert_array_equal(np.asarray(ct), np.asarray(g))
+
+
 def test_manifoldmix_layer_errors_name_valid_models():
   config = demo_config("manifoldmix")
   assert manifoldmix.manifold_layers(config.model, (0, 3)) == (0, 1, 2)
   config.model = TINY_VIT
   with pytest.raises(ValueError, match="mix_stages.*resnet18"):
     manifoldmix.manifold_layers(config.model, (0, 3))
+
+
+def _small_ctx(classes=10):
+  """A width-8 ResNet-18 on 16 px images, batch 16 over the train step's kind of mesh (4 devices, Auto axes)."""
+  import ml_collections
+  import optax
+
+  from mixjax import losses
+  from mixjax.sharding import make_mesh
+  from mixjax.train_state import make_init_fn, model_fn_and_shapes
+
+  if jax.device_count() < 4:
+    pytest.skip("needs 4 (fake) devices; run through tests/conftest.py")
+  mesh = make_mesh(jax.devices()[:4])
+
+  c = ml_collections.ConfigDict(dict(seed=0, compute_dtype="float32"))
+  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar"))
+  model_fn, _, _ = model_fn_and_shapes(c, classes)
+  state = jax.jit(make_init_fn(c, classes, optax.sgd(0.1)))()
+  ctx = mixing.StepContext(
+    mesh=mesh,
+    model_fn=model_fn,
+    model=c.model,
+    num_classes=classes,
+    compute_dtype=jnp.float32,
+    classification_loss=lambda lg, mix: jnp.mean(losses.soft_cross_entropy(lg, mix.targets)),
+    steps_per_epoch=10,
+    total_steps=10,
+  )
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(16, 16, 16, 3)), jnp.float32)
+  labels = jax.nn.one_hot(jnp.asarray(rng.integers(0, classes, 16)), classes)
+  return ctx, state, images, labels
+
+
+def _switch_reference(ctx, params, stats, images, labels, k_perm, k_drop, lam, index, branches):
+  """The former implementation: ``lax.switch`` over one model call per (stage, mix fn) branch."""
+  calls = [
+    (lambda s=s, f=f: ctx.model_fn(params, stats, images, train=True, rng=k_drop, mix_stage=s, mix_fn=f))
+    for s, f in branches
+  ]
+  logits, new_stats = jax.lax.switch(index, calls)
+  mix = MixResult(
+    images=images,
+    labels_a=labels,
+    labels_b=per_device.partner_labels(ctx.mesh, k_perm, labels),
+    lam=jnp.broadcast_to(lam, (labels.shape[0],)),
+  )
+  return ctx.classification_loss(logits, mix), new_stats
+
+
+def _assert_same_forward(method, reference, ctx, state, images, labels, keys, hp):
+  """Loss and BN statistics of ``method.loss`` equal ``reference``'s for every key (forward only: compiling the
+  backward of a three-model switch takes minutes here; the hook's gradient is checked on its own below)."""
+
+  def ours(params, key):
+    loss, (_, stats, _) = method.loss(ctx, key, params, state.batch_stats, {}, images, labels, alpha=1.0, hp=hp)
+    return loss, stats
+
+  ours = jax.jit(ours)
+  ref = jax.jit(lambda p, k: reference(p, state.batch_stats, k))
+  for key in keys:
+    loss, stats = ours(state.params, key)
+    want, want_stats = ref(state.params, key)
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)  # noqa: E731
+    jax.tree.map(close, stats, want_stats)
+
+
+def test_manifoldmix_one_forward_equals_the_switch_over_stages():
+  """One model call over the candidate stages gives the former per-stage ``lax.switch``'s loss and BN
+  statistics, for a key of each stage (same λ, π and stage draw), pairing per device under shard_map."""
+  ctx, state, images, labels = _small_ctx()
+  method = mixing.get_method("manifoldmix").fn
+  hp = dict(method.defaults)
+  stages = manifoldmix.manifold_layers(ctx.model, hp["layer"])
+
+  def reference(params, stats, rng):
+    k_lam, k_perm, k_layer, k_drop = jax.random.split(rng, 4)
+    lam = sample_beta_lam(k_lam, 1.0)
+    index = jax.random.randint(k_layer, (), 0, len(stages))
+    fn = manifoldmix.feature_mix_fn(ctx.mesh, k_perm, lam)
+    return _switch_reference(ctx, params, stats, images, labels, k_perm, k_drop, lam, index, [(s, fn) for s in stages])
+
+  keys, seen = [], set()
+  for i in range(50):  # one key per stage
+    key = jax.random.key(i)
+    stage = stages[int(jax.random.randint(jax.random.split(key, 4)[2], (), 0, len(stages)))]
+    if stage not in seen:
+      seen.add(stage)
+      keys.append(key)
+  assert seen == set(stages)
+  _assert_same_forward(method, reference, ctx, state, images, labels, keys, hp)
+
+
+def test_alignmix_with_manifold_draw_equals_the_switch_over_branches():
+  """AlignMix with ``manifoldmix_prob``: one model call (plain blends + the aligned mix under ``lax.cond``)
+  equals the former switch over (manifold stages..., aligned last stage), for keys drawing each branch."""
+  ctx, state, images, labels = _small_ctx()
+  method = mixing.get_method("alignmix").fn
+  hp = dict(method.defaults, manifoldmix_prob=0.5, max_iter=5)
+  manifold = manifoldmix.manifold_layers(ctx.model, hp["manifoldmix_layer"], "alignmix")
+  last = method._last_stage(ctx.model)
+
+  def draw(rng):
+    k_lam, k_perm, k_flip, k_mode, k_layer, k_drop = jax.random.split(rng, 6)
+    index = jnp.where(
+      jax.random.uniform(k_mode) < 0.5, jax.random.randint(k_layer, (), 0, len(manifold)), len(manifold)
+    )
+    return sample_beta_lam(k_lam, 1.0), k_perm, jax.random.bernoulli(k_flip), index, k_drop
+
+  def reference(params, stats, rng):
+    lam, k_perm, flip, index, k_drop = draw(rng)
+    plain = manifoldmix.feature_mix_fn(ctx.mesh, k_perm, lam)
+    align = alignmix.alignmix_fn(ctx.mesh, k_perm, lam, flip, eps=0.1, max_iter=5)
+    branches = [(s, plain) for s in manifold] + [(last, align)]
+    return _switch_reference(ctx, params, stats, images, labels, k_perm, k_drop, lam, index, branches)
+
+  keys, seen = [], set()
+  for i in range(100):
+    key = jax.random.key(i)
+    index = int(draw(key)[3])
+    if index not in seen:
+      seen.add(index)
+      keys.append(key)
+  assert seen == set(range(len(manifold) + 1))
+  _assert_same_forward(method, reference, ctx, state, images, labels, keys, hp)
 
 
 # ---------------------------------------------------------------- AttentiveMix+
@@ -183,16 +339,16 @@ def test_transmix_lambda_is_half_area_half_attention_outside_the_box():
   labels = jax.nn.one_hot(jnp.arange(8), 8)
   method = transmix.TransMix()
   hp = dict(method.defaults)
-  mixed, region_b, lam0, labels_b, use_mixup = method.draw(None, jax.random.key(4), images, labels, alpha=1.0, hp=hp)
+  mixed, region_b, lam0, labels_b = method.draw(None, jax.random.key(4), images, labels, alpha=1.0, hp=hp)
   (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
-  lam = np.asarray(method.reweight(lam0, region_b, feats["attention"], use_mixup, 0.5, 2))
+  lam = np.asarray(method.reweight(lam0, region_b, feats["attention"], 0.5, 2))
   attn = np.asarray(feats["attention"]).mean(1).reshape(8, 14, 14)
   box = np.asarray(region_b)[:, ::2, ::2]
   mass_outside = (attn * ~box).sum((1, 2)) / attn.sum((1, 2))
   area = 1 - np.asarray(region_b).mean((1, 2))
   np.testing.assert_allclose(np.asarray(lam0), area, rtol=1e-6)
   np.testing.assert_allclose(lam, 0.5 * area + 0.5 * mass_outside, rtol=1e-5)
-  assert not bool(use_mixup) and 0 < box.mean() < 1
+  assert 0 < box.mean() < 1
 
 
 def test_attention_lam_counts_only_patches_outside_the_partner_region():
@@ -229,7 +385,7 @@ def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
   uniform = jnp.ones((8, 16)) / 16  # 4x4 grid of 4 px patches
   hp = dict(tokenmix.TokenMix.defaults, mask_type="random")
   mixed, lam, labels_b, tokens = tokenmix.tokenmix_local(
-    jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5), jnp.bool_(False), images, uniform, labels, patch=4, hp=hp
+    jax.random.key(2), jnp.float32(0.5), images, uniform, labels, patch=4, hp=hp
   )
   tokens = np.asarray(tokens).reshape(8, 4, 4)
   own = np.arange(8) + 1.0
@@ -240,7 +396,7 @@ def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
   np.testing.assert_allclose(np.asarray(lam), 1 - tokens.mean((1, 2)), rtol=1e-6)
   peaked = jnp.zeros((8, 16)).at[:, 0].set(1.0)  # all attention on token 0
   _, lam_p, _, tok_p = tokenmix.tokenmix_local(
-    jax.random.key(2), jnp.float32(0.5), jnp.float32(0.5), jnp.bool_(False), images, peaked, labels, patch=4, hp=hp
+    jax.random.key(2), jnp.float32(0.5), images, peaked, labels, patch=4, hp=hp
   )
   np.testing.assert_allclose(np.asarray(lam_p), 1 - np.asarray(tok_p)[:, 0], atol=1e-6)
 

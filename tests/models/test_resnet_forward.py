@@ -133,6 +133,49 @@ def test_invalid_mix_arguments_raise(model, images):
     model(images, False, return_attention=True)
 
 
+def test_candidate_stages_mix_where_the_traced_choice_says(model, images):
+  """``mix_stage`` as a tuple: ``mix_fn(h, stage)`` runs at every listed stage (in order, once each) and one
+  jitted forward with a traced choice equals the single-stage call at the chosen stage, logits and BN
+  statistics (ManifoldMix's one-forward stage draw)."""
+  graphdef, state = nnx.split(model)
+  stages = (0, 1, 2)
+
+  def forward(state, x, chosen):
+    m = nnx.merge(graphdef, state)
+    seen = []
+
+    def mix_fn(h, stage):
+      seen.append(stage)
+      w = jnp.where(chosen == stage, 0.3, 1.0)
+      return w * h + (1 - w) * h[::-1]
+
+    out = m(x, True, mix_stage=stages, mix_fn=mix_fn)
+    return out, nnx.state(m, nnx.BatchStat), seen
+
+  one_forward = jax.jit(lambda s, x, c: forward(s, x, c)[:2])
+  assert forward(state, images, jnp.int32(1))[2] == [0, 1, 2]
+  for stage in stages:
+    got, got_stats = one_forward(state, images, jnp.int32(stage))
+    m = nnx.merge(graphdef, state)
+    want = m(images, True, mix_stage=stage, mix_fn=lambda h: 0.3 * h + 0.7 * h[::-1])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+      got_stats,
+      nnx.state(m, nnx.BatchStat),
+    )
+  # A choice outside the candidates mixes nowhere (1·h + 0·h[π] = h): the plain forward.
+  got, _ = one_forward(state, images, jnp.int32(-1))
+  plain = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, True))(state, images)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(plain), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="valid mix_stage"):
+    model(images, False, mix_stage=(1, 7), mix_fn=lambda h, s: h)
+  with pytest.raises(ValueError, match="distinct"):
+    model(images, False, mix_stage=(1, 1), mix_fn=lambda h, s: h)
+  with pytest.raises(ValueError, match="distinct"):
+    model(images, False, mix_stage=(), mix_fn=lambda h, s: h)
+
+
 def test_bf16_compute_keeps_float32_params_and_logits(images):
   f32, bf16 = tiny(seed=1), tiny(seed=1, dtype=jnp.bfloat16)
   for leaf in jax.tree.leaves(nnx.state(bf16, nnx.Param)):

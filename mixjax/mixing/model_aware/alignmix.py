@@ -10,7 +10,9 @@ constant) re-expresses one map in the other's positions (R = hw·P, direction dr
 OpenMixup's ImageNet config trains ``mix_mode=['manifoldmix', 'alignmix']`` with a uniform choice per step; use
 the mode list ``method=('manifoldmix', 'alignmix')`` for that, or ``manifoldmix_prob=0.5`` to draw the same
 switch inside this one method (ManifoldMix over ``manifoldmix_layer``, same α; default 0: AlignMix alone). Both
-are branches of one ``lax.switch``.
+run in ONE model call over the candidate stages (``mix_stage`` as a tuple): the plain blend with λ at the drawn
+manifold stage and 1 elsewhere, the aligned mix at the last stage under ``lax.cond`` (its Sinkhorn runs only
+when drawn), so the program holds one forward's activations, not one per branch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from mixjax.mixing.core import per_device
-from mixjax.mixing.model_aware.manifoldmix import feature_mix_fn, manifold_layers
+from mixjax.mixing.model_aware.manifoldmix import manifold_layers, staged_feature_mix_fn
 from mixjax.mixing.core.protocol import ModelAwareMethod
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.ops.model_info import model_info, models_where
@@ -47,13 +49,22 @@ def align_and_mix(
   return mixed.reshape(b, h, w, c).astype(feat_a.dtype)
 
 
-def alignmix_fn(mesh, rng: jax.Array, lam: jax.Array, flip: jax.Array, *, eps: float, max_iter: int):
-  """``h → aligned mix of h and h[π]`` on each device's rows (π from ``rng``)."""
+def alignmix_fn(
+  mesh, rng: jax.Array, lam: jax.Array, flip: jax.Array, *, eps: float, max_iter: int, active: jax.Array | None = None
+):
+  """``h → aligned mix of h and h[π]`` on each device's rows (π from ``rng``); with a traced bool ``active``,
+  ``h`` itself unless ``active`` (a ``lax.cond``: the Sinkhorn iterations run only when the mix is drawn)."""
 
-  def local(r, lam_, flip_, h):
+  def aligned(r, lam_, flip_, h):
     return align_and_mix(h, h[per_device.local_permutation(r, h.shape[0])], lam_, flip_, eps=eps, max_iter=max_iter)
 
-  return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam, flip))
+  if active is None:
+    return lambda h: per_device.on_shards(mesh, aligned, rng, h, replicated=(lam, flip))
+
+  def local(r, lam_, flip_, active_, h):
+    return jax.lax.cond(active_, lambda x: aligned(r, lam_, flip_, x), lambda x: x, h)
+
+  return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam, flip, active))
 
 
 class AlignMix(ModelAwareMethod):
@@ -88,17 +99,24 @@ class AlignMix(ModelAwareMethod):
     if manifold:
       use_manifold = jax.random.uniform(k_mode) < prob
       index = jnp.where(use_manifold, jax.random.randint(k_layer, (), 0, len(manifold)), index)
-    align = alignmix_fn(ctx.mesh, k_perm, lam, flip, eps=float(hp["eps"]), max_iter=int(hp["max_iter"]))
-    plain = feature_mix_fn(ctx.mesh, k_perm, lam)
+    eps, max_iter = float(hp["eps"]), int(hp["max_iter"])
+    if manifold:
+      # One model call over (manifold stages..., last stage): each hook leaves h unchanged unless drawn.
+      n = len(manifold)
+      chosen = jnp.where(index < n, jnp.asarray(manifold, jnp.int32)[jnp.minimum(index, n - 1)], -1)
+      plain = staged_feature_mix_fn(ctx.mesh, k_perm, lam, chosen)  # identity everywhere when aligning
+      align = alignmix_fn(ctx.mesh, k_perm, lam, flip, eps=eps, max_iter=max_iter, active=index == n)
 
-    # One switch over (manifold stages..., last stage with alignment): each branch a static model call.
-    def branch(stage, fn):
-      return lambda: ctx.model_fn(
-        params, batch_stats, images.astype(ctx.compute_dtype), train=True, rng=k_drop, mix_stage=stage, mix_fn=fn
-      )
+      def mix_fn(h, stage):
+        h = plain(h, stage) if stage in manifold else h
+        return align(h) if stage == last else h
 
-    branches = [branch(s, plain) for s in manifold] + [branch(last, align)]
-    logits, new_stats = branches[0]() if len(branches) == 1 else jax.lax.switch(index, branches)
+      stages = tuple(sorted(set(manifold) | {last}))
+    else:
+      stages, mix_fn = last, alignmix_fn(ctx.mesh, k_perm, lam, flip, eps=eps, max_iter=max_iter)
+    logits, new_stats = ctx.model_fn(
+      params, batch_stats, images.astype(ctx.compute_dtype), train=True, rng=k_drop, mix_stage=stages, mix_fn=mix_fn
+    )
     mix = MixResult(
       images=images,
       labels_a=labels,
