@@ -156,6 +156,11 @@ def test_per_backbone_exceptions_and_row_overrides():
   assert pt.get_config("mixup,model=resnet18").mixing.alpha == 0.2
   dec = pt.get_config("decouplemix")
   assert (dec.loss.name, dec.mixing.method, dec.mixing.alpha) == ("decouple", "mixup", 1.0)
+  assert dec.loss.decouple.pairing == "reference"
+  # The MixBlock momentum of the reference's AutoMix/SAMix configs: 0 only in the ResNet-50 100-epoch one.
+  for arg, momentum in (("automix", 0.0), ("samix", 0.0), ("automix,epochs=300", 0.9), ("samix,model=resnet18", 0.9)):
+    c = pt.get_config(arg)
+    assert c.mixing.args[c.mixing.method].mixblock_momentum == momentum, arg
   deit = cells.load_recipe("deit")
   tm = deit.build_config("transmix,model=deit_small")
   assert (tm.ema.decay, tm.ema.warmup_epochs, tm.optimizer.min_lr) == (0.99996, 20.0, 1e-4)
