@@ -72,7 +72,9 @@ METHODS = {
   "manifoldmix": dict(method="manifoldmix", alpha=0.2),
   # AttentiveMix+ with a pretrained torchvision ResNet-50 extractor (deit_small_smooth_attentivemix_a2_4xb256_
   # ep300.py: backbone_k torchvision://resnet50); give its weights with args.attentivemix.extractor_checkpoint.
-  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet50"}}),
+  "attentivemix": dict(
+    method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet50", "extractor_bn": "train"}}
+  ),
   "saliencymix": dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
   "puzzlemix": dict(method="puzzlemix", alpha=1.0),
   # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.

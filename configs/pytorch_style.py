@@ -34,7 +34,9 @@ METHODS = {
   "saliencymix": dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL, per_model=_R18_SMALL_ALPHA),
   # AttentiveMix+ with a pretrained torchvision ResNet-18 extractor (r50_attentivemix_CE_none_4xb64.py:
   # backbone_k from resnet18_pytorch.pth); its weights: args.attentivemix.extractor_checkpoint.
-  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+  "attentivemix": dict(
+    method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18", "extractor_bn": "train"}}
+  ),
   # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
   "fmix": dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}}, per_model=_R18_SMALL_ALPHA),
   "gridmix": dict(method="gridmix", alpha=0.2),

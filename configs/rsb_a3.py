@@ -26,7 +26,9 @@ METHODS = {
   "manifoldmix": dict(method="manifoldmix", alpha=0.2),
   # The RSB configs list attentivemix args but define no backbone_k (spec 2.5): like the PyTorch-style rows, a
   # pretrained torchvision ResNet-18 (args.attentivemix.extractor_checkpoint).
-  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18"}}),
+  "attentivemix": dict(
+    method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor": "resnet18", "extractor_bn": "train"}}
+  ),
   "saliencymix": dict(method="saliencymix", alpha=0.2, args=_SALIENCYMIX_CELL),
   # FMix*: the reference (official FMix) spectrum produced the published numbers; the paper's is one flag away.
   "fmix": dict(method="fmix", alpha=0.2, args={"fmix": {"spectrum": "reference"}}),

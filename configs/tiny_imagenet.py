@@ -47,7 +47,7 @@ METHODS = {
   # SmoothMix's published number comes from the reference's inverted label weights (λ = mean(G) for y_a).
   "smoothmix": dict(method="smoothmix", alpha=0.2, args={"smoothmix": {"label_weights": "reference"}}),
   "saliencymix": dict(method="saliencymix", alpha=1.0, args=_SALIENCYMIX_CELL),
-  "attentivemix": dict(method="attentivemix", alpha=2.0),
+  "attentivemix": dict(method="attentivemix", alpha=2.0, args={"attentivemix": {"extractor_bn": "train"}}),
   "fmix": dict(method="fmix", alpha=1.0, args={"fmix": {"spectrum": "reference"}}),  # reference spectrum
   "puzzlemix": dict(method="puzzlemix", alpha=1.0),
   # Co-Mixup's Tiny-ImageNet settings (the authors' README / main.py): groups of 20 (batch 100), 4 passes, the

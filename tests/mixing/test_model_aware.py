@@ -415,3 +415,20 @@ def test_picture_gives_a_consistent_mix(method):
   result = entry.fn.picture(jax.random.key(1), images, labels, alpha=1.0, hp=hp)
   assert result.images.shape[0] == 4 and np.all(np.isfinite(np.asarray(result.images)))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-5)
+
+
+def test_attentivemix_extractor_bn_train_uses_the_batch_statistics():
+  """'train' (the reference's extractor, the table cells) makes a sample's attention depend on its batch; 'eval'
+  (pretrained running statistics) does not."""
+  from mixjax.mixing.model_aware.picture_models import small_cnn
+
+  fn, params, stats = small_cnn(10)
+  images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  other = images.at[1:].set(jax.random.normal(jax.random.key(1), (3, 32, 32, 3)) * 3 + 2)
+  for batch_statistics, changes in ((False, False), (True, True)):
+    a = attentivemix.attention_grid(fn, params, stats, images, 32, batch_statistics=batch_statistics)[0]
+    b = attentivemix.attention_grid(fn, params, stats, other, 32, batch_statistics=batch_statistics)[0]
+    assert (float(jnp.max(jnp.abs(a - b))) > 1e-4) == changes
+  with pytest.raises(ValueError, match="extractor_bn"):
+    hp = dict(attentivemix.AttentiveMix.defaults, extractor_bn="frozen", allow_random_extractor=True)
+    attentivemix.AttentiveMix().mix(None, jax.random.key(0), images, jnp.eye(4), {}, alpha=1.0, hp=hp)

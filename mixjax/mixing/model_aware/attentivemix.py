@@ -22,9 +22,9 @@ meaningless for accuracy. The weights are loaded by ``init_aux`` into ``TrainSta
 checkpointed with the run and restored on resume) and never updated.
 
 BatchNorm: the reference never puts its ``backbone_k`` in eval mode, so the frozen extractor normalises with
-batch statistics and keeps updating running statistics nobody uses (spec pitfall 2.5). We run the extractor in
-eval mode (its pretrained running statistics): the attention of one sample then does not depend on the rest
-of its batch. This is a deliberate deviation.
+batch statistics and keeps updating running statistics nobody uses (spec pitfall 2.5). ``extractor_bn='train'``
+does the same (the discarded update aside) and the table cells use it; the default ``'eval'`` runs the extractor
+with its pretrained running statistics, so the attention of one sample does not depend on the rest of its batch.
 """
 
 from __future__ import annotations
@@ -93,11 +93,17 @@ def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
   return EXTRACTOR.load_weights(hp, seed, checkpoints)
 
 
-def attention_grid(fn: ModelFn, params, stats, images: jax.Array, feat_size: int) -> jax.Array:
-  """Channel-mean of the extractor's last-stage map on images resized to feat_size: [B, g, g] float32."""
+def attention_grid(
+  fn: ModelFn, params, stats, images: jax.Array, feat_size: int, *, batch_statistics: bool = False
+) -> jax.Array:
+  """Channel-mean of the extractor's last-stage map on images resized to feat_size: [B, g, g] float32.
+
+  ``batch_statistics``: normalise with the batch's BN statistics (the reference's frozen extractor left in train
+  mode) instead of the pretrained running statistics; the running-statistics update that implies is discarded.
+  """
   b, h, w, c = images.shape
   x = images if (h, w) == (feat_size, feat_size) else jax.image.resize(images, (b, feat_size, feat_size, c), "bilinear")
-  (_, feats), _ = fn(params, stats, x, train=False, return_features=True)
+  (_, feats), _ = fn(params, stats, x, train=batch_statistics, return_features=True)
   last = max((k for k in feats if k.startswith("stage") and k[5:].isdigit()), key=lambda k: int(k[5:]))
   return jax.lax.stop_gradient(jnp.mean(feats[last].astype(jnp.float32), axis=-1))
 
@@ -137,6 +143,8 @@ class AttentiveMix(ModelAwareMethod):
     "allow_random_extractor": False,
     "feat_size": 224,
     "top_k": 0,
+    # 'eval': the pretrained running BN statistics; 'train': the batch's, as the reference's extractor runs.
+    "extractor_bn": "eval",
   }
   stateful = True  # the pretrained extractor's weights live in TrainState.aux
 
@@ -148,8 +156,15 @@ class AttentiveMix(ModelAwareMethod):
     check_extractor_configured(hp)
     k_lam, k_perm = jax.random.split(rng)
     lam = sample_beta_lam(k_lam, alpha)
+    if hp.get("extractor_bn", "eval") not in ("eval", "train"):
+      raise ValueError(f"attentivemix extractor_bn must be 'eval' or 'train', got {hp['extractor_bn']!r}")
     grid = attention_grid(
-      extractor_fn(hp, checkpoints), ext["params"], ext["batch_stats"], images, int(hp["feat_size"])
+      extractor_fn(hp, checkpoints),
+      ext["params"],
+      ext["batch_stats"],
+      images,
+      int(hp["feat_size"]),
+      batch_statistics=hp.get("extractor_bn", "eval") == "train",
     )
 
     def local(r, lam_, x, gr, y):
