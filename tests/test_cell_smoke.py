@@ -113,6 +113,6 @@ def test_selection_covers_tables_once_per_shape():
 
 
 def test_pending_cell_is_reported_not_run():
-  result = cell_smoke.smoke_cell("configs/pytorch_style.py:comixup,model=resnet50,epochs=100")
+  result = cell_smoke.smoke_cell("configs/deit.py:smmix,model=deit_small,epochs=300")
   assert result.status == "not implemented"
-  assert "comixup" in result.error
+  assert "smmix" in result.error

@@ -37,15 +37,15 @@ def _flag(argv, name):
 )
 def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefix):
   out = tmp_path / "sweep.sh"
-  # comixup stands for a table row whose method is not built yet: its cells must be written as comments.
-  assert "comixup" not in availability.mixing.list_methods()
+  # smmix stands for a table row whose method is not built yet: its cells must be written as comments.
+  assert "smmix" not in availability.mixing.list_methods()
   assert (
     sweep.main(
       [
-        "--recipe=configs/pytorch_style.py",
-        "--methods=mixup,cutmix,comixup",
-        "--models=resnet50,resnet18",
-        "--epochs=100,50",
+        "--recipe=configs/deit.py",
+        "--methods=mixup,cutmix,smmix",
+        "--models=deit_small,deit_tiny",
+        "--epochs=300,50",
         f"--launcher={launcher}",
         f"--out={out}",
         "--extra=--config.data.data_dir=/data/tfds",
@@ -67,9 +67,11 @@ def test_sweep_writes_one_command_per_implemented_cell(tmp_path, launcher, prefi
     assert argv[-1] == "--config.data.data_dir=/data/tfds"
     recipe, arg = cells.split_config_string(config)
     c = cells.load_recipe(recipe).get_config(arg)  # the command's config resolves (implemented cell)
-    assert workdir == f"runs/pytorch_style/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
+    assert workdir == f"runs/deit/{c.recipe.model}/{c.recipe.method}_ep{c.recipe.epochs}"
     seen.add((c.recipe.method, c.recipe.model, c.epochs))
-  assert seen == {(m, model, e) for m in ("mixup", "cutmix") for model in ("resnet50", "resnet18") for e in (100, 50)}
+  assert seen == {
+    (m, model, e) for m in ("mixup", "cutmix") for model in ("deit_small", "deit_tiny") for e in (300, 50)
+  }
 
 
 def test_sweep_over_a_whole_published_table(tmp_path):
