@@ -34,7 +34,7 @@ def get_config(arg=None):
   args = parse_arg(arg, allowed=dict(method="vanilla", model="resnet18", epochs=30))
   # The layout every recipe shares (mixjax/recipes/base.py), with the demo's values.
   c = base.skeleton(
-    recipe="demo", method=args["method"], model=args["model"], epochs=args["epochs"], report_metric="best"
+    recipe="demo", method=args["method"], model=args["model"], epochs=args["epochs"], report_metric="median"
   )
   c.batch_size = 128  # global batch, split over all devices of all processes
   base.set_data(
