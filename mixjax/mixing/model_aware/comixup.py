@@ -254,14 +254,11 @@ class CoMixup(ModelAwareMethod):
     hp = dict(hp)
     if n % int(hp["m_part"]):
       hp["m_part"] = n
-    net = picture_models.small_cnn(labels.shape[-1])
 
-    @jax.jit
-    def draw(rng, images, labels, params, stats):
-      saliency = picture_models.input_saliency((net[0], params, stats), images, labels)
-      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp)
+    def mix(rng, x, saliency, y):
+      return self.mix(None, rng, x, saliency, y, alpha=alpha, hp=hp)
 
-    return lambda rng: draw(rng, images, labels, net[1], net[2])
+    return picture_models.saliency_picture_fn(mix, images, labels)
 
 
 register_model_aware(CoMixup())

@@ -91,3 +91,15 @@ def input_saliency(net, images: jax.Array, labels: jax.Array) -> jax.Array:
 def small_cnn_saliency(images: jax.Array, labels: jax.Array) -> jax.Array:
   """Input-gradient saliency [B, H, W] of ``small_cnn``."""
   return input_saliency(small_cnn(labels.shape[-1]), images, labels)
+
+
+def saliency_picture_fn(mix, images: jax.Array, labels: jax.Array):
+  """``rng → MixResult`` of a saliency-driven method (PuzzleMix, Co-Mixup, Grafting) for the visualiser:
+  ``mix(rng, images, saliency, labels)`` fed with ``small_cnn``'s input-gradient saliency, compiled once."""
+  fn, params, stats = small_cnn(labels.shape[-1])
+
+  @jax.jit
+  def draw(rng, images, labels, params, stats):
+    return mix(rng, images, input_saliency((fn, params, stats), images, labels), labels)
+
+  return lambda rng: draw(rng, images, labels, params, stats)

@@ -304,14 +304,11 @@ class PuzzleMix(ModelAwareMethod):
 
   def picture_fn(self, images, labels, *, alpha, hp):
     """Saliency of a small randomly initialised ResNet (the visualiser has no trained run)."""
-    net = picture_models.small_cnn(labels.shape[-1])
 
-    @jax.jit
-    def draw(rng, images, labels, params, stats):
-      saliency = picture_models.input_saliency((net[0], params, stats), images, labels)
-      return self.mix(None, rng, images, saliency, labels, alpha=alpha, hp=hp, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    def mix(rng, x, saliency, y):
+      return self.mix(None, rng, x, saliency, y, alpha=alpha, hp=hp, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
-    return lambda rng: draw(rng, images, labels, net[1], net[2])
+    return picture_models.saliency_picture_fn(mix, images, labels)
 
 
 register_model_aware(PuzzleMix())

@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixjax.mixing.ops.puzzlemix_solver import chain_viterbi
+
 PAIR_BONUS = 5e-4  # the authors' "− 5e-4" on a pair label's unary (graphcut_wrapper)
 PAIR_WEIGHT = 0.25  # the authors' pairwise cost between a pair label and either of its inputs
 BIG = 1e4  # unary of a label slot that is not available to an output (never chosen)
@@ -181,24 +183,6 @@ def solve_output_exact(unary: jax.Array, dist: jax.Array, partners: jax.Array, b
   return jnp.stack(rows)
 
 
-def _viterbi(unary: jax.Array, dist: jax.Array, beta) -> jax.Array:
-  """Exact minimiser of Σ_c unary[c, ℓ_c] + β Σ_c V(ℓ_c, ℓ_c+1) over one chain [n, L]."""
-
-  def forward(msg, u):
-    scores = msg[:, None] + beta * dist
-    return u + jnp.min(scores, axis=0), jnp.argmin(scores, axis=0)
-
-  msg, back = jax.lax.scan(forward, unary[0], unary[1:])
-
-  def backward(label, pointers):
-    previous = pointers[label]
-    return previous, previous
-
-  last = jnp.argmin(msg)
-  _, earlier = jax.lax.scan(backward, last, back, reverse=True)
-  return jnp.concatenate([earlier, last[None]]).astype(jnp.int32)
-
-
 def _chain_pass(labels, unary, dist, beta, parity: int):
   """Exact update of the rows of one parity given their vertical neighbours."""
   g = labels.shape[0]
@@ -207,7 +191,8 @@ def _chain_pass(labels, unary, dist, beta, parity: int):
   above = jnp.concatenate([labels[:1], labels[:-1]], axis=0)
   below = jnp.concatenate([labels[1:], labels[-1:]], axis=0)
   eff = unary + beta * (has_up * dist[above] + has_down * dist[below])
-  solved = jax.vmap(_viterbi, in_axes=(0, None, None))(eff, dist, beta)
+  weights = jnp.full(eff.shape[:2], beta, jnp.float32)[:, 1:]  # one β per link of each chain
+  solved = jax.vmap(chain_viterbi, in_axes=(0, 0, None))(eff, weights, dist)
   return jnp.where((jnp.arange(g) % 2 == parity)[:, None], solved, labels)
 
 

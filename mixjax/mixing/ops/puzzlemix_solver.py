@@ -52,7 +52,7 @@ def labeling_energy(labels: jax.Array, unary: jax.Array, w_v: jax.Array, w_h: ja
   return u + ev + eh
 
 
-def _viterbi(unary: jax.Array, weights: jax.Array, dist: jax.Array) -> jax.Array:
+def chain_viterbi(unary: jax.Array, weights: jax.Array, dist: jax.Array) -> jax.Array:
   """Exact minimiser of Σ_c unary[c, ℓ_c] + Σ_c weights[c]·dist[ℓ_c, ℓ_c+1] over one chain [n, L]."""
 
   def forward(msg, inputs):
@@ -80,7 +80,7 @@ def _row_sweep(labels, unary, w_v, w_h, dist, parity: int):
   above = jnp.concatenate([labels[:1], labels[:-1]], axis=0)
   below = jnp.concatenate([labels[1:], labels[-1:]], axis=0)
   eff = unary + w_up[..., None] * dist[above] + w_down[..., None] * dist[below]
-  solved = jax.vmap(_viterbi, in_axes=(0, 0, None))(eff, w_h, dist)
+  solved = jax.vmap(chain_viterbi, in_axes=(0, 0, None))(eff, w_h, dist)
   take = (jnp.arange(g) % 2 == parity)[:, None]
   return jnp.where(take, solved, labels)
 
