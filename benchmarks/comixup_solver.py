@@ -48,25 +48,23 @@ TOL = 1e-6
 def _hp(**overrides):
   from mixjax.mixing.model_aware.comixup import CoMixup
 
-  return dict(CoMixup.defaults, **overrides)
+  return CoMixup().hyper_parameters(**overrides)
 
 
 def _solver_kwargs(hp):
   return dict(
-    beta=float(hp["m_beta"]),
-    gamma=float(hp["m_gamma"]),
-    thres=float(hp["m_thres"]),
-    thres_type=hp["m_thres_type"],
-    niter=int(hp["m_niter"]),
-    set_resolve=bool(hp["set_resolve"]),
-    pair_labels=bool(hp["pair_labels"]),
+    beta=hp.m_beta,
+    gamma=hp.m_gamma,
+    thres=hp.m_thres,
+    thres_type=hp.m_thres_type,
+    niter=hp.m_niter,
+    set_resolve=hp.set_resolve,
+    pair_labels=hp.pair_labels,
   )
 
 
 def _objective_kwargs(hp):
-  return dict(
-    beta=float(hp["m_beta"]), gamma=float(hp["m_gamma"]), thres=float(hp["m_thres"]), thres_type=hp["m_thres_type"]
-  )
+  return dict(beta=hp.m_beta, gamma=hp.m_gamma, thres=hp.m_thres, thres_type=hp.m_thres_type)
 
 
 def photo_problems(count: int, *, saliency: str, m: int = 16, size: int = 224, seed: int = 0, hp=None):
@@ -77,7 +75,7 @@ def photo_problems(count: int, *, saliency: str, m: int = 16, size: int = 224, s
 
   from mixjax import visualize
   from mixjax.mixing.model_aware import comixup
-  from mixjax.mixing.model_aware.picture_models import small_cnn_saliency
+  from mixjax.visualize.stand_ins import small_cnn_saliency
   from mixjax.mixing.ops.saliency import fine_grained_saliency
 
   hp = hp or _hp()
@@ -95,15 +93,13 @@ def photo_problems(count: int, *, saliency: str, m: int = 16, size: int = 224, s
     saliency_fn = jax.jit(small_cnn_saliency)
   else:
     saliency_fn = jax.jit(lambda x, _: jax.vmap(lambda im: fine_grained_saliency(255.0 * (im * std + mean)))(x))
-  grid = int(hp["m_block_num"])
+  grid = hp.m_block_num
 
   @jax.jit
   def build(key, sal):
     k_prior, k_init = jax.random.split(key)
-    unary = comixup.group_unary(
-      k_prior, sal, grid=grid, eta=float(hp["m_eta"]), prior_alpha=comixup.prior_concentration(hp, 2.0)
-    )
-    compat = comixup.compatibility(sal, float(hp["m_omega"]), int(hp["dist_pool"]))
+    unary = comixup.group_unary(k_prior, sal, grid=grid, eta=hp.m_eta, prior_alpha=comixup.prior_concentration(hp, 2.0))
+    compat = comixup.compatibility(sal, hp.m_omega, hp.dist_pool)
     return jax.random.randint(k_init, (m, grid, grid), 0, m), unary, compat
 
   out = []
@@ -130,7 +126,7 @@ def tiny_problems(count: int, m: int, g: int, seed: int = 0, hp=None):
     sal = np.exp(2.0 * rng.normal(size=(m, g, g)))
     sal /= sal.sum((1, 2), keepdims=True)
     prior = rng.dirichlet(np.ones(m))
-    unary = -sal - float(hp["m_eta"]) / g**2 * np.log(prior + 1e-8)[:, None, None]
+    unary = -sal - hp.m_eta / g**2 * np.log(prior + 1e-8)[:, None, None]
     out.append((rng.integers(0, m, (m, g, g)), unary.astype(np.float32), np.eye(m, dtype=np.float32)))
   return out
 
@@ -144,7 +140,7 @@ def run_ours(problems, hp):
 
   from mixjax.mixing.ops.comixup_solver import solve
 
-  kwargs = dict(_solver_kwargs(hp), solver=hp["solver"], sweeps=int(hp["solver_sweeps"]))
+  kwargs = dict(_solver_kwargs(hp), solver=hp.solver, sweeps=hp.solver_sweeps)
   init, unary, compat = (np.stack([p[i] for p in problems]) for i in range(3))
   key = (tuple(sorted(kwargs.items())), init.shape)
   if key not in _COMPILED:

@@ -159,7 +159,7 @@ def photo_problems(
 
   from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
   from mixjax.mixing.model_aware import puzzlemix
-  from mixjax.mixing.model_aware.picture_models import small_cnn_saliency
+  from mixjax.visualize.stand_ins import small_cnn_saliency
 
   names = (
     "astronaut",
@@ -185,7 +185,7 @@ def photo_problems(
       image = np.stack([image] * 3, -1)
     photos.append(image[..., :3])
   rng = np.random.default_rng(seed)
-  hp = dict(puzzlemix.PuzzleMix.defaults, n_labels=n_labels)
+  hp = puzzlemix.PuzzleMix().hyper_parameters(n_labels=n_labels)
   mean = jnp.asarray(IMAGENET_MEAN)
   std = jnp.asarray(IMAGENET_STD)
   problem = jax.jit(lambda x, s, p, a: puzzlemix.labeling_problem(x, s, p, a, g=g, hp=hp, mean=mean, std=std)[1:])

@@ -9,14 +9,14 @@ decode + RandomResizedCrop, on-device normalisation, sharded jit step, Orbax che
     python -m mixjax.main --config=configs/demo.py:mixup,epochs=5 --workdir=/tmp/x --config.batch_size=64
 
 Expected: ≥ 97% top-1 on the 360 held-out digits after 30 epochs (about 2-3 minutes on 2 CPU cores).
-Argument: ``<method>[,model=NAME][,epochs=N]``; method defaults to vanilla.
+Argument: ``<method>[,model=NAME][,epochs=N]``; method defaults to vanilla. A method is a registered mixing method
+or a row of ``ROWS`` (``deit``: the DeiT recipe's per-step Mixup/CutMix switch, a two-mode plan).
 """
 
 from mixjax.config_args import parse_arg
 from mixjax.recipes import base
 
 # Per-method α for the demo, as in the benchmark's PyTorch-style table (blending methods 0.2, cutting methods 1).
-# mixup_cutmix_switch takes its two α from mixing.args (DeiT defaults 0.8 / 1.0).
 ALPHA = {
   "vanilla": 1.0,
   "mixup": 0.2,
@@ -26,7 +26,13 @@ ALPHA = {
   "resizemix": 1.0,
   "saliencymix": 1.0,
   "smoothmix": 1.0,
-  "mixup_cutmix_switch": 1.0,
+}
+
+# Multi-mode rows: one mode drawn per step (mixjax/mixing/core/plan.py). "deit" is timm's switch as the DeiT
+# recipe sets it, Mixup α 0.8 or CutMix α 1.0 with probability 1/2 each, mixing every step; timm's mix_prob p and
+# switch_prob s in general are method=("vanilla", "mixup", "cutmix") with prob=(1 − p, p·(1 − s), p·s).
+ROWS = {
+  "deit": dict(method=("mixup", "cutmix"), alpha=(0.8, 1.0)),
 }
 
 
@@ -52,8 +58,7 @@ def get_config(arg=None):
   c.data.cache = True
   c.data.prefetch = 4
   base.model_kwargs(c, dict(stem="cifar", width=16))
-  c.mixing.method = args["method"]
-  c.mixing.alpha = ALPHA.get(args["method"], 1.0)
+  base.apply_row(c, ROWS.get(args["method"]) or dict(method=args["method"], alpha=ALPHA.get(args["method"], 1.0)))
   base.set_optimizer(
     c,
     name="sgd",

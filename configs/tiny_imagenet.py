@@ -23,7 +23,7 @@ DEFAULT_EPOCHS = 400
 # r18_l2_a2_near_mb_mlr1e_3_bb_mlr5e_2.py, tiny_imagenet/samix/basic/r18_l2_a2_bili_val_dp0_mul_mb_mlr1e_3_bb_mlr5e_2.py
 # and the rx50_ twins): MixBlock lr 0.1 (SGD momentum 0.9 like the backbone) cosine to 1e-3; backbone cosine to
 # 5e-2 (not 0); encoder momentum 0.999 → 0.999999 from 10% of training; the mask-loss weight a constant 0.1 (no
-# annealing hook in these configs); ResNet with zero-initialised residual BN (AutoMixup init). AutoMix: no λ
+# annealing hook in these configs); the mixed CE through its own head (head_mix); ResNet with zero-initialised residual BN (AutoMixup init). AutoMix: no λ
 # encoding at all (lam_concat=False, "no lam cat for small-scale datasets"). SAMix: value-net dropout 0
 # (with_last_dropout=0); ResNeXt-50 re-maps λ with lam_mul_k 0.25. SAMix's head_mix_k sets neg_weight=0.5 ("try
 # neg (eta in SAMix)"), but with its soft-CE loss that weight multiplies only zero-target classes
@@ -34,6 +34,7 @@ _TINY_COMMON = {
   "mixblock_min_lr": 1e-3,
   "mask_loss_schedule": "constant",
   "mask_loss_weight": 0.1,
+  "separate_heads": True,
 }
 _TINY_AUTOMIX = {**_TINY_COMMON, "lam_embedding": "none"}
 _TINY_SAMIX = {**_TINY_COMMON, "value_dropout": 0.0, "mixblock_loss_eta": 0.0}
@@ -54,7 +55,8 @@ METHODS = {
   # Dirichlet(α) prior of their CIFAR/Tiny code.
   "comixup": dict(method="comixup", alpha=2.0, args={"comixup": {"m_part": 20, "m_niter": 4, "prior_alpha": "alpha"}}),
   "resizemix": dict(method="resizemix", alpha=1.0),
-  "gridmix": dict(method="gridmix", alpha=0.2),
+  # GridMix (a docs-page row): OpenMixup's rand_grid placement and slicing, wrap-around holes included.
+  "gridmix": dict(method="gridmix", alpha=0.2, args={"gridmix": {"crop": "reference"}}),
   "grafting": dict(method="grafting", alpha=1.0),
   "alignmix": dict(method=("manifoldmix", "alignmix"), alpha=(2.0, 2.0)),
   "automix": dict(
@@ -62,14 +64,14 @@ METHODS = {
     alpha=2.0,
     args={"automix": _TINY_AUTOMIX},
     overrides={"optimizer.min_lr": 5e-2},
-    model={"zero_init_residual": True},
+    model={"zero_init_residual": True, "mix_head": True},
   ),
   "samix": dict(
     method="samix",
     alpha=2.0,
     args={"samix": _TINY_SAMIX},
     overrides={"optimizer.min_lr": 5e-2},
-    model={"zero_init_residual": True},
+    model={"zero_init_residual": True, "mix_head": True},
     per_model={"resnext50_32x4d": {"args": {"samix": {**_TINY_SAMIX, "lam_mul_k": 0.25}}}},
   ),
 }

@@ -60,7 +60,7 @@ def check_values(config) -> None:
   _require(config, "seed", lambda v: True, "an integer", integer=True)
   for key in ("log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"):
     _require(config, key, lambda v: v >= 1, "an integer >= 1", integer=True, optional=True)
-  for key in ("checkpoint_every_steps", "log_mixed_samples", "prefetch_to_device"):
+  for key in ("checkpoint_every_steps", "log_mixed_samples", "prefetch_to_device", "precise_bn_samples"):
     _require(config, key, lambda v: v >= 0, "an integer >= 0", integer=True, optional=True)
 
   _require(config, "optimizer.lr", lambda v: v > 0, "> 0 (the learning rate)")

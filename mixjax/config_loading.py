@@ -158,8 +158,18 @@ def parse_value(raw: str, kind: type | None, key: str) -> Any:
   return value
 
 
+# Sections named ``*_kwargs`` hold keyword arguments passed on as given (e.g. a pretrained network's model
+# arguments, empty by default): new keys may be added to them, or the whole section given as a dict literal.
+FREE_FORM_SUFFIX = "_kwargs"
+# ``config.model`` holds the backbone's keyword arguments besides ``name``: a model-specific keyword the recipe
+# does not set (e.g. ``--config.model.init=torch_default``) may be added; the model builder rejects one it does
+# not take, naming the key (``models.build_model``).
+MODEL_SECTION = "model"
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]) -> None:
-  """Sets each ``(dotted key, raw value)``; only existing keys may be set (a typo is an error, not a new key)."""
+  """Sets each ``(dotted key, raw value)``; only existing keys may be set (a typo is an error, not a new key),
+  except inside a ``*_kwargs`` section (``FREE_FORM_SUFFIX``) and directly under ``model`` (``MODEL_SECTION``)."""
   for key, raw in overrides:
     *parents, leaf = key.split(".")
     node = config
@@ -169,18 +179,30 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
         _unknown_key(config, key, ".".join(parents[: depth + 1]))
       node = child
     if leaf not in node:
+      if parents == [MODEL_SECTION] or (parents and parents[-1].endswith(FREE_FORM_SUFFIX)):
+        _set(node, leaf, parse_value(raw, None, key), key, raw)
+        continue
       _unknown_key(config, key, key)
     current = node[leaf]
     if isinstance(current, ml_collections.ConfigDict):
+      if leaf.endswith(FREE_FORM_SUFFIX):
+        value = parse_value(raw, dict, key)
+        if not isinstance(value, dict):
+          raise ConfigError(f"--config.{key}={raw}: expected a dict, e.g. \"{{'width': 8}}\".")
+        _set(node, leaf, value, key, raw)
+        continue
       raise ConfigError(
         f"--config.{key} is a section, not a value; set one of its keys, e.g. "
         f"--config.{key}.{next(iter(current.keys()), 'KEY')}=VALUE."
       )
-    value = parse_value(raw, _field_type(node, leaf), key)
-    try:
-      node[leaf] = value
-    except TypeError as e:
-      raise ConfigError(f"--config.{key}={raw}: {e}") from None
+    _set(node, leaf, parse_value(raw, _field_type(node, leaf), key), key, raw)
+
+
+def _set(node: ml_collections.ConfigDict, leaf: str, value, key: str, raw: str) -> None:
+  try:
+    node[leaf] = value
+  except (TypeError, AttributeError, KeyError) as e:
+    raise ConfigError(f"--config.{key}={raw}: {e}") from None
 
 
 def _unknown_key(config: ml_collections.ConfigDict, key: str, missing: str) -> None:

@@ -45,6 +45,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       weight_decay=1e-4,
       wd_exclude_1d=False,  # no decay on any parameter with ndim <= 1 (all norms and biases)
       wd_exclude=(),  # regexes searched in the '/'-joined parameter path (e.g. 'pos_embed')
+      wd_include=(),  # regexes of parameters decayed even where the two options above exclude them
       grad_clip_norm=0.0,  # global-norm clipping before the optimizer (0: off)
     )
   )
@@ -101,13 +102,19 @@ def weight_decay_mask(params, opt_cfg) -> Any:
   """Pytree of bools: True where the parameter is weight-decayed.
 
   Excludes 1-D parameters when ``wd_exclude_1d`` and any parameter whose path matches a ``wd_exclude`` regex
-  (searched anywhere in the path, like mmcv's paramwise options).
+  (searched anywhere in the path, like mmcv's paramwise options). A parameter whose path matches a
+  ``wd_include`` regex is decayed all the same: how a recipe reproduces a reference whose exclusion rule misses
+  some parameters (the RSB configs' regex leaves the ResNet downsample BN scale decayed, spec §3.2 PITFALL)
+  without spelling out every excluded name.
   """
   patterns = [re.compile(p) for p in (opt_cfg.get("wd_exclude") or ())]
+  included = [re.compile(p) for p in (opt_cfg.get("wd_include") or ())]
   exclude_1d = bool(opt_cfg.get("wd_exclude_1d", False))
 
   def decide(path, leaf):
     name = param_path(path)
+    if any(p.search(name) for p in included):
+      return True
     if exclude_1d and jnp.ndim(leaf) <= 1:
       return False
     return not any(p.search(name) for p in patterns)

@@ -4,8 +4,9 @@ Reporting rules (OpenMixup spec §5): CNN rows report the median top-1 of the la
 (300-epoch runs) evaluations; transformer rows report the best top-1. We store all of them plus the full eval
 history, so the table builder can apply either rule. Our medians take exactly the last N evaluations (the
 reference script's inclusive bound can take N+1). AutoMix/SAMix runs also hold the same statistics of their
-momentum encoder (``top1_momentum_*``); the reference reports the better of the two encoders, and so does
-:func:`reported_top1`.
+momentum encoder (``top1_momentum_*``) and, with two heads (``config.model.mix_head``), of the mixup head of each
+encoder (``top1_mixhead_*``, ``top1_momentum_mixhead_*``); the reference's summary takes, per encoder, the better
+head and then the better encoder, i.e. the best of these figures, and so does :func:`reported_top1`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import statistics
 from etils import epath
 
 
+# The history fields of the other evaluated encoders/heads, each summarised like ``top1``.
+OTHER_HEADS = ("top1_momentum", "top1_mixhead", "top1_momentum_mixhead")
+
+
 def _median_last(values: list[float], n: int) -> float | None:
   return float(statistics.median(values[-n:])) if values else None
 
@@ -26,15 +31,16 @@ def summarize(
 ) -> dict:
   """The summary; ``extra`` adds keys such as ``reason`` (why a run failed), ``data_warnings``, ``preemption``."""
   top1 = [h["top1"] for h in history]
-  momentum = [h["top1_momentum"] for h in history if "top1_momentum" in h]
-  if momentum:  # AutoMix/SAMix: the momentum encoder k is evaluated beside the online encoder q
-    extra = {
-      **(extra or {}),
-      "top1_momentum_last": momentum[-1],
-      "top1_momentum_best": max(momentum),
-      "top1_momentum_median_last5": _median_last(momentum, 5),
-      "top1_momentum_median_last10": _median_last(momentum, 10),
-    }
+  for field in OTHER_HEADS:  # AutoMix/SAMix: the momentum encoder k (and the mixup heads) beside q's head
+    values = [h[field] for h in history if field in h]
+    if values:
+      extra = {
+        **(extra or {}),
+        f"{field}_last": values[-1],
+        f"{field}_best": max(values),
+        f"{field}_median_last5": _median_last(values, 5),
+        f"{field}_median_last10": _median_last(values, 10),
+      }
   return {
     **(extra or {}),
     "status": status,
@@ -60,7 +66,8 @@ def write_results(workdir: str, results: dict) -> str:
 
 
 def reported_top1(results: dict, field: str) -> float | None:
-  """``results[field]`` (e.g. ``top1_median_last5``), or the momentum encoder's figure where that is better."""
-  values = [results.get(field), results.get(field.replace("top1_", "top1_momentum_", 1))]
+  """``results[field]`` (e.g. ``top1_median_last5``), or the same figure of another evaluated encoder or head
+  (``OTHER_HEADS``) where that is better."""
+  values = [results.get(field), *(results.get(field.replace("top1", other, 1)) for other in OTHER_HEADS)]
   values = [v for v in values if v is not None]
   return max(values) if values else None

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mixjax import config_check, data, paths, run_dir
+from mixjax import config_check, data, paths, precise_bn, run_dir
 from mixjax.checkpoint import Checkpointer, CheckpointSaveError, locate_checkpoint
 from mixjax.errors import UserError
 from mixjax.results import summarize, write_results
@@ -191,11 +191,23 @@ class _Run:
       config, mesh=self.mesh, num_classes=self.info.num_classes, steps_per_epoch=steps_per_epoch
     )
     logging.info("Model %s: %.3fM parameters.", config.model.name, self.fns.num_params / 1e6)
+    self.precise_bn = self._make_precise_bn(steps_per_epoch)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 2))
     self.use_ema = bool(config.ema.get("decay", 0.0))
     self.history: list[dict] = []
     self.state = None
     self.extra: dict[str, Any] = {"data_warnings": list(self.info.warnings)} if self.info.warnings else {}
+
+  def _make_precise_bn(self, steps_per_epoch: int) -> precise_bn.PreciseBN | None:
+    """PreciseBN (``config.precise_bn_samples`` > 0): BN statistics re-estimated after every epoch."""
+    if int(self.config.get("precise_bn_samples", 0) or 0) <= 0:
+      return None
+    if not jax.tree.leaves(self.fns.abstract_state.batch_stats):
+      logging.warning(
+        "precise_bn_samples is set but model %s has no BatchNorm: nothing to re-estimate.", self.config.model.name
+      )
+      return None
+    return precise_bn.PreciseBN(self.config, ctx=self.fns.ctx, mesh=self.mesh, steps_per_epoch=steps_per_epoch)
 
   # ------------------------------------------------------------------ restore
   def restore(
@@ -244,8 +256,14 @@ class _Run:
     scalars = {"eval/top1": result["top1"], "eval/top5": result["top5"], "eval/loss": result["loss"]}
     if self.use_ema:
       entry["top1_raw"] = scalars["eval/top1_raw"] = self._evaluate(state.params, state.batch_stats)["top1"]
-    for name, (variant_params, variant_stats) in self.fns.eval_variants(state).items():
+    variants = self.fns.eval_variants(state)
+    for name, (variant_params, variant_stats) in variants.items():
       entry[f"top1_{name}"] = scalars[f"eval/top1_{name}"] = self._evaluate(variant_params, variant_stats)["top1"]
+    if self.fns.eval_step_mix_head is not None:
+      # The reference validates the mixup heads too (AutoMix: head_mix of q and of k) and reports the better head.
+      for name, (head_params, head_stats) in {"": (params, state.batch_stats), **variants}.items():
+        key = f"top1_{name}_mixhead" if name else "top1_mixhead"
+        entry[key] = scalars[f"eval/{key}"] = self._evaluate(head_params, head_stats, mix_head=True)["top1"]
     self.writer.write_scalars(step, scalars)
     logging.info(
       "Epoch %d (step %d): eval top-1 %.2f%%, top-5 %.2f%% on %d examples (%.1fs).",
@@ -258,8 +276,9 @@ class _Run:
     )
     return entry
 
-  def _evaluate(self, params, batch_stats) -> dict:
-    return run_evaluation(self.fns.eval_step, params, batch_stats, prefetch_to_device(self.eval_batches(), self.mesh))
+  def _evaluate(self, params, batch_stats, *, mix_head: bool = False) -> dict:
+    step = self.fns.eval_step_mix_head if mix_head else self.fns.eval_step
+    return run_evaluation(step, params, batch_stats, prefetch_to_device(self.eval_batches(), self.mesh))
 
   def save(self, step: int) -> None:
     self.ckpt.save(
@@ -350,6 +369,9 @@ class _Run:
         if schedule.should_log(step, preempted):
           metrics_log.flush(step)
           self.lock.heartbeat()
+        if self.precise_bn is not None and schedule.epoch_end(step):
+          # After every epoch, before its evaluation and checkpoint (the reference's PreciseBNHook).
+          self.state = self.precise_bn(self.state, step // schedule.steps_per_epoch)
         if schedule.should_eval(step):
           self.history.append(self.evaluate(step // schedule.steps_per_epoch, step))
           self.write_summary("running")

@@ -1,8 +1,9 @@
 """The jitted train and eval steps.
 
 One ``jax.jit`` program per step, compiled once per run: the state is replicated and donated, the batch is
-sharded along the mesh's ``data`` axis, so BatchNorm statistics and the loss are computed over the global batch
-(XLA inserts the cross-device reductions). Mixing runs inside the step on device. The step's random numbers are
+sharded along the mesh's ``data`` axis, so the loss is computed over the global batch, and so are BatchNorm
+statistics unless ``model.bn_group_size`` asks for the reference's per-GPU groups (XLA inserts the cross-device
+reductions). Mixing runs inside the step on device. The step's random numbers are
 ``fold_in(key(seed), step)``, so a resumed run draws exactly what an uninterrupted one would.
 """
 
@@ -210,13 +211,17 @@ def make_train_step(
   )
 
 
-def make_eval_step(config, *, model_fn: ModelFn, mesh, num_classes: int) -> Callable:
-  """Returns ``eval_step(params, batch_stats, batch) -> sums`` of correct/loss/count over real examples."""
+def make_eval_step(config, *, model_fn: ModelFn, mesh, num_classes: int, head: str = "one") -> Callable:
+  """Returns ``eval_step(params, batch_stats, batch) -> sums`` of correct/loss/count over real examples.
+
+  ``head="mix"`` evaluates a model's second head (``config.model.mix_head``) instead of the deployed one.
+  """
   dtype = compute_dtype(config)
+  head_kwargs = {} if head == "one" else {"head": head}
 
   def step_fn(params, batch_stats, batch):
     images = normalize_images(batch["image"], config.data).astype(dtype)
-    logits, _ = model_fn(params, batch_stats, images, train=False)
+    logits, _ = model_fn(params, batch_stats, images, train=False, **head_kwargs)
     logits = logits.astype(jnp.float32)
     mask = batch["mask"].astype(jnp.float32)
     labels = batch["label"]
@@ -281,6 +286,8 @@ class StepFunctions(NamedTuple):
   num_params: int
   # {name: (params, batch_stats)} to evaluate beside state.params (AutoMix/SAMix: {"momentum": ...}).
   eval_variants: Callable[[TrainState], dict] = _no_eval_variants
+  # The second head's eval step where the model has one (config.model.mix_head: AutoMix/SAMix cells); None else.
+  eval_step_mix_head: Callable | None = None
 
 
 def build_step_functions(
@@ -317,4 +324,7 @@ def build_step_functions(
     mixed_batch=make_mixed_batch_fn(config, plan, mesh, num_classes),
     num_params=parameter_count(abstract_params),
     eval_variants=make_eval_variants_fn(plan),
+    eval_step_mix_head=make_eval_step(config, model_fn=model_fn, mesh=mesh, num_classes=num_classes, head="mix")
+    if config.model.get("mix_head")
+    else None,
   )

@@ -38,6 +38,9 @@ def _config(method):
     config.mixing.args.supermix.teacher_kwargs = {"stem": "cifar", "width": 8}
     config.mixing.args.supermix.teacher_num_classes = 10
     config.mixing.args.supermix.max_iter = 1
+  if name in ("automix", "samix"):  # as the table cells: the mixed losses through a second head
+    config.model.mix_head = True
+    config.mixing.args[name].separate_heads = True
   return config
 
 
@@ -51,6 +54,9 @@ def test_demo_trains_with_method(method, tmp_path):
   assert entry["step"] == 2 and math.isfinite(entry["loss"])
   saved = json.load(open(tmp_path / "results.json"))
   assert saved["history"] == results["history"]
+  if method in ("automix", "samix"):  # both encoders, each with both heads, as the reference validates
+    assert {"top1_momentum", "top1_mixhead", "top1_momentum_mixhead"} <= set(entry)
+    assert "top1_momentum_mixhead_best" in results
 
 
 def test_decouple_loss_trains(tmp_path):

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from mixjax import run_dir
+from mixjax import config_loading, run_dir
+from mixjax.config_args import ConfigError
 from tests.helpers import FAST_OVERRIDES, REPO, checkpoint_steps, cli_env, main_cmd, run_cli, start_cli, wait_until
 
 DEMO = "configs/demo.py"
@@ -276,3 +277,24 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
   line = _one_line_error(proc)
   assert needle in line, line
   assert not os.path.exists(tmp_path / "w")  # reported before anything was created
+
+
+def test_kwargs_sections_take_new_keys_or_a_dict_and_nothing_else_does():
+  """``*_kwargs`` sections (a pretrained network's model arguments, empty by default) accept new keys and whole
+  dict literals from the command line; every other section still refuses unknown keys."""
+  spec = os.path.join(REPO, "configs", "pytorch_style.py") + ":supermix"
+  config = config_loading.config_from_args(
+    spec,
+    [
+      ("mixing.args.supermix.teacher_kwargs.width", "8"),
+      ("mixing.args.attentivemix.extractor_kwargs", "{'width': 16, 'depth': 2}"),
+    ],
+  )
+  assert config.mixing.args.supermix.teacher_kwargs.to_dict() == {"width": 8}
+  assert config.mixing.args.attentivemix.extractor_kwargs.to_dict() == {"width": 16, "depth": 2}
+  with pytest.raises(ConfigError, match="expected a dict"):
+    config_loading.config_from_args(spec, [("mixing.args.supermix.teacher_kwargs", "8")])
+  with pytest.raises(ConfigError, match='Did you mean "mixing.args.supermix.teacher_kwargs"'):
+    config_loading.config_from_args(spec, [("mixing.args.supermix.teacher_kwarg.width", "8")])
+  with pytest.raises(ConfigError, match="Unknown config key"):
+    config_loading.config_from_args(spec, [("optimizer.new_key", "1")])

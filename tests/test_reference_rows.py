@@ -194,3 +194,22 @@ def test_tiny_imagenet_smoothmix_uses_the_reference_label_weights():
     {"mixing.args.smoothmix.label_weights": "reference"},
     "openmixup/models/augments/smoothmix.py (λ = mean(G) returned as the weight of y_a, spec 2.6)",
   )
+
+
+def test_automix_samix_cells_train_the_mixed_loss_through_their_own_head():
+  """AutoMixup's classifier has head_one (clean CE, evaluated) and head_mix (mixed CE, and the MixBlock loss
+  through k's copy): every AutoMix/SAMix cell builds the second head and routes the mixed losses through it."""
+  learned = [c for c in tables.cells() if c.row in ("automix", "samix")]
+  assert len(learned) > 30
+  for cell in learned:
+    config = cells.build_cell_config(cell)
+    assert config.model.mix_head is True, cell
+    assert config.mixing.args[cell.row].separate_heads is True, cell
+  # Reference: openmixup/models/classifiers/automix.py (head_one, head_mix; spec 2.14), as configured by
+  # DEIT_S_AUTOMIX, SWIN_T_AUTOMIX, TINY_AUTOMIX and the mixups/basic AutoMix configs.
+
+
+def test_gridmix_cells_use_the_reference_grid():
+  grid_cells = [c for c in tables.cells() if c.row == "gridmix"]
+  assert grid_cells
+  _check(grid_cells, {"mixing.args.gridmix.crop": "reference"}, "openmixup/models/augments/gridmix.py rand_grid")

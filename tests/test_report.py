@@ -134,3 +134,8 @@ def test_automix_reports_the_better_encoder_like_the_reference():
     status="completed",
   )
   assert "top1_momentum_best" not in plain and reported_top1(plain, "top1_median_last5") == 60
+  # With two heads per encoder (AutoMix cells): the best head of the best encoder, here k's mixup head.
+  heads = [{**h, "top1_mixhead": h["top1"] - 1, "top1_momentum_mixhead": h["top1_momentum"] + 2} for h in history]
+  results = summarize(heads, epochs_done=6, total_epochs=6, config_json={}, status="completed")
+  assert results["top1_mixhead_median_last5"] == 59 and results["top1_momentum_mixhead_median_last5"] == 66
+  assert reported_top1(results, "top1_median_last5") == 66 and reported_top1(results, "top1_best") == 68

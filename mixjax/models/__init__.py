@@ -44,10 +44,25 @@ def build_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float3
 
   ``kwargs`` are model specific (e.g. ResNet: ``stem``, ``width``, ``drop_path_rate``,
   ``zero_init_residual``, ``init``). Unknown names raise ``UnknownModelError`` listing the valid ones.
+  ``mix_head=True`` (any model) adds a second classifier head for mixed samples (``ImageClassifier.add_mix_head``).
   """
   if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return get_model_builder(name)(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+  mix_head = kwargs.pop("mix_head", False)
+  builder = get_model_builder(name)
+  try:
+    model = builder(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+  except TypeError as e:
+    unexpected = [k for k in kwargs if f"argument '{k}'" in str(e)]
+    if not unexpected:
+      raise
+    raise UnknownModelError(
+      f"{name} takes no argument {unexpected[0]!r} (config.model.{unexpected[0]}).",
+      hint=f"check the spelling against the keyword arguments of {name}'s class in mixjax/models/",
+    ) from None
+  if mix_head:
+    model.add_mix_head(rngs)
+  return model
 
 
 def count_params(model: nnx.Module) -> int:

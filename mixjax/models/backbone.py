@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mixjax.models.layers import ClassifierHead
+
 MixFn = Callable[..., jax.Array]  # mix_fn(h) for one static stage, mix_fn(h, stage) for a tuple of stages
 
 
@@ -88,6 +90,25 @@ class ImageClassifier(nnx.Module):
 
   name: str = "model"
   supports_attention: bool = False
+  head_mix = None  # the optional second head (``add_mix_head``)
+
+  def add_mix_head(self, rngs: nnx.Rngs) -> None:
+    """A second classifier head, ``head_mix``, shaped and initialised like ``head`` (fresh weights).
+
+    AutoMix/SAMix in OpenMixup train the mixed-sample CE through their own head (``head_mix``) and the clean
+    CE through ``head_one``, which is the head evaluated and deployed; a model built with ``mix_head=True``
+    carries both, so both are trained by the classifier's optimizer and copied by the momentum encoder's EMA.
+    ``head`` stays the deployed head; ``__call__(..., head="mix")`` uses the other.
+    """
+    one = self.head
+    self.head_mix = ClassifierHead(
+      one.in_features,
+      one.num_classes,
+      kernel_init=one.kernel_init,
+      bias_init=one.bias_init,
+      drop_rate=one.drop_rate,
+      rngs=rngs,
+    )
 
   def forward_features(self, x, train, rngs, taps: FeatureTaps) -> jax.Array:  # pragma: no cover
     raise NotImplementedError
@@ -102,6 +123,7 @@ class ImageClassifier(nnx.Module):
     return_attention: bool = False,
     mix_stage: int | tuple[int, ...] | None = None,
     mix_fn: MixFn | None = None,
+    head: str = "one",
   ):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"{self.name} expects NHWC images [B, H, W, 3], got shape {x.shape}")
@@ -120,7 +142,11 @@ class ImageClassifier(nnx.Module):
     )
     pooled = self.forward_features(x.astype(self.dtype), train, rngs, taps)
     taps.record("pre_logits", pooled.astype(jnp.float32))
-    logits = self.head(pooled, train, rngs).astype(jnp.float32)
+    if head == "mix" and self.head_mix is None:
+      raise ValueError(f"{self.name} has no mixup head: build it with mix_head=True (config.model.mix_head=True)")
+    if head not in ("one", "mix"):
+      raise ValueError(f"head must be 'one' or 'mix', got {head!r}")
+    logits = (self.head_mix if head == "mix" else self.head)(pooled, train, rngs).astype(jnp.float32)
     if return_features or return_attention:
       return logits, taps.features
     return logits

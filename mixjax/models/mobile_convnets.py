@@ -42,9 +42,11 @@ def make_divisible(channels: float, divisor: int = 8) -> int:
 
 
 class ConvBNAct(nnx.Module):
-  def __init__(self, in_ch, out_ch, kernel, stride=1, *, groups=1, act: str | None, bn_eps, init, dtype, rngs):
+  def __init__(
+    self, in_ch, out_ch, kernel, stride=1, *, groups=1, act: str | None, bn_eps, init, dtype, rngs, bn_group_size=None
+  ):
     self.conv = conv2d(in_ch, out_ch, kernel, stride, groups=groups, init=init, dtype=dtype, rngs=rngs)
-    self.bn = batch_norm(out_ch, epsilon=bn_eps, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(out_ch, epsilon=bn_eps, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.act = act
 
   def __call__(self, x, train):
@@ -66,10 +68,24 @@ class SqueezeExcite(nnx.Module):
 
 class InvertedResidual(nnx.Module):
   def __init__(
-    self, in_ch, out_ch, kernel, stride, expand_ratio, *, act, se_ratio, bn_eps, drop_path_rate, init, dtype, rngs
+    self,
+    in_ch,
+    out_ch,
+    kernel,
+    stride,
+    expand_ratio,
+    *,
+    act,
+    se_ratio,
+    bn_eps,
+    drop_path_rate,
+    init,
+    dtype,
+    rngs,
+    bn_group_size=None,
   ):
     mid = in_ch * expand_ratio
-    kw = dict(bn_eps=bn_eps, init=init, dtype=dtype, rngs=rngs)
+    kw = dict(bn_eps=bn_eps, init=init, dtype=dtype, rngs=rngs, bn_group_size=bn_group_size)
     self.expand = ConvBNAct(in_ch, mid, 1, act=act, **kw) if expand_ratio != 1 else None
     self.depthwise = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act, **kw)
     self.se = (
@@ -94,7 +110,8 @@ class MobileConvNet(ImageClassifier):
   ``blocks`` rows are (expand_ratio, out_channels, repeats, first_stride, kernel, feature_stage): the last
   field says which of stage1..4 the row belongs to. ``width_mult`` / ``depth_mult`` scale channels (rounded
   to multiples of 8) and repeats (rounded up), as in the MobileNet/EfficientNet scaling rules; the final
-  conv width is ``head_ch`` as given.
+  conv width is ``head_ch`` as given. ``bn_group_size``: training BN statistics per group of that many samples
+  (the reference's per-GPU BN; ``layers.BatchNorm``), None for the whole batch.
   """
 
   def __init__(
@@ -115,11 +132,12 @@ class MobileConvNet(ImageClassifier):
     drop_path_rate: float = 0.0,
     drop_rate: float = 0.0,
     init: str = "kaiming",
+    bn_group_size: int | None = None,
   ):
     scheme = ConvNetInit(init)
     stem_ch = make_divisible(stem_ch * width_mult)
     blocks = [(e, make_divisible(c * width_mult), math.ceil(n * depth_mult), s, k, st) for e, c, n, s, k, st in blocks]
-    kw = dict(bn_eps=bn_eps, init=scheme, dtype=dtype, rngs=rngs)
+    kw = dict(bn_eps=bn_eps, init=scheme, dtype=dtype, rngs=rngs, bn_group_size=bn_group_size)
     self.name, self.dtype = name, dtype
     self.mix_stages = (0, 1, 2, 3, 4)
     self.stage_names = tuple(f"stage{i}" for i in range(5))

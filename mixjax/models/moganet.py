@@ -10,7 +10,9 @@ start with a 3x3/2 conv + BN. Each block is
 * channel aggregation FFN: BN -> 1x1 expand -> 3x3 depthwise -> GELU -> channel decomposition
   (x + s * (x - GELU(1x1 to one channel))) -> 1x1 reduce; layer scale 1e-5, drop path, residual.
 
-Each stage ends with a LayerNorm (eps 1e-6); head: global average pool -> Linear.
+Each stage ends with a LayerNorm (eps 1e-6); head: global average pool -> Linear. ``bn_group_size``: training BN
+statistics per group of that many samples (the reference's per-GPU BN; ``layers.BatchNorm``), None for the whole
+batch.
 
 Initialisation (the reference's model-level init runs for MogaNet-T, spec sec. 4): Linear trunc-normal(0.02),
 convs Kaiming-normal fan_out (the official code also divides fan_out by the group count for depthwise
@@ -107,10 +109,10 @@ class ChannelAggregationFFN(nnx.Module):
 
 
 class MogaBlock(nnx.Module):
-  def __init__(self, dim, ffn_ratio, drop_path_rate, drop_rate, *, init, dtype, rngs):
-    self.norm1 = batch_norm(dim, dtype=dtype, rngs=rngs)
+  def __init__(self, dim, ffn_ratio, drop_path_rate, drop_rate, *, init, dtype, rngs, bn_group_size=None):
+    self.norm1 = batch_norm(dim, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.attn = GatedAggregation(dim, init=init, dtype=dtype, rngs=rngs)
-    self.norm2 = batch_norm(dim, dtype=dtype, rngs=rngs)
+    self.norm2 = batch_norm(dim, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.mlp = ChannelAggregationFFN(dim, dim * ffn_ratio, drop_rate, init=init, dtype=dtype, rngs=rngs)
     self.layer_scale1 = nnx.Param(jnp.full((dim,), 1e-5, jnp.float32))
     self.layer_scale2 = nnx.Param(jnp.full((dim,), 1e-5, jnp.float32))
@@ -127,9 +129,9 @@ class MogaBlock(nnx.Module):
 class ConvEmbed(nnx.Module):
   """3x3/2 conv (bias) + BN: the stage-2..4 downsampling; the stem stacks two, with GELU in between."""
 
-  def __init__(self, in_ch, out_ch, *, init, dtype, rngs):
+  def __init__(self, in_ch, out_ch, *, init, dtype, rngs, bn_group_size=None):
     self.conv = conv2d(in_ch, out_ch, 3, 2, bias=True, init=init, dtype=dtype, rngs=rngs)
-    self.bn = batch_norm(out_ch, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(out_ch, dtype=dtype, rngs=rngs, group_size=bn_group_size)
 
   def __call__(self, x, train):
     return self.bn(self.conv(x), use_running_average=not train)
@@ -149,9 +151,10 @@ class MogaNet(ImageClassifier):
     drop_path_rate: float = 0.0,
     drop_rate: float = 0.0,
     init: str = "kaiming",
+    bn_group_size: int | None = None,
   ):
     scheme = ConvNetInit(init)
-    kw = dict(init=scheme, dtype=dtype, rngs=rngs)
+    kw = dict(init=scheme, dtype=dtype, rngs=rngs, bn_group_size=bn_group_size)
     self.name, self.dtype, self.dims = name, dtype, tuple(dims)
     self.mix_stages = (0, 1, 2, 3, 4)
     self.stage_names = tuple(f"stage{i}" for i in range(5))

@@ -12,7 +12,8 @@ Initialisation (``init=``, see ``mixjax.models.initializers``): default ``"kaimi
 (Kaiming-normal fan_out convs, BN 1/0, head N(0, 0.01)) which the reference's AutoMix/SAMix runs use;
 ``"torch_default"`` reproduces the PyTorch layer defaults the reference's hand-crafted mixup baselines really
 train with (spec sec. 4). ``zero_init_residual`` zeroes the last BN scale of each block (off by default,
-matching what the reference effectively trains with).
+matching what the reference effectively trains with). ``bn_group_size`` computes training BN statistics per
+group of that many samples instead of over the whole batch (the reference's per-GPU BN; ``layers.BatchNorm``).
 
 Stage features for an ``H x W`` input (imagenet stem; channels ``c = width``, ``e`` = 1 basic / 4 bottleneck):
 
@@ -63,15 +64,16 @@ class BasicBlock(nnx.Module):
     init: ConvNetInit,
     dtype,
     rngs: nnx.Rngs,
+    bn_group_size: int | None = None,
   ):
     if groups != 1 or width_per_group != 64:
       raise ValueError("BasicBlock supports only groups=1, width_per_group=64")
     out_ch = planes
     self.conv1 = conv2d(in_ch, planes, 3, stride, init=init, dtype=dtype, rngs=rngs)
-    self.bn1 = batch_norm(planes, dtype=dtype, rngs=rngs)
+    self.bn1 = batch_norm(planes, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.conv2 = conv2d(planes, out_ch, 3, init=init, dtype=dtype, rngs=rngs)
-    self.bn2 = batch_norm(out_ch, dtype=dtype, rngs=rngs, zero_scale=zero_init_residual)
-    self.downsample = _shortcut(in_ch, out_ch, stride, init=init, dtype=dtype, rngs=rngs)
+    self.bn2 = batch_norm(out_ch, dtype=dtype, rngs=rngs, zero_scale=zero_init_residual, group_size=bn_group_size)
+    self.downsample = _shortcut(in_ch, out_ch, stride, init=init, dtype=dtype, rngs=rngs, bn_group_size=bn_group_size)
     self.drop_path_rate = drop_path_rate
 
   def __call__(self, x, train: bool, rngs):
@@ -99,16 +101,17 @@ class Bottleneck(nnx.Module):
     init: ConvNetInit,
     dtype,
     rngs: nnx.Rngs,
+    bn_group_size: int | None = None,
   ):
     mid = int(planes * (width_per_group / 64.0)) * groups
     out_ch = planes * self.expansion
     self.conv1 = conv2d(in_ch, mid, 1, init=init, dtype=dtype, rngs=rngs)
-    self.bn1 = batch_norm(mid, dtype=dtype, rngs=rngs)
+    self.bn1 = batch_norm(mid, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.conv2 = conv2d(mid, mid, 3, stride, groups=groups, init=init, dtype=dtype, rngs=rngs)
-    self.bn2 = batch_norm(mid, dtype=dtype, rngs=rngs)
+    self.bn2 = batch_norm(mid, dtype=dtype, rngs=rngs, group_size=bn_group_size)
     self.conv3 = conv2d(mid, out_ch, 1, init=init, dtype=dtype, rngs=rngs)
-    self.bn3 = batch_norm(out_ch, dtype=dtype, rngs=rngs, zero_scale=zero_init_residual)
-    self.downsample = _shortcut(in_ch, out_ch, stride, init=init, dtype=dtype, rngs=rngs)
+    self.bn3 = batch_norm(out_ch, dtype=dtype, rngs=rngs, zero_scale=zero_init_residual, group_size=bn_group_size)
+    self.downsample = _shortcut(in_ch, out_ch, stride, init=init, dtype=dtype, rngs=rngs, bn_group_size=bn_group_size)
     self.drop_path_rate = drop_path_rate
 
   def __call__(self, x, train: bool, rngs):
@@ -119,14 +122,14 @@ class Bottleneck(nnx.Module):
     return jax.nn.relu(_apply_shortcut(self.downsample, x, ura) + drop_path(out, self.drop_path_rate, train, rngs))
 
 
-def _shortcut(in_ch, out_ch, stride, *, init, dtype, rngs):
+def _shortcut(in_ch, out_ch, stride, *, init, dtype, rngs, bn_group_size=None):
   """1x1 strided conv + BN when shape changes (no avg-down), else None (identity)."""
   if stride == 1 and in_ch == out_ch:
     return None
   return nnx.List(
     [
       conv2d(in_ch, out_ch, 1, stride, padding=0, init=init, dtype=dtype, rngs=rngs),
-      batch_norm(out_ch, dtype=dtype, rngs=rngs),
+      batch_norm(out_ch, dtype=dtype, rngs=rngs, group_size=bn_group_size),
     ]
   )
 
@@ -158,6 +161,7 @@ class ResNet(ImageClassifier):
     drop_rate: float = 0.0,
     zero_init_residual: bool = False,
     init: str = "kaiming",
+    bn_group_size: int | None = None,
   ):
     if stem not in STEMS:
       raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
@@ -173,7 +177,7 @@ class ResNet(ImageClassifier):
       self.stem_conv = conv2d(3, width, 7, 2, init=scheme, dtype=dtype, rngs=rngs)
     else:
       self.stem_conv = conv2d(3, width, 3, 1, init=scheme, dtype=dtype, rngs=rngs)
-    self.stem_bn = batch_norm(width, dtype=dtype, rngs=rngs)
+    self.stem_bn = batch_norm(width, dtype=dtype, rngs=rngs, group_size=bn_group_size)
 
     total = sum(depths)
     rates = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
@@ -197,6 +201,7 @@ class ResNet(ImageClassifier):
             init=scheme,
             dtype=dtype,
             rngs=rngs,
+            bn_group_size=bn_group_size,
           )
         )
         in_ch = planes * block.expansion

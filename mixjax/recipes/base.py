@@ -110,6 +110,9 @@ def skeleton(*, recipe: str, method: str, model: str, epochs: int, report_metric
   c.ema = ml_collections.ConfigDict(dict(decay=0.0, warmup_epochs=0.0))
   c.log_every_steps = 100
   c.eval_every_epochs = 1
+  # PreciseBN (mixjax/precise_bn.py): BatchNorm running statistics re-estimated on this many training samples
+  # after every epoch, before evaluation; 0: off.
+  c.precise_bn_samples = 0
   c.checkpoint_every_epochs = 1
   c.checkpoint_every_steps = 0
   c.keep_checkpoints = 2

@@ -11,8 +11,11 @@ from typing import Any, Mapping
 
 from mixjax.recipes import base
 
-# wd 0 on BN and biases (`(bn|gn)(\d+)?.(weight|bias)` or "bias"): all of them are 1-D parameters here.
-# Deviation: the reference regex misses the downsample BN's scale (spec §3.2 PITFALL); we exclude it too.
+# wd 0 on BN and biases (`(bn|gn)(\d+)?.(weight|bias)` or "bias"): all of them are 1-D parameters here, except
+# that the regex misses the ResNet downsample BN, named by its index in mmcv ("downsample.1.weight"): its scale is
+# still decayed, its bias not (spec §3.2 PITFALL). The cells reproduce that; EfficientNet-B0 and MobileNetV2 have
+# no such parameter. --config.optimizer.wd_include=() excludes every 1-D parameter (the regex's evident intent).
+REFERENCE_WD_MISS = r"(^|/)downsample/1/scale$"
 
 LAMB = dict(
   name="lamb",
@@ -22,6 +25,7 @@ LAMB = dict(
   weight_decay=0.02,
   wd_exclude_1d=True,
   wd_exclude=(),
+  wd_include=(REFERENCE_WD_MISS,),
   warmup_epochs=5.0,
   warmup_start_ratio=1e-5,
   min_lr=1e-6,

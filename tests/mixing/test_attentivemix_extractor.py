@@ -4,6 +4,7 @@ the state_dict, and a contradicting explicit extractor is a clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mixjax import mixing
 from mixjax.mixing.model_aware import attentivemix
 from mixjax.recipes import cells, tables
 
@@ -53,15 +55,19 @@ def r50_checkpoint(torchvision_files):
   return str(path), torch.load(path, map_location="cpu")
 
 
-def _deit_cell_hp():
+def _deit_cell_hp(**overrides):
+  """The DeiT-S AttentiveMix+ cell's typed hyper-parameters, as its run's plan builds them."""
   cell = next(c for c in tables.cells([tables.DEIT]) if c.row == "attentivemix" and c.column.model == "deit_small")
-  return dict(cells.build_cell_config(cell).mixing.args.attentivemix.to_dict())
+  mixing_config = cells.build_cell_config(cell).mixing
+  mixing_config.args.attentivemix.update(overrides)
+  (mode,) = mixing.resolve_mixing_config(mixing_config).modes
+  return mode.hyper_parameters
 
 
 def test_deit_cell_loads_a_torchvision_resnet50(r50_checkpoint):
   path, state_dict = r50_checkpoint
-  hp = dict(_deit_cell_hp(), extractor_checkpoint=path)
-  assert hp["extractor"] == "resnet50"
+  hp = _deit_cell_hp(extractor_checkpoint=path)
+  assert hp.extractor == "resnet50" and hp.extractor_checkpoint == path
   params, stats = attentivemix.load_extractor_weights(hp)
   np.testing.assert_array_equal(
     np.asarray(params["stem_conv"]["kernel"]), np.transpose(state_dict["conv1.weight"].numpy(), (2, 3, 1, 0))
@@ -71,12 +77,12 @@ def test_deit_cell_loads_a_torchvision_resnet50(r50_checkpoint):
   grid = attentivemix.attention_grid(attentivemix.extractor_fn(hp), params, stats, images, 224)
   assert grid.shape == (2, 7, 7) and bool(jnp.all(jnp.isfinite(grid))) and float(jnp.std(grid)) > 0
   # 'auto' reads the same architecture and head size off the checkpoint.
-  assert attentivemix._extractor_spec(dict(hp, extractor="auto"))[::2] == ("resnet50", 1000)
+  assert attentivemix._extractor_spec(dataclasses.replace(hp, extractor="auto"))[::2] == ("resnet50", 1000)
 
 
 def test_explicit_extractor_contradicting_the_checkpoint_is_refused(r50_checkpoint):
   path, _ = r50_checkpoint
-  hp = dict(attentivemix.AttentiveMix.defaults, extractor="resnet18", extractor_checkpoint=path)
+  hp = attentivemix.AttentiveMix.Params(extractor="resnet18", extractor_checkpoint=path)
   with pytest.raises(ValueError, match="holds a resnet50.*extractor='resnet50'"):
     attentivemix.load_extractor_weights(hp)
 

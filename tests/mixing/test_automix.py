@@ -1,5 +1,6 @@
 """AutoMix / SAMix: gradient paths, momentum encoder, mask validity, schedules, exact resume."""
 
+import dataclasses
 import functools
 import math
 from unittest import mock
@@ -11,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from mixjax import automix_preview, losses, mixing, optim
+from mixjax import losses, mixing, optim
+from mixjax.visualize import automix as automix_picture
 from mixjax.mixing.model_aware.automix import method as am
 from mixjax.mixing.model_aware.automix import schedules
 from mixjax.train_state import make_init_fn, model_fn_and_shapes
@@ -20,10 +22,10 @@ from tests.helpers import demo_config
 BATCH, SIZE, CLASSES = 8, 32, 10
 
 
-def _ctx(name):
+def _ctx(name, mix_head=False):
   c = ml_collections.ConfigDict()
   c.seed, c.batch_size, c.epochs, c.compute_dtype = 0, BATCH, 1, "float32"
-  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar"))
+  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar", mix_head=mix_head))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
   model_fn, abstract, _ = model_fn_and_shapes(c, CLASSES)
@@ -49,7 +51,7 @@ def _ctx(name):
 def setup(request):
   name = request.param
   method = mixing.get_method(name).fn
-  hp = dict(method.defaults, lam_margin=0.0)  # never fall back to plain mixup: the mask path must be live
+  hp = method.hyper_parameters(lam_margin=0.0)  # never fall back to plain mixup: the mask path must be live
   config, ctx, tx = _ctx(name)
   init = make_init_fn(config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
   state = jax.jit(init)()
@@ -176,19 +178,26 @@ def test_update_aux_moves_mixblock_and_ema_is_exact(setup):
 def test_masks_are_valid_and_label_weights_match(setup):
   name, method, hp, ctx, state, images, labels = setup
   shards = 2
+  if jax.device_count() < shards:
+    pytest.skip("needs 2 (fake) devices; run through tests/conftest.py")
+  mesh = jax.make_mesh((shards,), ("data",), devices=jax.devices()[:shards])
   lam, perm = am.draw_pairing(jax.random.key(7), 2.0, BATCH, shards)
   feats, _ = am.feature_map(ctx, state.params, state.batch_stats, images, "stage3")
-  mask = am.partner_mask(
-    state.aux["mixblock"], feats, lam, perm, shards, (SIZE, SIZE), am.design_of(hp), jax.random.key(8)
-  )
+  mask = jax.jit(
+    lambda f: am.partner_mask(
+      state.aux["mixblock"], f, lam, perm, mesh, (SIZE, SIZE), am.design_of(hp), jax.random.key(8)
+    )
+  )(feats)
   assert mask.shape == (BATCH, SIZE, SIZE)
   assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0 and float(mask.std()) > 0
-  partner = am.permute_within_shards(images, perm, shards)
-  # Pairing stays inside each device's half of the batch.
+  partner = np.asarray(jax.jit(lambda x: am.partner_rows(mesh, perm, x))(images))
+  # Pairing stays inside each device's half of the batch: row d·b + i pairs with row d·b + π(i).
   local = np.asarray(perm)
-  np.testing.assert_array_equal(np.asarray(partner[BATCH // 2 + 1]), np.asarray(images[BATCH // 2 + local[1]]))
+  rows = (np.arange(BATCH) // (BATCH // shards)) * (BATCH // shards) + local[np.arange(BATCH) % (BATCH // shards)]
+  np.testing.assert_array_equal(partner, np.asarray(images)[rows])
   for label_weight in ("lambda", "mask_mean"):
-    mix = am.mixed_result(images, labels, mask, lam, perm, shards, label_weight)
+    mix = jax.jit(lambda x, y, m, lw=label_weight: am.mixed_result(x, y, m, lam, perm, mesh, lw))(images, labels, mask)
+    np.testing.assert_array_equal(np.asarray(mix.labels_b), np.asarray(labels)[rows])
     # per-pixel source weights (1 − m, m) sum to one: the mixed pixel is exactly that convex combination
     w = np.asarray(mask)[..., None]
     np.testing.assert_allclose(
@@ -198,7 +207,7 @@ def test_masks_are_valid_and_label_weights_match(setup):
     np.testing.assert_allclose(np.asarray(mix.lam), expected, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(mix.targets.sum(-1)), 1.0, rtol=1e-6)
   # lam_margin fallback: a constant mask whose mean is exactly 1 − λ, so the label weight λ equals the area.
-  hp_margin = dict(hp, lam_margin=0.5)
+  hp_margin = dataclasses.replace(hp, lam_margin=0.5)
   _, (_, _, metrics) = method.loss(
     ctx, jax.random.key(9), state.params, state.batch_stats, state.aux, images, labels, alpha=2.0, hp=hp_margin
   )
@@ -252,7 +261,7 @@ def test_picture_shows_valid_learned_masks():
   rng = np.random.default_rng(2)
   images = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  mix = automix_preview.mixes_fn(method, images, labels, alpha=2.0, hp=dict(method.defaults), steps=2)(
+  mix = automix_picture.mixes_fn(method, images, labels, alpha=2.0, hp=method.hyper_parameters(), steps=2)(
     jax.random.key(0)
   )
   assert mix.images.shape == images.shape and np.all(np.isfinite(np.asarray(mix.images)))
@@ -300,7 +309,7 @@ def _mixblock_step(method, ctx, state, images, labels, hp, step):
 def test_mixblock_lr_follows_the_iteration_even_when_updates_are_skipped(setup):
   """The reference's lr hook sets the MixBlock lr every iteration; skipped updates must not freeze it."""
   _, method, hp, ctx, state, images, labels = setup
-  hp = dict(
+  hp = dataclasses.replace(
     hp, mixblock_lr=0.1, mixblock_min_lr=1e-3, mixblock_lr_by_epoch=False, mask_loss_schedule="constant"
   )  # same gradient at every step: only the lr differs
   lr = lambda t: 1e-3 + (0.1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t / ctx.total_steps))  # noqa: E731
@@ -321,7 +330,8 @@ def test_mixblock_lr_follows_the_iteration_even_when_updates_are_skipped(setup):
 
   # A skipped iteration (update probability 0) leaves the MixBlock and its optimizer statistics as they were,
   # yet logs the lr of that iteration.
-  aux, metrics = _mixblock_step(method, ctx, state, images, labels, dict(hp, mixblock_update_prob=0.0), 70)
+  skip = dataclasses.replace(hp, mixblock_update_prob=0.0)
+  aux, metrics = _mixblock_step(method, ctx, state, images, labels, skip, 70)
   jax.tree.map(np.testing.assert_array_equal, aux["mixblock"], state.aux["mixblock"])
   jax.tree.map(np.testing.assert_array_equal, aux["mixblock_opt"], state.aux["mixblock_opt"])
   np.testing.assert_allclose(float(metrics["mixblock_lr"]), lr(70), rtol=1e-5)

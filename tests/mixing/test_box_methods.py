@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mixjax import mixing
+from mixjax.mixing.core import dispatch
 from mixjax.mixing.ops import sampling
 from mixjax.mixing.input import smoothmix as smoothmix_module
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
@@ -128,23 +129,53 @@ def test_smoothmix_label_weights_flag():
   np.testing.assert_allclose(np.asarray(reference.lam), 1 - np.asarray(paper.lam), atol=1e-6)
 
 
-def test_switch_probabilities_pick_the_branch():
+def _timm_switch_plan(mix_prob, switch_prob):
+  """timm's Mixup/CutMix switch (DeiT: Mixup α 0.8, CutMix α 1.0) as a mixing plan: mix with probability
+  ``mix_prob``, then CutMix with probability ``switch_prob``, else Mixup."""
+  cfg = mixing.default_mixing_config()
+  cfg.method = ["vanilla", "mixup", "cutmix"]
+  cfg.alpha = [1.0, 0.8, 1.0]
+  cfg.prob = [1 - mix_prob, mix_prob * (1 - switch_prob), mix_prob * switch_prob]
+  return mixing.resolve_mixing_config(cfg)
+
+
+def _branch_taken(out, images):
+  """'vanilla' (untouched), 'cutmix' (pasted: pixel values stay the integers i + 1) or 'mixup' (blended)."""
+  mixed = np.asarray(out.images)
+  if np.array_equal(mixed, np.asarray(images)) and np.all(np.asarray(out.lam) == 1):
+    return "vanilla"
+  return "cutmix" if np.array_equal(mixed, np.round(mixed)) else "mixup"
+
+
+@pytest.mark.parametrize(
+  "mix_prob,switch_prob,branch", [(1.0, 1.0, "cutmix"), (1.0, 0.0, "mixup"), (0.0, 0.5, "vanilla")]
+)
+def test_switch_plan_probabilities_pick_the_branch(mix_prob, switch_prob, branch):
   images, labels = constant_batch(batch=8)
-  switch = mixing.get_method("mixup_cutmix_switch").fn
-  always_cut, always_mixup, never_mix = (
-    jax.jit(functools.partial(switch, **kw))
-    for kw in (dict(switch_prob=1.0), dict(switch_prob=0.0, mixup_alpha=1.0), dict(mix_prob=0.0))
-  )
-  for seed in range(3):
-    key = jax.random.key(seed)
-    cut = always_cut(key, images, labels)
-    values = np.unique(np.asarray(cut.images))
-    assert np.allclose(values, np.round(values))  # pasted, not blended
-    assert (np.asarray(cut.lam) < 1).all()
-    mix = always_mixup(key, images, labels)
-    weight, self_pair = recover_pixel_weight(mix)
-    np.testing.assert_allclose(weight[~self_pair].std(axis=(1, 2)), 0, atol=1e-5)  # blended uniformly
-    assert (np.asarray(mix.lam) < 1).all()
-    off = never_mix(key, images, labels)
-    np.testing.assert_array_equal(off.images, images)
-    np.testing.assert_array_equal(off.lam, np.ones(8))
+  plan = _timm_switch_plan(mix_prob, switch_prob)
+  fn = jax.jit(functools.partial(dispatch.mix_with_plan, plan))
+  for seed in range(6):
+    out = fn(jax.random.key(seed), images, labels)
+    assert _branch_taken(out, images) == branch
+    if branch == "mixup":
+      weight, self_pair = recover_pixel_weight(out)
+      np.testing.assert_allclose(weight[~self_pair].std(axis=(1, 2)), 0, atol=1e-5)  # blended uniformly
+    if branch != "vanilla":
+      assert (np.asarray(out.lam) < 1).all()
+    else:
+      np.testing.assert_array_equal(out.lam, np.ones(8))
+
+
+def test_switch_plan_branch_frequencies():
+  """timm's mix_prob 0.8, switch_prob 0.5 → vanilla 0.2, Mixup 0.4, CutMix 0.4 of the steps (each branch
+  recognised from the mixed batch; 1500 steps: 4σ ≈ 0.05 for 0.4)."""
+  images, labels = constant_batch(batch=8, size=16)
+  plan = _timm_switch_plan(0.8, 0.5)
+  fn = jax.jit(jax.vmap(functools.partial(dispatch.mix_with_plan, plan), in_axes=(0, None, None)))
+  steps = 1500
+  out = fn(jax.random.split(jax.random.key(0), steps), images, labels)
+  mixed, lam = np.asarray(out.images), np.asarray(out.lam)
+  untouched = np.all(mixed == np.asarray(images), axis=(1, 2, 3, 4)) & np.all(lam == 1, axis=1)
+  pasted = np.all(mixed == np.round(mixed), axis=(1, 2, 3, 4))  # as _branch_taken, for all steps at once
+  freq = {"vanilla": untouched.mean(), "cutmix": (pasted & ~untouched).mean(), "mixup": (~pasted).mean()}
+  assert abs(freq["vanilla"] - 0.2) < 0.05 and abs(freq["mixup"] - 0.4) < 0.05 and abs(freq["cutmix"] - 0.4) < 0.05

@@ -1,6 +1,7 @@
 """Co-Mixup on device: the per-output labelling against brute force, the whole solver against the authors'
 algorithm and the exact optimum, and the mix itself (label weights = pixel areas, groups stay on their device)."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -10,9 +11,17 @@ import pytest
 
 from mixjax.mixing.model_aware import comixup
 from mixjax.mixing.ops import comixup_solver as cs
+from mixjax.visualize import pictures
 from tests.mixing.conftest import constant_batch
+from tests.mixing.test_model_aware import _small_ctx
 
-HP = dict(comixup.CoMixup.defaults)
+HP = comixup.CoMixup().hyper_parameters()
+
+
+def _hp(**overrides):
+  return dataclasses.replace(HP, **overrides)
+
+
 SOLVE_KW = dict(beta=0.32, gamma=1.0, thres=0.83)
 
 
@@ -175,7 +184,7 @@ def _mix(hp, batch=8, seed=0, mesh=None, dtype=jnp.float32):
 
 
 def test_label_weights_are_the_pixel_areas_and_targets_sum_to_one():
-  hp = dict(HP, m_part=4)
+  hp = _hp(m_part=4)
   mixed_outputs = pair_pixels = 0
   for seed in range(3):
     result = _mix(hp, seed=seed)
@@ -194,14 +203,14 @@ def test_label_weights_are_the_pixel_areas_and_targets_sum_to_one():
 
 
 def test_same_key_same_mix():
-  hp = dict(HP, m_part=4)
+  hp = _hp(m_part=4)
   first, second = _mix(hp, seed=1), _mix(hp, seed=1)
   for x, y in zip(first, second):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_groups_stay_within_each_device(four_device_mesh):
-  result = _mix(dict(HP, m_part=2), batch=16, mesh=four_device_mesh)
+  result = _mix(_hp(m_part=2), batch=16, mesh=four_device_mesh)
   targets = np.asarray(result.targets)
   device = np.arange(16) // 4
   group = np.arange(16) // 2
@@ -211,14 +220,14 @@ def test_groups_stay_within_each_device(four_device_mesh):
 
 
 def test_bfloat16_images_keep_their_dtype():
-  result = _mix(dict(HP, m_part=4), dtype=jnp.bfloat16)
+  result = _mix(_hp(m_part=4), dtype=jnp.bfloat16)
   assert result.images.dtype == jnp.bfloat16
   assert np.all(np.isfinite(np.asarray(result.images, np.float32)))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
 
 
 def test_chain_solver_and_soft_threshold_still_mix():
-  result = _mix(dict(HP, m_part=4, solver="chain", m_thres_type="soft", prior_alpha="alpha"))
+  result = _mix(_hp(m_part=4, solver="chain", m_thres_type="soft", prior_alpha="alpha"))
   a, b = _decode_sources(result.images)
   area = 0.5 * (np.eye(8)[a] + np.eye(8)[b]).mean((1, 2))
   np.testing.assert_allclose(np.asarray(result.targets), area, atol=1e-6)
@@ -229,7 +238,6 @@ def test_chain_solver_and_soft_threshold_still_mix():
   [
     (dict(m_part=3), "m_part"),  # 8 samples per device
     (dict(m_block_num=5), "m_block_num"),
-    (dict(m_thres_type="linear"), "m_thres_type"),
     (dict(m_omega=2.0), "m_omega"),
     (dict(prior_alpha=0.0), "prior_alpha"),
     (dict(m_part=8, m_block_num=8), "solver='chain'"),
@@ -237,14 +245,12 @@ def test_chain_solver_and_soft_threshold_still_mix():
 )
 def test_bad_hyper_parameters_name_the_fix(overrides, match):
   with pytest.raises(ValueError, match=match):
-    _mix(dict(HP, **overrides))
+    _mix(_hp(**overrides))
 
 
 def test_clean_pass_is_trained_with_weight_clean_lam():
   """With clean_lam > 0 the step's loss is CE(mixed) + clean_lam·CE(clean, train mode); the mix does not depend
   on clean_lam, so two weights differ by exactly the clean loss. (The demo trains through its gradient.)"""
-  from tests.mixing.test_model_aware import _small_ctx
-
   ctx, state, images, labels = _small_ctx()
   method = comixup.CoMixup()
   key = jax.random.key(0)
@@ -261,7 +267,7 @@ def test_clean_pass_is_trained_with_weight_clean_lam():
         images,
         labels,
         alpha=2.0,
-        hp=dict(HP, m_part=4, m_block_num=2, m_niter=1, clean_lam=w),
+        hp=_hp(m_part=4, m_block_num=2, m_niter=1, clean_lam=w),
       )
       for w in (1.0, 2.0)
     ]
@@ -277,6 +283,7 @@ def test_clean_pass_is_trained_with_weight_clean_lam():
 def test_picture_mixes_the_photos_as_one_group():
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  result = comixup.CoMixup().picture(jax.random.key(1), images, labels, alpha=1.0, hp=dict(HP))
+  step = comixup.CoMixup()
+  result = pictures.picture_for("comixup").build(step, images, labels, alpha=1.0, hp=HP)(jax.random.key(1))
   assert result.images.shape == images.shape and np.all(np.isfinite(np.asarray(result.images)))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)

@@ -53,8 +53,8 @@ def test_bad_alpha_and_unknown_hyper_parameter():
   with pytest.raises(ValueError, match="must be > 0"):
     mixing.validate_mixing_config(cfg)
   cfg = mixing.default_mixing_config()
-  cfg.args.mixup_cutmix_switch.switch_probability = 0.3
-  with pytest.raises(ValueError, match="valid: .*switch_prob"):
+  cfg.args.mixup.pair = "flip"
+  with pytest.raises(ValueError, match="valid: .*pairing"):
     mixing.validate_mixing_config(cfg)
 
 
@@ -70,10 +70,13 @@ def test_defaults_carry_every_method_hyper_parameter_and_resolve():
   assert [m.method.name for m in plan.modes] == mixing.list_methods("input")
   assert sum(plan.probs) == pytest.approx(1.0)
   # Overrides land in the resolved hyper-parameters.
-  cfg.args.mixup_cutmix_switch.mixup_alpha = 0.1
+  cfg.args.mixup.pairing = "flip"
+  cfg.args.gridmix.crop = "reference"
   plan = mixing.resolve_mixing_config(cfg)
-  switch = [m for m in plan.modes if m.method.name == "mixup_cutmix_switch"]
-  assert switch[0].hyper_parameters["mixup_alpha"] == 0.1
+  modes = {m.method.name: m for m in plan.modes}
+  assert modes["mixup"].hyper_parameters.pairing == "flip"
+  assert modes["gridmix"].hyper_parameters.crop == "reference"
+  assert modes["cutmix"].hyper_parameters.pairing == "permutation"
 
 
 def test_mix_batch_rejects_integer_labels_and_non_nhwc():

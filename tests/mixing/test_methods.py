@@ -25,7 +25,6 @@ IDENTITY_LAM = {
   "vanilla": 1.0,
   "mixup": 1.0,
   "cutmix": 1.0,
-  "mixup_cutmix_switch": 1.0,
   "fmix": 1.0,
   "saliencymix": 1.0,
   "resizemix": 0.0,

@@ -1,21 +1,32 @@
 """Model-aware methods (issue 6): ManifoldMix, AlignMix, AttentiveMix+, TransMix, TokenMix — properties of
 their kernels, and each trains the demo config end to end inside the jitted, sharded step."""
 
+import dataclasses
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
-from mixjax import checkpoint, mixing, train
+from mixjax import checkpoint, losses, mixing, models, train
+from mixjax.config_args import ConfigError
 from mixjax.mixing.core import per_device
 from mixjax.mixing.model_aware import alignmix, attentivemix, manifoldmix, tokenmix, transmix
 from mixjax.mixing.core.result import MixResult
+from mixjax.mixing.ops.model_info import require_attention
 from mixjax.mixing.ops.sampling import sample_beta_lam
 from mixjax.mixing.ops.sinkhorn import sinkhorn_plan
+from mixjax.sharding import make_mesh
+from mixjax.train_state import make_init_fn, model_fn_and_shapes
+from mixjax.visualize import pictures
+from mixjax.visualize.stand_ins import small_cnn, small_vit
 from tests.helpers import demo_config as load_demo_config
+from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 
 # A tiny DeiT for the ViT-only methods on the 32 px demo (8x8 patch grid of 4 px patches).
@@ -149,13 +160,6 @@ def test_manifoldmix_layer_errors_name_valid_models():
 
 def _small_ctx(classes=10):
   """A width-8 ResNet-18 on 16 px images, batch 16 over the train step's kind of mesh (4 devices, Auto axes)."""
-  import ml_collections
-  import optax
-
-  from mixjax import losses
-  from mixjax.sharding import make_mesh
-  from mixjax.train_state import make_init_fn, model_fn_and_shapes
-
   if jax.device_count() < 4:
     pytest.skip("needs 4 (fake) devices; run through tests/conftest.py")
   mesh = make_mesh(jax.devices()[:4])
@@ -219,8 +223,8 @@ def test_manifoldmix_one_forward_equals_the_switch_over_stages():
   statistics, for a key of each stage (same λ, π and stage draw), pairing per device under shard_map."""
   ctx, state, images, labels = _small_ctx()
   method = mixing.get_method("manifoldmix").fn
-  hp = dict(method.defaults)
-  stages = manifoldmix.manifold_layers(ctx.model, hp["layer"])
+  hp = method.hyper_parameters()
+  stages = manifoldmix.manifold_layers(ctx.model, hp.layer)
 
   def reference(params, stats, rng):
     k_lam, k_perm, k_layer, k_drop = jax.random.split(rng, 4)
@@ -245,8 +249,8 @@ def test_alignmix_with_manifold_draw_equals_the_switch_over_branches():
   equals the former switch over (manifold stages..., aligned last stage), for keys drawing each branch."""
   ctx, state, images, labels = _small_ctx()
   method = mixing.get_method("alignmix").fn
-  hp = dict(method.defaults, manifoldmix_prob=0.5, max_iter=5)
-  manifold = manifoldmix.manifold_layers(ctx.model, hp["manifoldmix_layer"], "alignmix")
+  hp = method.hyper_parameters(manifoldmix_prob=0.5, max_iter=5)
+  manifold = manifoldmix.manifold_layers(ctx.model, hp.manifoldmix_layer, "alignmix")
   last = method._last_stage(ctx.model)
 
   def draw(rng):
@@ -291,40 +295,31 @@ def test_attentive_mask_keeps_each_samples_top_cells():
 
 
 def test_attentivemix_label_weight_equals_kept_area():
-  from tests.mixing.conftest import constant_batch, recover_pixel_weight
-
   images, labels = constant_batch(8, size=28)
   grid = jax.random.uniform(jax.random.key(0), (8, 7, 7))
   mixed, lam, labels_b = attentivemix.attentive_mix_local(
     jax.random.key(1), jnp.float32(0.4), images, grid, labels, top_k_fixed=0
   )
-  from mixjax.mixing.core.result import MixResult
-
   weight, self_pair = recover_pixel_weight(MixResult(mixed, labels, labels_b, lam))
   np.testing.assert_allclose(np.asarray(lam), int(49 * 0.4) / 49, rtol=1e-6)
   np.testing.assert_allclose(np.nanmean(weight[~self_pair], axis=(1, 2)), np.asarray(lam)[~self_pair], rtol=1e-6)
 
 
 def test_attentivemix_without_checkpoint_is_a_clear_error():
-  hp = dict(attentivemix.AttentiveMix.defaults)
+  hp = attentivemix.AttentiveMix().hyper_parameters()
   with pytest.raises(ValueError, match="extractor_checkpoint"):
     attentivemix.check_extractor_configured(hp)
 
 
 def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
   """A torchvision-named state_dict (.npz) round-trips into the extractor's params."""
-  from flax import nnx
-  from mixjax import models
-
-  hp = dict(
-    attentivemix.AttentiveMix.defaults, extractor_kwargs={"stem": "cifar", "width": 8}, extractor_num_classes=10
-  )
+  hp = attentivemix.AttentiveMix.Params(extractor_kwargs={"stem": "cifar", "width": 8}, extractor_num_classes=10)
   src = models.build_model("resnet18", num_classes=10, rngs=nnx.Rngs(5), stem="cifar", width=8)
   params = nnx.to_pure_dict(nnx.state(src, nnx.Param))
   state_dict = {"conv1.weight": np.transpose(np.asarray(params["stem_conv"]["kernel"]), (3, 2, 0, 1))}
   path = tmp_path / "r18.npz"
   np.savez(path, **state_dict)
-  got, _ = attentivemix.load_extractor_weights(dict(hp, extractor_checkpoint=str(path)))
+  got, _ = attentivemix.load_extractor_weights(dataclasses.replace(hp, extractor_checkpoint=str(path)))
   np.testing.assert_array_equal(np.asarray(got["stem_conv"]["kernel"]), np.asarray(params["stem_conv"]["kernel"]))
 
 
@@ -332,13 +327,11 @@ def test_attentivemix_loads_a_torch_layout_state_dict(tmp_path):
 
 
 def test_transmix_lambda_is_half_area_half_attention_outside_the_box():
-  from mixjax.mixing.model_aware.picture_models import small_vit
-
   fn, params, stats = small_vit(8, 28)  # patch 2, 14x14 grid
   images = jax.random.normal(jax.random.key(0), (8, 28, 28, 3))
   labels = jax.nn.one_hot(jnp.arange(8), 8)
   method = transmix.TransMix()
-  hp = dict(method.defaults)
+  hp = method.hyper_parameters()
   mixed, region_b, lam0, labels_b = method.draw(None, jax.random.key(4), images, labels, alpha=1.0, hp=hp)
   (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
   lam = np.asarray(method.reweight(lam0, region_b, feats["attention"], 0.5, 2))
@@ -359,8 +352,6 @@ def test_attention_lam_counts_only_patches_outside_the_partner_region():
 
 def test_vit_methods_refuse_cnns_naming_vits():
   config = demo_config("transmix")
-  from mixjax.mixing.ops.model_info import require_attention
-
   with pytest.raises(ValueError, match="deit_tiny"):
     require_attention(config.model, "transmix")
 
@@ -378,27 +369,101 @@ def test_token_masks_have_the_requested_size():
   assert int(tokenmix.tokens_to_mix(jnp.float32(0.5), 196, 14)) == 98 + 14
 
 
-def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
-  from tests.mixing.conftest import constant_batch
+def _paper_lam(w_a, w_b):
+  return np.asarray(w_a) / np.asarray(w_a + w_b)
 
+
+def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
   images, labels = constant_batch(8, size=16)
   uniform = jnp.ones((8, 16)) / 16  # 4x4 grid of 4 px patches
-  hp = dict(tokenmix.TokenMix.defaults, mask_type="random")
-  mixed, lam, labels_b, tokens = tokenmix.tokenmix_local(
+  hp = tokenmix.TokenMix.Params(mask_type="random")
+  mixed, w_a, w_b, labels_b, tokens = tokenmix.tokenmix_local(
     jax.random.key(2), jnp.float32(0.5), images, uniform, labels, patch=4, hp=hp
   )
+  lam = _paper_lam(w_a, w_b)
   tokens = np.asarray(tokens).reshape(8, 4, 4)
   own = np.arange(8) + 1.0
   partner = np.argmax(np.asarray(labels_b), 1) + 1.0
   expected = np.where(np.repeat(np.repeat(tokens, 4, 1), 4, 2) > 0, partner[:, None, None], own[:, None, None])
   np.testing.assert_array_equal(np.asarray(mixed)[..., 0], expected)
   # uniform attention: λ is the share of tokens kept from x
-  np.testing.assert_allclose(np.asarray(lam), 1 - tokens.mean((1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(lam, 1 - tokens.mean((1, 2)), rtol=1e-6)
   peaked = jnp.zeros((8, 16)).at[:, 0].set(1.0)  # all attention on token 0
-  _, lam_p, _, tok_p = tokenmix.tokenmix_local(
+  _, w_a, w_b, _, tok_p = tokenmix.tokenmix_local(
     jax.random.key(2), jnp.float32(0.5), images, peaked, labels, patch=4, hp=hp
   )
-  np.testing.assert_allclose(np.asarray(lam_p), 1 - np.asarray(tok_p)[:, 0], atol=1e-6)
+  np.testing.assert_allclose(_paper_lam(w_a, w_b), 1 - np.asarray(tok_p)[:, 0], atol=1e-6)
+
+
+def _reference_tokenmix_loss(attention, tokens, perm, logits, y_a, y_b, criterion):
+  """OpenMixup's TokenMix loss (spec 2.17, its heads' 4-tuple path) in numpy: head-mean class-token attention a,
+  w_a = Σ mask·a_x, w_b = Σ (1−mask)·a_π(x) (mask 1 where the partner was pasted, no normalisation), loss
+  mean_i(L̄_a·w_a,i + L̄_b·w_b,i) with L̄ the batch-mean criterion against y_a / y_b."""
+  a = np.asarray(attention, np.float64).mean(1)
+  w_a = (tokens * a).sum(1)
+  w_b = ((1 - tokens) * a[perm]).sum(1)
+  return np.mean(criterion(logits, y_a).mean() * w_a + criterion(logits, y_b).mean() * w_b), w_a, w_b
+
+
+def _np_soft_ce(logits, targets):
+  z = logits - logits.max(1, keepdims=True)
+  return -(targets * (z - np.log(np.exp(z).sum(1, keepdims=True)))).sum(1)
+
+
+def _np_bce_sum(logits, targets):
+  p = 1 / (1 + np.exp(-logits))
+  return -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(1)
+
+
+def test_tokenmix_openmixup_label_rule_equals_the_reference_loss():
+  """label_rule='openmixup': the scaled loss on the MixResult equals the reference's 4-tuple loss with its
+  inverted, unnormalised attention weights (soft CE with label smoothing, and summed BCE), on a small attention
+  map whose class-token rows leave mass on the class token (patch attention sums to < 1)."""
+  b, heads, classes, grid = 8, 2, 10, 4
+  rng = np.random.default_rng(0)
+  images, _ = constant_batch(b, size=grid * 4)
+  smooth = 0.1
+  hard = np.eye(classes, dtype=np.float32)[np.arange(b)]
+  labels = jnp.asarray(hard * (1 - smooth) + smooth / classes)
+  raw = rng.random((b, heads, grid * grid + 1))
+  attention = jnp.asarray((raw / raw.sum(-1, keepdims=True))[..., 1:], jnp.float32)  # cls row without cls→cls
+  logits = rng.normal(size=(b, classes)).astype(np.float32)
+  method = tokenmix.TokenMix()
+  hp = method.hyper_parameters(label_rule="openmixup", mask_type="random")
+  draw = jax.jit(
+    lambda r, h: method.mix(None, r, images, labels, attention, alpha=1.0, hp=h, patch=4), static_argnums=1
+  )
+  mix, tokens, scale = draw(jax.random.key(3), hp)
+  tokens = np.asarray(tokens)
+  perm = np.argmax(np.asarray(mix.labels_b), 1)
+  assert 0 < tokens.mean() < 1 and np.any(perm != np.arange(b))
+  # pixels: the partner's where its tokens were pasted
+  pixels = np.repeat(np.repeat(tokens.reshape(b, grid, grid), 4, 1), 4, 2)
+  np.testing.assert_array_equal(
+    np.asarray(mix.images)[..., 0], np.where(pixels > 0, perm[:, None, None] + 1.0, np.arange(b)[:, None, None] + 1.0)
+  )
+  for ours_loss, criterion in ((losses.soft_cross_entropy, _np_soft_ce), (losses.binary_cross_entropy, _np_bce_sum)):
+    want, w_a, w_b = _reference_tokenmix_loss(
+      attention,
+      tokens,
+      perm,
+      logits.astype(np.float64),
+      np.asarray(labels)[np.arange(b)],
+      np.asarray(labels)[perm],
+      criterion,
+    )
+    got = float(scale) * float(jnp.mean(ours_loss(jnp.asarray(logits), mix.targets)))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(float(scale), w_a.mean() + w_b.mean(), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(mix.lam), w_a.mean() / (w_a.mean() + w_b.mean()), rtol=1e-5)
+  # the paper's rule on the same draw: kept attention of x vs pasted attention of the partner, normalised, scale 1
+  paper, paper_tokens, paper_scale = draw(jax.random.key(3), dataclasses.replace(hp, label_rule="paper"))
+  np.testing.assert_array_equal(np.asarray(paper_tokens), tokens)
+  a = np.asarray(attention, np.float64).mean(1)
+  a = a / a.sum(1, keepdims=True)
+  kept, pasted = ((1 - tokens) * a).sum(1), (tokens * a[perm]).sum(1)
+  np.testing.assert_allclose(np.asarray(paper.lam), kept / (kept + pasted), rtol=1e-5)
+  assert float(paper_scale) == 1.0
 
 
 # ---------------------------------------------------------------- pictures
@@ -406,13 +471,13 @@ def test_tokenmix_pixels_follow_tokens_and_labels_follow_attention():
 
 @pytest.mark.parametrize("method", ["manifoldmix", "puzzlemix", "attentivemix", "alignmix", "transmix", "tokenmix"])
 def test_picture_gives_a_consistent_mix(method):
-  entry = mixing.get_method(method)
+  """Each method's registered picture (``mixjax.visualize.pictures``) on its typed default hyper-parameters."""
+  step = mixing.get_method(method).step
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  hp = dict(entry.defaults)
-  if method == "attentivemix":
-    hp.update(feat_size=32, extractor_kwargs={"stem": "cifar", "width": 8})
-  result = entry.fn.picture(jax.random.key(1), images, labels, alpha=1.0, hp=hp)
+  overrides = {"feat_size": 32, "extractor_kwargs": {"stem": "cifar", "width": 8}} if method == "attentivemix" else {}
+  hp = step.hyper_parameters(overrides)
+  result = pictures.picture_for(method).build(step, images, labels, alpha=1.0, hp=hp)(jax.random.key(1))
   assert result.images.shape[0] == 4 and np.all(np.isfinite(np.asarray(result.images)))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-5)
 
@@ -420,8 +485,6 @@ def test_picture_gives_a_consistent_mix(method):
 def test_attentivemix_extractor_bn_train_uses_the_batch_statistics():
   """'train' (the reference's extractor, the table cells) makes a sample's attention depend on its batch; 'eval'
   (pretrained running statistics) does not."""
-  from mixjax.mixing.model_aware.picture_models import small_cnn
-
   fn, params, stats = small_cnn(10)
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   other = images.at[1:].set(jax.random.normal(jax.random.key(1), (3, 32, 32, 3)) * 3 + 2)
@@ -429,6 +492,5 @@ def test_attentivemix_extractor_bn_train_uses_the_batch_statistics():
     a = attentivemix.attention_grid(fn, params, stats, images, 32, batch_statistics=batch_statistics)[0]
     b = attentivemix.attention_grid(fn, params, stats, other, 32, batch_statistics=batch_statistics)[0]
     assert (float(jnp.max(jnp.abs(a - b))) > 1e-4) == changes
-  with pytest.raises(ValueError, match="extractor_bn"):
-    hp = dict(attentivemix.AttentiveMix.defaults, extractor_bn="frozen", allow_random_extractor=True)
-    attentivemix.AttentiveMix().mix(None, jax.random.key(0), images, jnp.eye(4), {}, alpha=1.0, hp=hp)
+  with pytest.raises(ConfigError, match="attentivemix.extractor_bn must be 'eval' or 'train'"):
+    attentivemix.AttentiveMix().hyper_parameters(extractor_bn="frozen", allow_random_extractor=True)

@@ -1,5 +1,6 @@
 """PuzzleMix on device: the jittable labeling solver against brute force, transport, and the mix itself."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks.puzzlemix_solver import alpha_beta_swap, energy, evaluate, exact_minimum, photo_problems
+from mixjax.config_args import ConfigError
 from mixjax.mixing.model_aware import puzzlemix
 from mixjax.mixing.ops.puzzlemix_solver import labeling_energy, solve_labeling
+from mixjax.visualize import pictures
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
 
@@ -114,7 +117,7 @@ def test_transport_moves_blocks_without_duplicating_them():
   np.testing.assert_array_equal(np.sort(dst[0], axis=0), np.sort(src[0], axis=0))
 
 
-HP = dict(puzzlemix.PuzzleMix.defaults)
+HP = puzzlemix.PuzzleMix().hyper_parameters()
 
 
 def _mix(hp, mesh=None, batch=8, seed=0):
@@ -127,7 +130,7 @@ def _mix(hp, mesh=None, batch=8, seed=0):
 
 
 def test_label_weight_equals_mask_mean_and_targets_sum_to_one():
-  hp = dict(HP, transport=False)
+  hp = dataclasses.replace(HP, transport=False)
   lams = []
   for seed in range(3):
     result = _mix(hp, seed=seed)
@@ -144,7 +147,7 @@ def test_label_weight_equals_mask_mean_and_targets_sum_to_one():
 
 
 def test_puzzlemix_pairs_within_each_device(four_device_mesh):
-  result = _mix(dict(HP), mesh=four_device_mesh, batch=16)
+  result = _mix(HP, mesh=four_device_mesh, batch=16)
   own = np.argmax(np.asarray(result.labels_a), 1)
   partner = np.argmax(np.asarray(result.labels_b), 1)
   assert np.all(own // 4 == partner // 4)
@@ -152,14 +155,26 @@ def test_puzzlemix_pairs_within_each_device(four_device_mesh):
 
 
 def test_solver_choice_is_checked_and_chain_descent_still_mixes():
-  with pytest.raises(ValueError, match="row_dp"):
-    puzzlemix.PuzzleMix._check(dict(HP, solver="graph_cut"), 32, 32)
+  with pytest.raises(ConfigError, match=r"config\.mixing\.args\.puzzlemix\.solver must be 'row_dp' or 'chain_descent'"):
+    puzzlemix.PuzzleMix().hyper_parameters(solver="graph_cut")
   with pytest.raises(ValueError, match="chain_descent"):
-    puzzlemix.PuzzleMix._check(dict(HP, block_num=8), 64, 64)  # 3^16 states per row
-  result = _mix(dict(HP, solver="chain_descent", transport=False, block_num=2))
+    puzzlemix.PuzzleMix._check(dataclasses.replace(HP, block_num=8), 64, 64)  # 3^16 states per row
+  result = _mix(dataclasses.replace(HP, solver="chain_descent", transport=False, block_num=2))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-6)
 
 
 def test_resolution_error_names_the_fix():
   with pytest.raises(ValueError, match="divisible"):
     puzzlemix.check_resolution(36, 36, 4, 4)
+
+
+def test_picture_mixes_the_photos_with_per_sample_weights():
+  """The visualiser's picture (a random small ResNet's saliency): every photo mixed, targets summing to 1."""
+  step = puzzlemix.PuzzleMix()
+  images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  labels = jax.nn.one_hot(jnp.arange(4), 4)
+  draw = pictures.picture_for("puzzlemix").build(step, images, labels, alpha=1.0, hp=step.hyper_parameters())
+  result = draw(jax.random.key(1))
+  assert result.images.shape == images.shape and np.all(np.isfinite(np.asarray(result.images)))
+  np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-5)
+  assert np.all((np.asarray(result.lam) >= 0) & (np.asarray(result.lam) <= 1))

@@ -2,6 +2,7 @@
 their objective, labels equal to the mask proportions, per-device pairing, determinism, bf16, and the teacher
 (a missing checkpoint is one line; one of our runs' checkpoints works)."""
 
+import dataclasses
 import types
 
 import jax
@@ -11,7 +12,8 @@ import pytest
 
 from mixjax import checkpoint, mixing, train
 from mixjax.errors import UserError, format_user_error
-from mixjax.mixing.model_aware import picture_models, supermix
+from mixjax.mixing.model_aware import supermix
+from mixjax.visualize import pictures, stand_ins
 from tests.helpers import demo_config
 from tests.mixing.conftest import constant_batch, recover_pixel_weight
 
@@ -21,7 +23,7 @@ SMALL_TEACHER = dict(
 
 
 def _hp(**overrides):
-  return dict(supermix.SuperMix.defaults, **SMALL_TEACHER, **overrides)
+  return supermix.SuperMix().hyper_parameters(SMALL_TEACHER, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def teacher():
 
 def _small_cnn_apply(num_classes=10):
   """A random small ResNet (one block per stage, width 8) as the teacher."""
-  fn, params, stats = picture_models.small_cnn(num_classes)
+  fn, params, stats = stand_ins.small_cnn(num_classes)
   return lambda z: fn(params, stats, z, train=False)[0].astype(jnp.float32)
 
 
@@ -72,6 +74,78 @@ def test_success_means_the_teachers_top_classes_are_the_targets_classes():
   logits = jnp.zeros((3, 8)).at[0, 5].set(2).at[0, 2].set(1).at[1, 2].set(2).at[1, 7].set(1).at[2, 3].set(1)
   # two classes in the top 2; a wrong second class; two sources of one class (top-1 suffices)
   np.testing.assert_array_equal(np.asarray(supermix.succeeded(logits, targets, 2)), [True, False, True])
+
+
+def _authors_success_numpy(logits, targets, k):
+  """alldbi/SuperMix mix_batch: sorted topk(logits, k) == sorted topk(targets, k), ties to the lowest class."""
+  top = lambda v: np.sort(np.argsort(-v, kind="stable")[:k])  # noqa: E731
+  return np.array([np.array_equal(top(lg), top(t)) for lg, t in zip(np.asarray(logits), np.asarray(targets))])
+
+
+def test_authors_success_test_differs_where_two_sources_share_a_class():
+  """Two sources of class 3: their targets weigh one class, and the authors' topk(targets, 2) adds the
+  lowest-numbered zero-weight class (0), which the teacher must then also rank in its top 2."""
+  targets = jnp.zeros((4, 8)).at[0, 3].set(1).at[1, 3].set(1).at[2, 2].set(0.6).at[2, 5].set(0.4)
+  targets = targets.at[3, 2].set(0.6).at[3, 5].set(0.4)
+  logits = jnp.zeros((4, 8)).at[0, 3].set(2).at[0, 5].set(1).at[1, 0].set(2).at[1, 3].set(1)
+  logits = logits.at[2, 5].set(2).at[2, 2].set(1).at[3, 2].set(2).at[3, 7].set(1)
+  distinct = np.asarray(supermix.succeeded(logits, targets, 2, "distinct"))
+  authors = np.asarray(supermix.succeeded(logits, targets, 2, "authors"))
+  np.testing.assert_array_equal(distinct, [True, False, True, False])
+  np.testing.assert_array_equal(authors, [False, True, True, False])  # the rules differ on the shared class only
+  np.testing.assert_array_equal(authors, _authors_success_numpy(logits, targets, 2))
+  # Random problems, a third of them with shared classes: the authors' rule is their topk comparison.
+  rng = np.random.default_rng(0)
+  classes = rng.integers(0, 6, (60, 3))
+  classes[::3, 1] = classes[::3, 0]
+  weights = rng.dirichlet(np.ones(3), 60)
+  targets = np.zeros((60, 10), np.float32)
+  for i in range(60):
+    np.add.at(targets[i], classes[i], weights[i])
+  logits = rng.normal(size=(60, 10)).astype(np.float32)
+  logits[np.arange(60)[:, None], classes] += 3.0  # the sources' classes usually rank first
+  got = np.asarray(supermix.succeeded(jnp.asarray(logits), jnp.asarray(targets), 3, "authors"))
+  np.testing.assert_array_equal(got, _authors_success_numpy(logits, targets, 3))
+  assert got.any() and not got.all()
+
+
+def test_authors_success_test_keeps_iterating_on_shared_class_mixes():
+  """Every sample's sources share class 5 and the teacher ranks 5 first, 7 second: 'distinct' stops after the
+  first step with every mix a success, 'authors' (its topk(targets, 2) asks for class 0) runs all max_iter steps
+  and counts none."""
+  images, labels = constant_batch(8, size=16)
+  ranking = jnp.zeros((10,)).at[5].set(2.0).at[7].set(1.0)
+
+  def ranked_teacher(z):  # a function of the input only through a zero multiple, so the Newton steps are defined
+    return ranking[None] + 0.0 * jnp.mean(z, axis=(1, 2, 3))[:, None]
+
+  classes = jnp.full((8,), 5)
+
+  @jax.jit
+  def run():
+    return [
+      supermix.supermix_local(
+        jax.random.key(0),
+        images,
+        labels,
+        classes,
+        ranked_teacher,
+        alpha=2.0,
+        hp=_hp(w=4, max_iter=3, success_test=rule),
+      )
+      for rule in ("distinct", "authors")
+    ]
+
+  distinct, authors = run()
+  assert bool(np.all(distinct.success)) and int(distinct.iterations[0]) == 1
+  assert not bool(np.any(authors.success)) and int(authors.iterations[0]) == 3
+
+
+def test_teacher_fields_are_the_pretrained_nets_hyper_parameters():
+  """SuperMix's Params declares exactly the five keys ``ops/pretrained.py`` reads, with its defaults."""
+  params = supermix.SuperMix().hyper_parameters()
+  for key, value in supermix.TEACHER.defaults().items():
+    assert getattr(params, key) == value, key
 
 
 # ---------------------------------------------------------------- the Newton iteration and the masks
@@ -218,7 +292,7 @@ def test_pairs_stay_on_their_device_and_bf16_mixes(teacher, four_device_mesh):
 
 
 def test_missing_teacher_checkpoint_is_one_line_naming_the_key():
-  hp = dict(supermix.SuperMix.defaults)
+  hp = supermix.SuperMix().hyper_parameters()
   ctx = types.SimpleNamespace(seed=0, checkpoints=None)
   with pytest.raises(UserError) as error:
     supermix.SuperMix().init_aux(ctx, None, None, None, hp)
@@ -226,7 +300,7 @@ def test_missing_teacher_checkpoint_is_one_line_naming_the_key():
   assert "\n" not in text and "config.mixing.args.supermix.teacher_checkpoint" in text
   assert "allow_random_teacher=True" in text
   with pytest.raises(FileNotFoundError, match="teacher_checkpoint /nonexistent.pth does not exist"):
-    supermix.TEACHER.check_configured(dict(hp, teacher_checkpoint="/nonexistent.pth"))
+    supermix.TEACHER.check_configured(dataclasses.replace(hp, teacher_checkpoint="/nonexistent.pth"))
 
 
 @pytest.mark.parametrize(
@@ -246,7 +320,7 @@ def test_a_teacher_from_one_of_our_runs(tmp_path):
   pretrain.batch_size = 32
   train.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
   reader = mixing.CheckpointReader(run_config=checkpoint.read_run_config, weights=checkpoint.read_run_weights)
-  hp = dict(supermix.SuperMix.defaults, teacher_checkpoint=str(tmp_path / "pretrain"), max_iter=2)
+  hp = supermix.SuperMix().hyper_parameters(teacher_checkpoint=str(tmp_path / "pretrain"), max_iter=2)
   ctx = types.SimpleNamespace(seed=0, checkpoints=reader)
   aux = supermix.SuperMix().init_aux(ctx, None, None, None, hp)
   run_params, _ = checkpoint.read_run_weights(str(tmp_path / "pretrain"))
@@ -265,8 +339,9 @@ def test_a_teacher_from_one_of_our_runs(tmp_path):
 def test_picture_mixes_the_photos_with_their_label_weights():
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(4), 4)
-  hp = dict(supermix.SuperMix.defaults, max_iter=5)
-  result = supermix.SuperMix().picture(jax.random.key(1), images, labels, alpha=1.0, hp=hp)
+  step = supermix.SuperMix()
+  draw = pictures.picture_for("supermix").build(step, images, labels, alpha=1.0, hp=step.hyper_parameters(max_iter=5))
+  result = draw(jax.random.key(1))
   assert result.images.shape == (4, 32, 32, 3) and np.all(np.isfinite(np.asarray(result.images)))
   np.testing.assert_allclose(np.asarray(result.targets).sum(1), 1.0, rtol=1e-5)
   assert np.all(np.argmax(np.asarray(result.labels_b), 1) != np.arange(4))

@@ -7,6 +7,8 @@ import pytest
 
 from mixjax import mixing, visualize
 from mixjax.mixing import UnknownMixMethodError
+from mixjax.mixing.model_aware import alignmix, attentivemix, manifoldmix, tokenmix, transmix
+from mixjax.visualize import feature_pictures, pictures
 
 SIZE = 32
 NO_CACHE = "--compilation_cache_dir="  # tests must not switch on a persistent cache for the whole session
@@ -118,3 +120,18 @@ def test_mixed_photos_keep_label_weights_consistent():
   images, result = visualize.mix_photos("mixup", photos, seed=0)
   assert images.shape == photos.shape and images.min() >= 0
   assert result.targets.sum(axis=1) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("module", [manifoldmix, alignmix, transmix, tokenmix, attentivemix], ids=lambda m: m.__name__)
+def test_feature_method_pictures_live_in_the_visualize_registry(module):
+  """ManifoldMix, AlignMix, TransMix, TokenMix and AttentiveMix+ draw through ``feature_pictures`` builders: the
+  method defines no picture of its own and its module imports nothing of ``mixjax.visualize``."""
+  name = module.__name__.rsplit(".", 1)[1]
+  step = mixing.get_method(name).step
+  assert name in pictures.registered()
+  assert pictures.picture_for(name).build.__module__ == feature_pictures.__name__
+  assert not hasattr(step, "picture_fn") and not hasattr(step, "picture_note")
+  # where each module-level name comes from (a function's or class's module, or a module's own name)
+  sources = {getattr(v, "__module__", None) or getattr(v, "__name__", "") for v in vars(module).values()}
+  sources = {m for m in sources if isinstance(m, str)}
+  assert not [m for m in sources if m.startswith("mixjax.visualize") or m.endswith("picture_models")]

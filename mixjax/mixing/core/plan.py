@@ -21,6 +21,7 @@ import jax
 import ml_collections
 
 from mixjax.config_args import ConfigError
+from mixjax.mixing.core.hyper_parameters import as_kwargs
 from mixjax.mixing.core.registry import MixMethod, get_method, list_methods
 from mixjax.mixing.core.result import MixResult
 
@@ -40,14 +41,14 @@ def default_mixing_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity
 class MixMode:
-  """One resolved mode: the method, its α and its full hyper-parameters."""
+  """One resolved mode: the method, its α and its typed hyper-parameters (the method's ``Params``)."""
 
   method: MixMethod
   alpha: float
-  hyper_parameters: Mapping[str, Any]
+  hyper_parameters: Any
 
   def __call__(self, rng: jax.Array, images: jax.Array, labels: jax.Array) -> MixResult:
-    return self.method.fn(rng, images, labels, alpha=self.alpha, **self.hyper_parameters)
+    return self.method.fn(rng, images, labels, alpha=self.alpha, **as_kwargs(self.hyper_parameters))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,12 +139,11 @@ def resolve_mixing_config(cfg) -> MixPlan:
   raw_args = _plain(_get(cfg, "args", None)) or {}
   if not isinstance(raw_args, Mapping):
     raise ConfigError(f"mixing 'args' must map method names to dicts, got {raw_args!r}")
+  typed_args = {}
   for name, overrides in raw_args.items():
     method = get_method(name)  # unknown name → error listing valid ones
-    unknown = set(overrides or {}) - set(method.defaults)
-    if unknown:
-      valid = ", ".join(sorted(method.defaults)) or "(none)"
-      raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)} for mixing method {name!r}; valid: {valid}")
+    # Every configured method's settings are checked (names and types), also those of modes not in the list.
+    typed_args[name] = method.step.hyper_parameters(overrides or {})
 
   stateful = [m.name for m in methods if m.step.stateful]
   if len(methods) > 1 and stateful:
@@ -155,8 +155,7 @@ def resolve_mixing_config(cfg) -> MixPlan:
 
   modes = []
   for method, alpha in zip(methods, alphas):
-    hyper = dict(method.defaults)
-    hyper.update(raw_args.get(method.name) or {})
+    hyper = typed_args.get(method.name) or method.step.hyper_parameters()
     modes.append(MixMode(method=method, alpha=float(alpha), hyper_parameters=hyper))
   return MixPlan(modes=tuple(modes), probs=tuple(float(p) for p in probs))
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 
 from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
-from mixjax.mixing.core import per_device
+from mixjax.mixing.core import hyper_parameters, per_device
 from mixjax.mixing.core.result import MixResult
 
 
@@ -63,11 +63,14 @@ class StepContext:
 
 
 class StepMethod:
-  """A mixing method as a plug-in of the train step; subclasses set ``name``, ``paper``, ``defaults`` and
-  implement ``loss``."""
+  """A mixing method as a plug-in of the train step; subclasses set ``name``, ``paper`` and ``Params`` (a frozen
+  dataclass of the method's hyper-parameters with their defaults, see ``core/hyper_parameters.py``) and implement
+  ``loss``. ``hp`` arguments below are instances of ``Params``, built once per run by the plan."""
 
   name: str = ""
   paper: str = ""
+  Params: type = hyper_parameters.NoParams
+  # ``{name: default}`` of ``Params`` (what ``config.mixing.args.<name>`` starts from); set from ``Params``.
   defaults: Mapping[str, Any] = {}
   uses_alpha: bool = True
   # Whether the method needs the network (False only for ``InputLevel``: such methods can also mix a batch on
@@ -77,7 +80,17 @@ class StepMethod:
   # stateless method can be one mode of a multi-mode list (e.g. TransMix with Mixup); a stateful one runs alone.
   stateful: bool = False
 
-  def init_aux(self, ctx: StepContext, rng: jax.Array, params, batch_stats, hp: Mapping[str, Any]) -> Any:
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if "Params" in cls.__dict__:
+      cls.defaults = hyper_parameters.defaults_of(cls.Params)
+
+  def hyper_parameters(self, values: Mapping[str, Any] | Any = None, **overrides) -> Any:
+    """``Params`` from the defaults, ``values`` (a mapping or a ``Params``) and ``overrides``, type-checked;
+    raises ``ConfigError`` naming the key for an unknown name or a value of the wrong type."""
+    return hyper_parameters.build(self.Params, self.name, values, **overrides)
+
+  def init_aux(self, ctx: StepContext, rng: jax.Array, params, batch_stats, hp: Any) -> Any:
     """Method state kept in ``TrainState.aux`` (checkpointed with the run). Runs inside the jitted init.
 
     Weights read from disk here (e.g. AttentiveMix+'s pretrained extractor) are host arrays at trace time and
@@ -97,7 +110,7 @@ class StepMethod:
     labels: jax.Array,
     *,
     alpha: float,
-    hp: Mapping[str, Any],
+    hp: Any,
     dropout_rng: jax.Array | None = None,
   ):
     """The classifier loss, differentiated w.r.t. ``params``.
@@ -121,7 +134,7 @@ class StepMethod:
     step: jax.Array,
     *,
     alpha: float,
-    hp: Mapping[str, Any],
+    hp: Any,
   ):
     """Updates the method state after the classifier's update; returns ``(aux, metrics)``."""
     del ctx, rng, params, batch_stats, images, labels, step, alpha, hp
@@ -132,29 +145,6 @@ class StepMethod:
     momentum encoder); empty for most methods."""
     del aux
     return {}
-
-  # For ``python -m mixjax.visualize``: whether the method mixes hidden features rather than pixels (its picture
-  # can then only show a pixel-space stand-in), and a short line saying what its picture shows.
-  mixes_features: bool = False
-  picture_note: str = ""
-
-  def picture_fn(
-    self, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
-  ) -> Callable[[jax.Array], MixResult]:
-    """``rng → MixResult``: the method's mixes of ``images`` (real photographs) as one compiled function of the
-    key, for ``python -m mixjax.visualize``.
-
-    Builds whatever model the method needs itself (a small random network) once, since the visualiser has no
-    run to take one from; the visualiser then tries several keys without compiling again.
-    """
-    raise NotImplementedError(f"{self.name} has no picture() yet")
-
-  def picture(
-    self, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
-  ) -> MixResult:
-    """Mixed samples for ``python -m mixjax.visualize`` (real photographs in, MixResult out): one draw of
-    ``picture_fn``."""
-    return self.picture_fn(images, labels, alpha=alpha, hp=hp)(rng)
 
 
 class ModelAwareMethod(StepMethod):
@@ -184,27 +174,22 @@ class InputLevel(StepMethod):
 
   model_aware = False
 
-  def __init__(
-    self, kernel: Callable[..., MixResult], *, name: str, paper: str, defaults: Mapping[str, Any], uses_alpha: bool
-  ):
+  def __init__(self, kernel: Callable[..., MixResult], *, name: str, paper: str, uses_alpha: bool):
     self.kernel = kernel
-    self.name, self.paper, self.defaults, self.uses_alpha = name, paper, dict(defaults), uses_alpha
+    self.name, self.paper, self.uses_alpha = name, paper, uses_alpha
+    self.Params = hyper_parameters.params_from_signature(kernel, name)
+    self.defaults = hyper_parameters.defaults_of(self.Params)
 
   def __repr__(self) -> str:
     return f"InputLevel({self.name})"
 
-  def mix(
-    self, mesh, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Mapping[str, Any]
-  ) -> MixResult:
+  def mix(self, mesh, rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, hp: Any) -> MixResult:
     """The kernel on each device's shard of the batch (``mesh`` None: the whole batch is one shard)."""
     per_device.check_batch(images, labels)
-    return per_device.on_shards(mesh, lambda r, x, y: self.kernel(r, x, y, alpha=alpha, **hp), rng, images, labels)
+    kwargs = hyper_parameters.as_kwargs(hp)
+    return per_device.on_shards(mesh, lambda r, x, y: self.kernel(r, x, y, alpha=alpha, **kwargs), rng, images, labels)
 
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
     del aux
     mix = self.mix(ctx.mesh, rng, images, labels, alpha=alpha, hp=hp)
     return forward_loss(ctx, params, batch_stats, mix, dropout_rng, {})
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    draw = jax.jit(lambda rng, x, y: self.mix(None, rng, x, y, alpha=alpha, hp=hp))
-    return lambda rng: draw(rng, images, labels)

@@ -65,9 +65,9 @@ _METHODS: dict[str, MixMethod] = {}
 def register_method(name: str, *, paper: str, uses_alpha: bool = True) -> Callable[[MixFn], MixFn]:
   """Decorator registering ``fn`` under ``name``.
 
-  The hyper-parameters and their defaults are read off the function's
+  The hyper-parameters, their types and defaults are read off the function's
   keyword-only parameters (everything except ``alpha`` and ``lam``), so the
-  signature is the one place they are written down.
+  signature is the one place they are written down (``InputLevel.Params``).
   """
 
   def decorate(fn: MixFn) -> MixFn:
@@ -77,13 +77,10 @@ def register_method(name: str, *, paper: str, uses_alpha: bool = True) -> Callab
     for required in ("alpha", "lam"):
       if required not in params:
         raise TypeError(f"mixing method {name!r} must accept {required!r}")
-    defaults = {
-      p.name: p.default
-      for p in params.values()
-      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("alpha", "lam")
-    }
-    step = InputLevel(fn, name=name, paper=paper, defaults=defaults, uses_alpha=uses_alpha)
-    _METHODS[name] = MixMethod(name=name, fn=fn, defaults=defaults, uses_alpha=uses_alpha, paper=paper, step=step)
+    step = InputLevel(fn, name=name, paper=paper, uses_alpha=uses_alpha)
+    _METHODS[name] = MixMethod(
+      name=name, fn=fn, defaults=dict(step.defaults), uses_alpha=uses_alpha, paper=paper, step=step
+    )
     return fn
 
   return decorate

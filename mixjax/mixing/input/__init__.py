@@ -6,7 +6,6 @@ One file per method; importing this package registers them all.
 from mixjax.mixing.input import vanilla  # noqa: F401
 from mixjax.mixing.input import mixup  # noqa: F401
 from mixjax.mixing.input import cutmix  # noqa: F401
-from mixjax.mixing.input import switch  # noqa: F401
 from mixjax.mixing.input import fmix  # noqa: F401
 from mixjax.mixing.input import gridmix  # noqa: F401
 from mixjax.mixing.input import resizemix  # noqa: F401

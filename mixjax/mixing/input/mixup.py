@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 
 from mixjax.mixing.core.registry import register_method
 from mixjax.mixing.core.result import MixResult, blend, build_result
-from mixjax.mixing.ops.sampling import lam_or_draw, random_permutation
+from mixjax.mixing.ops.sampling import PAIRINGS, batch_flip, lam_or_draw, random_permutation
 
 
 @register_method(
   "mixup", paper="Zhang, Cisse, Dauphin, Lopez-Paz. mixup: Beyond Empirical Risk Minimization. ICLR 2018"
 )
-def mixup(rng: jax.Array, images: jax.Array, labels: jax.Array, *, alpha: float, lam=None) -> MixResult:
+def mixup(
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  lam=None,
+  pairing: Literal["permutation", "flip"] = "permutation",
+) -> MixResult:
   """``x = λ·x + (1−λ)·x[π]`` with one λ ~ Beta(α, α) per batch (spec 2.1).
 
-  π is a uniform permutation of the local batch. ``lam`` overrides the draw.
+  ``pairing='permutation'`` (default): π is a uniform permutation of the local batch, as in OpenMixup
+  (spec 1.3). ``pairing='flip'``: π(i) = B−1−i of the local batch, as timm's batch-mode Mixup that the DeiT
+  (Touvron et al., ICML 2021) and RSB (Wightman et al., 2021) recipes ran. ``lam`` overrides the draw.
   """
+  if pairing not in PAIRINGS:
+    raise ValueError(f"mixup pairing must be one of {PAIRINGS}, got {pairing!r}")
   k_lam, k_perm = jax.random.split(rng)
   lam = lam_or_draw(k_lam, alpha, lam)
-  perm = random_permutation(k_perm, images.shape[0])
+  batch = images.shape[0]
+  perm = batch_flip(batch) if pairing == "flip" else random_permutation(k_perm, batch)
   mixed = blend(images, images[perm], lam)
   return build_result(mixed, labels, perm, lam)

@@ -17,7 +17,7 @@ when drawn), so the program holds one forward's activations, not one per branch.
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ from mixjax.mixing.model_aware.manifoldmix import manifold_layers, staged_featur
 from mixjax.mixing.core.protocol import ModelAwareMethod
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.ops.model_info import model_info, models_where
-from mixjax.mixing.core.result import MixResult, blend
+from mixjax.mixing.core.result import MixResult
 from mixjax.mixing.ops.sampling import sample_beta_lam
 from mixjax.mixing.ops.sinkhorn import sinkhorn_plan, squared_distances
 
@@ -73,7 +73,15 @@ class AlignMix(ModelAwareMethod):
     "Venkataramanan, Kijak, Amsaleg, Avrithis. AlignMixup: Improving Representations By Interpolating "
     "Aligned Features. CVPR 2022"
   )
-  defaults = {"eps": 0.1, "max_iter": 100, "manifoldmix_prob": 0.0, "manifoldmix_layer": (0, 3)}
+
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    eps: float = 0.1  # entropic regularisation of the Sinkhorn plan (on the squared feature distances)
+    max_iter: int = 100  # Sinkhorn rounds at most (it stops earlier at tolerance 0.1)
+    # Probability of a ManifoldMix draw (over ``manifoldmix_layer``, same α) instead of the aligned mix, in the
+    # same model call: 0.5 is OpenMixup's ImageNet 50/50 switch drawn inside this method (0: AlignMix alone).
+    manifoldmix_prob: float = 0.0
+    manifoldmix_layer: tuple[int, int] = (0, 3)  # the ManifoldMix draw's stages range(*layer)
 
   def _last_stage(self, model_cfg) -> int:
     info = model_info(model_cfg)
@@ -85,13 +93,13 @@ class AlignMix(ModelAwareMethod):
       )
     return last
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     last = self._last_stage(ctx.model)
-    prob = float(hp["manifoldmix_prob"])
+    prob = hp.manifoldmix_prob
     if not 0.0 <= prob <= 1.0:
       raise ValueError(f"alignmix manifoldmix_prob must be in [0, 1], got {prob}")
-    manifold = manifold_layers(ctx.model, hp["manifoldmix_layer"], "alignmix") if prob > 0 else ()
+    manifold = manifold_layers(ctx.model, hp.manifoldmix_layer, "alignmix") if prob > 0 else ()
     k_lam, k_perm, k_flip, k_mode, k_layer, k_drop = jax.random.split(rng, 6)
     lam = sample_beta_lam(k_lam, alpha)
     flip = jax.random.bernoulli(k_flip)
@@ -99,7 +107,7 @@ class AlignMix(ModelAwareMethod):
     if manifold:
       use_manifold = jax.random.uniform(k_mode) < prob
       index = jnp.where(use_manifold, jax.random.randint(k_layer, (), 0, len(manifold)), index)
-    eps, max_iter = float(hp["eps"]), int(hp["max_iter"])
+    eps, max_iter = hp.eps, hp.max_iter
     if manifold:
       # One model call over (manifold stages..., last stage): each hook leaves h unchanged unless drawn.
       n = len(manifold)
@@ -125,38 +133,6 @@ class AlignMix(ModelAwareMethod):
     )
     metrics = {"lam": lam, "aligned": (index == len(manifold)).astype(jnp.float32)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
-
-  mixes_features = True
-  picture_note = (
-    "mixes last-stage feature maps aligned by optimal transport; shown: the same alignment on "
-    "the photos' 8×8 colour patches, blended with λ"
-  )
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """The alignment made visible: the partner's 8×8 patches moved by the OT plan between the two images'
-    patch colours (the method aligns feature maps; a random network's features would show nothing), then
-    blended with λ."""
-    b, hh, ww, c = images.shape
-    g = 8
-
-    @jax.jit
-    def draw(rng, images, labels):
-      k_lam, k_perm = jax.random.split(rng)
-      lam = sample_beta_lam(k_lam, alpha)
-      perm = per_device.local_permutation(k_perm, b)
-      patches = images.reshape(b, g, hh // g, g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
-      means = images.reshape(b, g, hh // g, g, ww // g, c).mean(axis=(2, 4)).reshape(b, g * g, c)
-      cost = squared_distances(means, means[perm])
-      plan, _ = sinkhorn_plan(
-        cost / jnp.maximum(jnp.mean(cost), 1e-6), eps=float(hp["eps"]), max_iter=int(hp["max_iter"])
-      )
-      moved = jnp.einsum("bij,bjd->bid", plan * g * g, patches[perm])
-      moved = moved.reshape(b, g, g, hh // g, ww // g, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh, ww, c)
-      return MixResult(
-        images=blend(images, moved, lam), labels_a=labels, labels_b=labels[perm], lam=jnp.broadcast_to(lam, (b,))
-      )
-
-    return lambda rng: draw(rng, images, labels)
 
 
 register_model_aware(AlignMix())

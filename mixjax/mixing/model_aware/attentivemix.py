@@ -29,7 +29,8 @@ with its pretrained running statistics, so the attention of one sample does not 
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
+from typing import Literal, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,7 @@ def infer_torch_resnet(shapes: Mapping[str, tuple]) -> tuple[str, int]:
   return pretrained.infer_torch_resnet(shapes, EXTRACTOR.role)
 
 
-def _extractor_spec(hp: Mapping, checkpoints=None) -> tuple[str, dict, int]:
+def _extractor_spec(hp: AttentiveMix.Params, checkpoints=None) -> tuple[str, dict, int]:
   return EXTRACTOR.spec(hp, checkpoints)
 
 
@@ -75,19 +76,19 @@ def _run_config(path: str, checkpoints) -> dict:
   return EXTRACTOR.run_config(path, checkpoints)
 
 
-def _build(hp: Mapping, rngs=None, checkpoints=None):
+def _build(hp: AttentiveMix.Params, rngs=None, checkpoints=None):
   return EXTRACTOR.build(hp, rngs, checkpoints)
 
 
-def extractor_fn(hp: Mapping, checkpoints=None) -> ModelFn:
+def extractor_fn(hp: AttentiveMix.Params, checkpoints=None) -> ModelFn:
   return EXTRACTOR.model_fn(hp, checkpoints)
 
 
-def check_extractor_configured(hp: Mapping) -> None:
+def check_extractor_configured(hp: AttentiveMix.Params) -> None:
   EXTRACTOR.check_configured(hp)
 
 
-def load_extractor_weights(hp: Mapping, seed: int = 0, checkpoints=None):
+def load_extractor_weights(hp: AttentiveMix.Params, seed: int = 0, checkpoints=None):
   """(params, batch_stats) of the extractor as numpy/jax arrays (random only when allowed); see
   ``PretrainedNet.load_weights``."""
   return EXTRACTOR.load_weights(hp, seed, checkpoints)
@@ -135,63 +136,54 @@ class AttentiveMix(ModelAwareMethod):
     "Walawalkar, Shen, Liu, Savvides. Attentive CutMix: An Enhanced Data Augmentation Approach for Deep "
     "Learning Based Image Classification. ICASSP 2020"
   )
-  defaults = {
-    "extractor": AUTO,
-    "extractor_kwargs": {},
-    "extractor_num_classes": 1000,
-    "extractor_checkpoint": "",
-    "allow_random_extractor": False,
-    "feat_size": 224,
-    "top_k": 0,
+
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    # The extractor (``ops/pretrained.PretrainedNet``'s five keys): a model of our zoo or 'auto' (read off the
+    # checkpoint; ResNet-18 without one), its keyword arguments, its head size where nothing else says it, its
+    # weights (a run of ours or a torchvision-layout state_dict), and whether random weights may stand in.
+    extractor: str = AUTO
+    extractor_kwargs: dict = dataclasses.field(default_factory=dict)
+    extractor_num_classes: int = 1000
+    extractor_checkpoint: str = ""
+    allow_random_extractor: bool = False
+    feat_size: int = 224  # side the batch is resized to for the extractor (its last stage: a g×g grid)
+    top_k: int = 0  # cells kept from x; 0: λ-driven, clip(int(g²·λ), 1, g²)
     # 'eval': the pretrained running BN statistics; 'train': the batch's, as the reference's extractor runs.
-    "extractor_bn": "eval",
-  }
+    extractor_bn: Literal["eval", "train"] = "eval"
+
   stateful = True  # the pretrained extractor's weights live in TrainState.aux
 
-  def init_aux(self, ctx, rng, params, batch_stats, hp):
-    ext_params, ext_stats = load_extractor_weights(hp, seed=int(ctx.seed), checkpoints=ctx.checkpoints)
+  def init_aux(self, ctx, rng, params, batch_stats, hp: Params):
+    ext_params, ext_stats = load_extractor_weights(hp, seed=ctx.seed, checkpoints=ctx.checkpoints)
     return {"extractor": {"params": ext_params, "batch_stats": ext_stats}}
 
-  def mix(self, mesh, rng, images, labels, ext, *, alpha, hp, checkpoints=None) -> MixResult:
+  def mix(self, mesh, rng, images, labels, ext, *, alpha, hp: Params, checkpoints=None) -> MixResult:
     check_extractor_configured(hp)
+    if hp.feat_size < 1:
+      raise ValueError(f"attentivemix feat_size must be >= 1, got {hp.feat_size}")
     k_lam, k_perm = jax.random.split(rng)
     lam = sample_beta_lam(k_lam, alpha)
-    if hp.get("extractor_bn", "eval") not in ("eval", "train"):
-      raise ValueError(f"attentivemix extractor_bn must be 'eval' or 'train', got {hp['extractor_bn']!r}")
     grid = attention_grid(
       extractor_fn(hp, checkpoints),
       ext["params"],
       ext["batch_stats"],
       images,
-      int(hp["feat_size"]),
-      batch_statistics=hp.get("extractor_bn", "eval") == "train",
+      hp.feat_size,
+      batch_statistics=hp.extractor_bn == "train",
     )
 
     def local(r, lam_, x, gr, y):
-      return attentive_mix_local(r, lam_, x, gr, y, top_k_fixed=int(hp["top_k"]))
+      return attentive_mix_local(r, lam_, x, gr, y, top_k_fixed=hp.top_k)
 
     mixed, lam_n, labels_b = per_device.on_shards(mesh, local, k_perm, images, grid, labels, replicated=(lam,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
     mix = self.mix(ctx.mesh, k_mix, images, labels, aux["extractor"], alpha=alpha, hp=hp, checkpoints=ctx.checkpoints)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
-
-  picture_note = "cells picked by an untrained ResNet-18 (width 8) extractor"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """With the configured extractor, else a random ResNet-18 of width 8 (then the chosen cells mean nothing,
-    and a narrow one picks them as well as a wide one)."""
-    hp = dict(hp)
-    if not hp["extractor_checkpoint"]:
-      hp["allow_random_extractor"] = True
-      hp["extractor_kwargs"] = dict(hp["extractor_kwargs"] or {"width": 8})
-    ext_params, ext_stats = load_extractor_weights(hp)
-    ext = {"params": ext_params, "batch_stats": ext_stats}
-    draw = jax.jit(lambda r, x, y, e: self.mix(None, r, x, y, e, alpha=alpha, hp=hp))
-    return lambda rng: draw(rng, images, labels, ext)
 
 
 register_model_aware(AttentiveMix())

@@ -19,7 +19,7 @@ Co-Mixup, ``comix-imagenet/``: ``main_fast_ddp.py``, ``lib/utils.py``, ``configs
    ``lam`` = its weight, ``labels_b`` = the other inputs' labels weighted by their w and renormalised to sum 1
    (``labels_a`` again where the output is one input). ``MixResult.targets`` = Σ_i w_ji·y_i.
 
-The registered ``defaults`` are the authors' ImageNet values (source in each comment). Deviations:
+The defaults of ``CoMixup.Params`` are the authors' ImageNet values (source in each comment). Deviations:
 
 * the α of the mixing config (the benchmark's 2, the authors' ``TRAIN.alpha``) is not read by default: the
   authors' ImageNet ``get_onehot_matrix`` (lib/utils.py) draws the prior from Dirichlet(1, …, 1) and never uses
@@ -35,8 +35,9 @@ The registered ``defaults`` are the authors' ImageNet values (source in each com
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Mapping
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,6 @@ from mixjax.mixing.core import per_device
 from mixjax.mixing.core.protocol import ModelAwareMethod
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.core.result import MixResult
-from mixjax.mixing.model_aware import picture_models
 from mixjax.mixing.model_aware.puzzlemix import pool
 from mixjax.mixing.ops import comixup_solver
 from mixjax.mixing.ops.gradient_saliency import input_saliency
@@ -83,27 +83,27 @@ def mix_blocks(images: jax.Array, masks: jax.Array) -> jax.Array:
   return out.reshape(masks.shape[0], h, w, c).astype(images.dtype)
 
 
-def comix_group(key, images, saliency, *, hp: Mapping, alpha: float):
+def comix_group(key, images, saliency, *, hp: CoMixup.Params, alpha: float):
   """One group: (mixed images [m, H, W, C], weights [m_out, m_in] = each input's share of each output)."""
   m = images.shape[0]
-  grid = int(hp["m_block_num"])
+  grid = hp.m_block_num
   k_prior, k_init = jax.random.split(key)
-  unary = group_unary(k_prior, saliency, grid=grid, eta=float(hp["m_eta"]), prior_alpha=prior_concentration(hp, alpha))
-  compat = compatibility(saliency, float(hp["m_omega"]), int(hp["dist_pool"]))
+  unary = group_unary(k_prior, saliency, grid=grid, eta=hp.m_eta, prior_alpha=prior_concentration(hp, alpha))
+  compat = compatibility(saliency, hp.m_omega, hp.dist_pool)
   init = jax.random.randint(k_init, (m, grid, grid), 0, m)
   first, second = comixup_solver.solve(
     init,
     unary,
     compat,
-    beta=float(hp["m_beta"]),
-    gamma=float(hp["m_gamma"]),
-    thres=float(hp["m_thres"]),
-    thres_type=str(hp["m_thres_type"]),
-    niter=int(hp["m_niter"]),
-    set_resolve=bool(hp["set_resolve"]),
-    pair_labels=bool(hp["pair_labels"]),
-    solver=str(hp["solver"]),
-    sweeps=int(hp["solver_sweeps"]),
+    beta=hp.m_beta,
+    gamma=hp.m_gamma,
+    thres=hp.m_thres,
+    thres_type=hp.m_thres_type,
+    niter=hp.m_niter,
+    set_resolve=hp.set_resolve,
+    pair_labels=hp.pair_labels,
+    solver=hp.solver,
+    sweeps=hp.solver_sweeps,
   )
   masks = comixup_solver.block_masks(first, second, m)
   return mix_blocks(images, masks), jnp.mean(masks, axis=(1, 2))
@@ -123,16 +123,15 @@ def exact_labels(weights: jax.Array, labels: jax.Array):
   return labels_a, labels_b, lam
 
 
-def prior_concentration(hp: Mapping, alpha: float) -> float:
+def prior_concentration(hp: CoMixup.Params, alpha: float) -> float:
   """The Dirichlet concentration of the prior: ``prior_alpha``, or the mixing α where it is 'alpha'."""
-  value = hp["prior_alpha"]
-  return float(alpha) if isinstance(value, str) and value == "alpha" else float(value)
+  return float(alpha) if hp.prior_alpha == "alpha" else hp.prior_alpha
 
 
-def comix_local(rng, images, saliency, labels, *, hp: Mapping, alpha: float):
+def comix_local(rng, images, saliency, labels, *, hp: CoMixup.Params, alpha: float):
   """One device's Co-Mixup: (mixed images, labels_a, labels_b, lam), groups of ``m_part`` consecutive rows."""
   b = images.shape[0]
-  m = int(hp["m_part"])
+  m = hp.m_part
   if b % m:
     raise ValueError(
       f"comixup mixes groups of m_part={m} samples within each device, but a device holds {b} samples; set "
@@ -153,63 +152,61 @@ def comix_local(rng, images, saliency, labels, *, hp: Mapping, alpha: float):
 class CoMixup(ModelAwareMethod):
   name = "comixup"
   paper = "Kim, Choo, Jeong, Song. Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity. ICLR 2021"
+
   # The authors' ImageNet settings (github.com/snu-mllab/Co-Mixup, comix-imagenet/).
-  defaults = {
-    "m_part": 16,  # group size: lib/utils.py mixup_match (m_part = 16), main_fast_ddp.py MixupProcessParallel(part=16)
-    "m_block_num": 4,  # label grid side: configs/comix/configs_fast_phase{1,2,3}.yml TRAIN.block_num
-    "m_beta": 0.32,  # label smoothness β: configs_fast_phase*.yml TRAIN.m_beta
-    "m_gamma": 1.0,  # supermodular diversity γ: lib/utils.py mixup_match (m_gamma = 1)
-    "m_eta": 0.05,  # prior weight η: lib/utils.py mixup_match (m_eta = 0.05)
-    "m_omega": 0.001,  # compatibility ω: configs_fast_phase*.yml TRAIN.lam_dist
-    "m_thres": 0.83,  # diversity threshold τ: configs_fast_phase*.yml TRAIN.thres
-    "m_thres_type": "hard",  # lib/utils.py mixup_match (m_thres_type = 'hard')
-    "m_niter": 3,  # outer passes: lib/utils.py mixup_match (m_niter = 3)
-    "set_resolve": True,  # separate coinciding outputs: configs_fast_phase*.yml TRAIN.set_resolve
-    "clean_lam": 1.0,  # clean-loss weight (train-mode saliency pass): configs_fast_phase*.yml TRAIN.clean_lam
-    "prior_alpha": 1.0,  # Dirichlet concentration: lib/utils.py get_onehot_matrix (ones); 'alpha': the config α
-    "dist_pool": 8,  # A_dist pooling (px): main_fast_ddp.py F.avg_pool2d(unary, kernel_size=8)
-    "pair_labels": True,  # 50/50 blended blocks from the second pass on: lib/utils.py graphcut_wrapper
-    "solver": "row_dp",  # per-output labelling: exact DP on device ('chain': approximate, for large grids)
-    "solver_sweeps": 4,  # sweeps of solver='chain'
-  }
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    m_part: int = 16  # group size: lib/utils.py mixup_match (m_part = 16), main_fast_ddp.py (part=16)
+    m_block_num: int = 4  # label grid side: configs/comix/configs_fast_phase{1,2,3}.yml TRAIN.block_num
+    m_beta: float = 0.32  # label smoothness β: configs_fast_phase*.yml TRAIN.m_beta
+    m_gamma: float = 1.0  # supermodular diversity γ: lib/utils.py mixup_match (m_gamma = 1)
+    m_eta: float = 0.05  # prior weight η: lib/utils.py mixup_match (m_eta = 0.05)
+    m_omega: float = 0.001  # compatibility ω: configs_fast_phase*.yml TRAIN.lam_dist
+    m_thres: float = 0.83  # diversity threshold τ: configs_fast_phase*.yml TRAIN.thres
+    m_thres_type: Literal["hard", "soft"] = "hard"  # lib/utils.py mixup_match (m_thres_type = 'hard')
+    m_niter: int = 3  # outer passes: lib/utils.py mixup_match (m_niter = 3)
+    set_resolve: bool = True  # separate coinciding outputs: configs_fast_phase*.yml TRAIN.set_resolve
+    clean_lam: float = 1.0  # clean-loss weight (train-mode saliency pass): configs_fast_phase*.yml TRAIN.clean_lam
+    # Dirichlet concentration: lib/utils.py get_onehot_matrix (ones); 'alpha': the config's α (the CIFAR code).
+    prior_alpha: float | Literal["alpha"] = 1.0
+    dist_pool: int = 8  # A_dist pooling (px): main_fast_ddp.py F.avg_pool2d(unary, kernel_size=8)
+    pair_labels: bool = True  # 50/50 blended blocks from the second pass on: lib/utils.py graphcut_wrapper
+    # Per-output labelling: exact DP on device ('chain': approximate, for large grids); comixup_solver.SOLVERS.
+    solver: Literal["row_dp", "chain"] = "row_dp"
+    solver_sweeps: int = 4  # sweeps of solver='chain'
 
   @staticmethod
-  def _check(hp: Mapping, height: int, width: int) -> None:
+  def _check(hp: Params, height: int, width: int) -> None:
     """Raises ValueError naming the fix for hyper-parameters the method cannot run with."""
-    m, g = int(hp["m_part"]), int(hp["m_block_num"])
+    m, g = hp.m_part, hp.m_block_num
     if m < 2:
-      raise ValueError(f"comixup m_part must be >= 2 (inputs mixed jointly per group), got {hp['m_part']}")
+      raise ValueError(f"comixup m_part must be >= 2 (inputs mixed jointly per group), got {m}")
     if g < 1 or height % g or width % g:
       raise ValueError(
-        f"comixup m_block_num={hp['m_block_num']} must be >= 1 and divide the image sides {height}x{width}; "
+        f"comixup m_block_num={g} must be >= 1 and divide the image sides {height}x{width}; "
         "pick a divisor of the resolution (the authors use 4)"
       )
     for key in ("m_beta", "m_gamma", "m_eta", "m_thres", "clean_lam"):
-      if not float(hp[key]) >= 0:
-        raise ValueError(f"comixup {key} must be >= 0, got {hp[key]}")
-    if not 0 <= float(hp["m_omega"]) <= 1:
-      raise ValueError(f"comixup m_omega must be in [0, 1] (A = (1−ω)I + ω·A_dist), got {hp['m_omega']}")
-    if hp["m_thres_type"] not in ("hard", "soft"):
-      raise ValueError(f"comixup m_thres_type must be 'hard' or 'soft', got {hp['m_thres_type']!r}")
-    if int(hp["m_niter"]) < 1:
-      raise ValueError(f"comixup m_niter must be >= 1, got {hp['m_niter']}")
-    prior = hp["prior_alpha"]
-    if not (prior == "alpha" or (not isinstance(prior, str) and float(prior) > 0)):
-      raise ValueError(f"comixup prior_alpha must be > 0 or 'alpha' (use the mixing α), got {prior!r}")
-    if not 1 <= int(hp["dist_pool"]) <= min(height, width):
-      raise ValueError(f"comixup dist_pool must be in [1, {min(height, width)}] px, got {hp['dist_pool']}")
-    if hp["solver"] not in comixup_solver.SOLVERS:
-      raise ValueError(f"comixup solver must be one of {comixup_solver.SOLVERS}, got {hp['solver']!r}")
-    if int(hp["solver_sweeps"]) < 1:
-      raise ValueError(f"comixup solver_sweeps must be >= 1, got {hp['solver_sweeps']}")
-    states = comixup_solver.row_states(m, g, bool(hp["pair_labels"]))
-    if hp["solver"] == "row_dp" and states > comixup_solver.MAX_ROW_STATES:
+      if not getattr(hp, key) >= 0:
+        raise ValueError(f"comixup {key} must be >= 0, got {getattr(hp, key)}")
+    if not 0 <= hp.m_omega <= 1:
+      raise ValueError(f"comixup m_omega must be in [0, 1] (A = (1−ω)I + ω·A_dist), got {hp.m_omega}")
+    if hp.m_niter < 1:
+      raise ValueError(f"comixup m_niter must be >= 1, got {hp.m_niter}")
+    if hp.prior_alpha != "alpha" and not hp.prior_alpha > 0:
+      raise ValueError(f"comixup prior_alpha must be > 0 or 'alpha' (use the mixing α), got {hp.prior_alpha!r}")
+    if not 1 <= hp.dist_pool <= min(height, width):
+      raise ValueError(f"comixup dist_pool must be in [1, {min(height, width)}] px, got {hp.dist_pool}")
+    if hp.solver_sweeps < 1:
+      raise ValueError(f"comixup solver_sweeps must be >= 1, got {hp.solver_sweeps}")
+    states = comixup_solver.row_states(m, g, hp.pair_labels)
+    if hp.solver == "row_dp" and states > comixup_solver.MAX_ROW_STATES:
       raise ValueError(
         f"comixup solver='row_dp' keeps {states} states per grid row (labels^m_block_num, at most "
         f"{comixup_solver.MAX_ROW_STATES}); use solver='chain', a smaller m_block_num or a smaller m_part"
       )
 
-  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp) -> MixResult:
+  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp: Params) -> MixResult:
     """Co-Mixup of a (sharded) batch given its saliency [B, H, W]; groups stay within each device."""
     self._check(hp, images.shape[1], images.shape[2])
 
@@ -219,10 +216,10 @@ class CoMixup(ModelAwareMethod):
     mixed, labels_a, labels_b, lam = per_device.on_shards(mesh, local, rng, images, saliency, labels)
     return MixResult(images=mixed, labels_a=labels_a, labels_b=labels_b, lam=lam)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del aux, dropout_rng  # drawn from rng
     k_mix, k_clean, k_drop = jax.random.split(rng, 3)
-    clean_lam = float(hp["clean_lam"])
+    clean_lam = hp.clean_lam
     metrics = {}
     if clean_lam > 0:
       # The authors' clean pass (train mode): its input gradient is the saliency, its loss is trained on.
@@ -244,21 +241,6 @@ class CoMixup(ModelAwareMethod):
     loss = ctx.classification_loss(logits, mix) + clean_lam * clean_loss
     metrics["lam"] = jnp.mean(mix.lam)
     return loss, (logits if clean_logits is None else clean_logits, new_stats, metrics)
-
-  picture_note = "saliency of an untrained small ResNet; the photos form one group"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """All photos as one group (m_part = their number when it does not divide it), saliency of a small
-    randomly initialised ResNet in eval mode (the visualiser has no trained run)."""
-    n = images.shape[0]
-    hp = dict(hp)
-    if n % int(hp["m_part"]):
-      hp["m_part"] = n
-
-    def mix(rng, x, saliency, y):
-      return self.mix(None, rng, x, saliency, y, alpha=alpha, hp=hp)
-
-    return picture_models.saliency_picture_fn(mix, images, labels)
 
 
 register_model_aware(CoMixup())

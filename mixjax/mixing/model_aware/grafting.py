@@ -39,7 +39,7 @@ the authors'.
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,6 @@ from mixjax.mixing.core import per_device
 from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.core.result import MixResult, blend
-from mixjax.mixing.model_aware import picture_models
 from mixjax.mixing.ops.gradient_saliency import input_saliency
 
 # Floor of the normalising divisions: far below any non-zero saliency mass, so it only guards 0 / 0.
@@ -98,14 +97,14 @@ def upsample_patches(patches: jax.Array, height: int, width: int) -> jax.Array:
   return jnp.repeat(jnp.repeat(patches, height // g, axis=1), width // g, axis=2)[..., None]
 
 
-def graft_local(rng, alpha, mixing, share, images, saliency, labels, *, hp: Mapping):
+def graft_local(rng, alpha, mixing, share, images, saliency, labels, *, hp: Grafting.Params):
   """One device's Saliency Grafting: (mixed images, λ [b], partner labels).
 
   ``mixing`` a replicated bool (this step mixes); ``share`` a replicated override of the grafted share p (a
   scalar), or None to draw p ~ Beta(α, α) per sample.
   """
   b, h, w, _ = images.shape
-  grid = int(hp["grid"])
+  grid = hp.grid
   k_perm, k_share, k_graft = jax.random.split(rng, 3)
   perm = per_device.local_permutation(k_perm, b)
   if share is None:
@@ -114,7 +113,7 @@ def graft_local(rng, alpha, mixing, share, images, saliency, labels, *, hp: Mapp
     p = jnp.broadcast_to(jnp.asarray(share, jnp.float32), (b,))
   sal = patch_saliency(jax.lax.stop_gradient(saliency), grid)
   # hp values stay as given (Python numbers in a run; tests may pass traced arrays to sweep them in one program).
-  rho = graft_probabilities(sal[perm], p, temperature=hp["temperature"], threshold=hp["threshold"])
+  rho = graft_probabilities(sal[perm], p, temperature=hp.temperature, threshold=hp.threshold)
   grafted = jax.random.bernoulli(k_graft, rho) & mixing
   lam = calibrated_lam(sal, sal[perm], grafted)
   weight_own = upsample_patches(1.0 - grafted.astype(jnp.float32), h, w)
@@ -128,31 +127,26 @@ class Grafting(ModelAwareMethod):
     "Park, Yang, Shin, Hwang, Yang. Saliency Grafting: Innocuous Attribution-Guided Mixup with Calibrated "
     "Label Mixing. AAAI 2022"
   )
+
   # None of these values could be checked against the authors (code unpublished, method section not retrievable
   # here; see the module docstring). α = 1 (the Beta prior of the grafted share) is OpenMixup's README row.
-  defaults = {
+  @dataclasses.dataclass(frozen=True)
+  class Params:
     # Patches per side: 28-px patches at 224 px (4 px at 32, 8 px at 64). Our choice; must divide the image side.
-    "grid": 8,
+    grid: int = 8
     # Softmax temperature on the max-normalised saliency: the top patch is e^5 ≈ 150× as likely as a zero-saliency
     # one, so grafts favour the salient region but still vary from draw to draw. Our choice.
-    "temperature": 0.2,
+    temperature: float = 0.2
     # Patches whose saliency is below this fraction of the partner's maximum are never grafted; 0 leaves the
     # temperature alone to keep background grafts rare (the calibrated labels make them harmless). Our choice.
-    "threshold": 0.0,
+    threshold: float = 0.0
     # Probability that a step mixes at all: every step, as OpenMixup's ImageNet rows mix every step.
-    "prob": 1.0,
-  }
+    prob: float = 1.0
 
   @staticmethod
-  def _check(hp: Mapping, height: int, width: int) -> None:
-    def number(key):
-      value = hp[key]
-      if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"grafting {key} must be a number, got {value!r}")
-      return float(value)
-
-    grid = hp["grid"]
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+  def _check(hp: Params, height: int, width: int) -> None:
+    grid = hp.grid
+    if grid < 1:
       raise ValueError(f"grafting grid must be a positive integer (patches per side), got {grid!r}")
     if height % grid or width % grid:
       common = [d for d in range(2, min(height, width) + 1) if height % d == 0 and width % d == 0 and d <= 32]
@@ -160,20 +154,20 @@ class Grafting(ModelAwareMethod):
         f"grafting grid={grid} must divide the image sides {height}x{width}; set "
         f"config.mixing.args.grafting.grid to a common divisor such as {common or [1]}"
       )
-    if not number("temperature") > 0:
+    if not hp.temperature > 0:
       raise ValueError(
-        f"grafting temperature must be > 0, got {hp['temperature']}; lower values concentrate the grafts on the "
+        f"grafting temperature must be > 0, got {hp.temperature}; lower values concentrate the grafts on the "
         "most salient patches, higher ones spread them uniformly (e.g. 0.2)"
       )
-    if not 0.0 <= number("threshold") <= 1.0:
+    if not 0.0 <= hp.threshold <= 1.0:
       raise ValueError(
         f"grafting threshold is a fraction of the partner's peak patch saliency and must be in [0, 1], got "
-        f"{hp['threshold']}; use 0 to graft from any patch"
+        f"{hp.threshold}; use 0 to graft from any patch"
       )
-    if not 0.0 <= number("prob") <= 1.0:
-      raise ValueError(f"grafting prob is the probability of mixing a step and must be in [0, 1], got {hp['prob']}")
+    if not 0.0 <= hp.prob <= 1.0:
+      raise ValueError(f"grafting prob is the probability of mixing a step and must be in [0, 1], got {hp.prob}")
 
-  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp: Mapping, share=None) -> MixResult:
+  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp: Params, share=None) -> MixResult:
     """Saliency Grafting of a (sharded) batch given its saliency [B, H, W] (≥ 0).
 
     ``share`` (tests, pictures) fixes the grafted share p instead of drawing it from Beta(α, α): a scalar.
@@ -183,7 +177,7 @@ class Grafting(ModelAwareMethod):
     if saliency.shape != images.shape[:3]:
       raise ValueError(f"grafting saliency must be [B, H, W] = {images.shape[:3]}, got {saliency.shape}")
     k_mix, k_local = jax.random.split(rng)
-    prob = float(hp["prob"])
+    prob = hp.prob
     mixing = jnp.asarray(True) if prob >= 1.0 else jax.random.bernoulli(k_mix, prob)
     replicated = (mixing,) if share is None else (mixing, jnp.asarray(share, jnp.float32))
 
@@ -195,22 +189,12 @@ class Grafting(ModelAwareMethod):
     mixed, lam, labels_b = per_device.on_shards(mesh, local, k_local, images, saliency, labels, replicated=replicated)
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del aux, dropout_rng  # dropout drawn from rng
     k_mix, k_drop = jax.random.split(rng)
     saliency = input_saliency(ctx, params, batch_stats, images, labels)
     mix = self.mix(ctx.mesh, k_mix, images, saliency, labels, alpha=alpha, hp=hp)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
-
-  picture_note = "saliency of an untrained small ResNet"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """Input-gradient saliency of a small randomly initialised ResNet (the visualiser has no trained run)."""
-
-    def mix(rng, x, saliency, y):
-      return self.mix(None, rng, x, saliency, y, alpha=alpha, hp=hp)
-
-    return picture_models.saliency_picture_fn(mix, images, labels)
 
 
 register_model_aware(Grafting())

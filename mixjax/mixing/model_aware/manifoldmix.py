@@ -15,7 +15,8 @@ program: 1.21× a plain step's peak memory on ResNet-50/224/b32, 1.00× now.) Pa
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -90,11 +91,14 @@ class ManifoldMix(ModelAwareMethod):
     "Verma, Lamb, Beckham, Najafi, Mitliagkas, Lopez-Paz, Bengio. Manifold Mixup: Better "
     "Representations by Interpolating Hidden States. ICML 2019"
   )
-  defaults = {"layer": (0, 3)}
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    layer: tuple[int, int] = (0, 3)  # stages range(*layer): 0 = the input, s = the output of stage s
+
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
-    stages = manifold_layers(ctx.model, hp["layer"])
+    stages = manifold_layers(ctx.model, hp.layer)
     k_lam, k_perm, k_layer, k_drop = jax.random.split(rng, 4)
     lam = sample_beta_lam(k_lam, alpha)
     index = jax.random.randint(k_layer, (), 0, len(stages))
@@ -108,26 +112,6 @@ class ManifoldMix(ModelAwareMethod):
     )
     stage = jnp.asarray(stages, jnp.float32)[index]
     return ctx.classification_loss(logits, mix), (logits, new_stats, {"lam": lam, "layer": stage})
-
-  mixes_features = True
-  picture_note = "mixes hidden features at a random stage; shown: stage 0 (the input), where it is a pixel blend"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """Only layer 0 (the input) is visible: the picture is the input-level mix ManifoldMix does there."""
-
-    @jax.jit
-    def draw(rng, images, labels):
-      k_lam, k_perm = jax.random.split(rng)
-      lam = sample_beta_lam(k_lam, alpha)
-      perm = per_device.local_permutation(k_perm, images.shape[0])
-      return MixResult(
-        images=blend(images, images[perm], lam),
-        labels_a=labels,
-        labels_b=labels[perm],
-        lam=jnp.broadcast_to(lam, (labels.shape[0],)),
-      )
-
-    return lambda rng: draw(rng, images, labels)
 
 
 register_model_aware(ManifoldMix())

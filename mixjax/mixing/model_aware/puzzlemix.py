@@ -27,16 +27,15 @@ must be −1 (transport on the label grid).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Mapping
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixjax.constants import IMAGENET_MEAN, IMAGENET_STD
 from mixjax.mixing.core import per_device
-from mixjax.mixing.model_aware import picture_models
 from mixjax.mixing.core.protocol import ModelAwareMethod, forward_loss
 from mixjax.mixing.core.registry import register_model_aware
 from mixjax.mixing.ops.gradient_saliency import input_saliency
@@ -180,11 +179,11 @@ def upsample_blocks(mask: jax.Array, height: int, width: int) -> jax.Array:
   return jnp.repeat(jnp.repeat(mask, height // g, axis=1), width // g, axis=2)[..., None]
 
 
-def labeling_problem(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std):
+def labeling_problem(images, saliency, perm, a, *, g: int, hp: PuzzleMix.Params, mean, std):
   """The labeling energies of one shard at grid g: (u1 [b, g, g], unary [b, g, g, L], w_v, w_h)."""
   _, h, w, _ = images.shape
   s = h // g
-  neigh = min(int(hp["neigh_size"]), s)
+  neigh = min(hp.neigh_size, s)
   k = s // neigh
   u1 = pool(saliency, h // g, w // g)
   u1 = u1 / (jnp.sum(u1, axis=(1, 2), keepdims=True) + 1e-12)
@@ -200,39 +199,35 @@ def labeling_problem(images, saliency, perm, a, *, g: int, hp: Mapping, mean, st
     a,
     g=g,
     k=k,
-    n_labels=int(hp["n_labels"]),
-    beta=float(hp["beta"]),
-    gamma=float(hp["gamma"]),
-    eta=float(hp["eta"]),
+    n_labels=hp.n_labels,
+    beta=hp.beta,
+    gamma=hp.gamma,
+    eta=hp.eta,
   )
   return u1, unary, w_v, w_h
 
 
-def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: Mapping, mean, std):
+def puzzle_mix_grid(images, saliency, perm, a, *, g: int, hp: PuzzleMix.Params, mean, std):
   """PuzzleMix of one shard at label grid g: (mixed images, block mask m [b, g, g])."""
   _, h, w, _ = images.shape
-  n_labels = int(hp["n_labels"])
   u1, unary, w_v, w_h = labeling_problem(images, saliency, perm, a, g=g, hp=hp, mean=mean, std=std)
   u2 = u1[perm]
-  solver = str(hp.get("solver", "row_dp"))
-  labels = jax.vmap(lambda u, v, z: solve_labeling(u, v, z, sweeps=int(hp["solver_sweeps"]), method=solver))(
-    unary, w_v, w_h
-  )
-  mask = 1.0 - labels.astype(jnp.float32) / (n_labels - 1)
+  labels = jax.vmap(lambda u, v, z: solve_labeling(u, v, z, sweeps=hp.solver_sweeps, method=hp.solver))(unary, w_v, w_h)
+  mask = 1.0 - labels.astype(jnp.float32) / (hp.n_labels - 1)
   x, partner = images, images[perm]
-  if hp["transport"]:
-    x = apply_transport(x, transport_plan(mask, u1, float(hp["t_eps"])), g)
-    partner = apply_transport(partner, transport_plan(1.0 - mask, u2, float(hp["t_eps"])), g)
+  if hp.transport:
+    x = apply_transport(x, transport_plan(mask, u1, hp.t_eps), g)
+    partner = apply_transport(partner, transport_plan(1.0 - mask, u2, hp.t_eps), g)
   mixed = blend(x, partner, upsample_blocks(mask, h, w))
   return mixed, mask
 
 
-def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: Mapping, mean, std):
+def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: PuzzleMix.Params, mean, std):
   """One device's PuzzleMix: (mixed images, λ per sample, partner labels)."""
   b = images.shape[0]
   k_perm, k_grid = jax.random.split(rng)
   perm = per_device.local_permutation(k_perm, b)
-  sizes = grid_sizes(int(hp["block_num"]))
+  sizes = grid_sizes(hp.block_num)
 
   def branch(g):
     def run(imgs, sal):
@@ -249,37 +244,35 @@ def puzzle_mix_local(rng, a, images, saliency, labels, *, hp: Mapping, mean, std
 class PuzzleMix(ModelAwareMethod):
   name = "puzzlemix"
   paper = "Kim, Choo, Song. Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup. ICML 2020"
-  defaults = {
-    "transport": True,
-    "t_size": -1,
-    "block_num": 4,
-    "beta": 1.2,
-    "gamma": 0.5,
-    "eta": 0.2,
-    "neigh_size": 4,
-    "n_labels": 3,
-    "t_eps": 0.8,
-    "solver": "row_dp",
-    "solver_sweeps": 3,
-  }
+
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    transport: bool = True  # move blocks towards salient destinations before mixing (step 5)
+    t_size: int = -1  # transport grid: -1 = the label grid (the only setting supported)
+    block_num: int = 4  # label grids g = 2, 4, …, 2·block_num (a power of two)
+    beta: float = 1.2  # label smoothness β
+    gamma: float = 0.5  # data smoothness γ (colour differences across block borders)
+    eta: float = 0.2  # weight η of the label prior
+    neigh_size: int = 4  # pooling (px) of the images for the data-smoothness term
+    n_labels: int = 3  # mask levels per block: shares 1, ½, 0 of x with 3
+    t_eps: float = 0.8  # distance cost of the transport
+    solver: Literal["row_dp", "chain_descent"] = "row_dp"  # exact row DP or approximate block-coordinate descent
+    solver_sweeps: int = 3  # sweeps of solver='chain_descent'
 
   @staticmethod
-  def _check(hp, height, width):
-    if int(hp["t_size"]) != -1:
+  def _check(hp: Params, height, width):
+    if hp.t_size != -1:
       raise ValueError("puzzlemix t_size must be -1 (transport on the label grid, the benchmark setting)")
-    if int(hp["n_labels"]) < 2:
-      raise ValueError(f"puzzlemix n_labels must be >= 2, got {hp['n_labels']}")
-    if hp.get("solver", "row_dp") not in ("row_dp", "chain_descent"):
-      raise ValueError(f"puzzlemix solver must be 'row_dp' (exact) or 'chain_descent', got {hp['solver']!r}")
-    if hp.get("solver", "row_dp") == "row_dp" and int(hp["n_labels"]) ** (2 * int(hp["block_num"])) > 3**8:
+    if hp.n_labels < 2:
+      raise ValueError(f"puzzlemix n_labels must be >= 2, got {hp.n_labels}")
+    if hp.solver == "row_dp" and hp.n_labels ** (2 * hp.block_num) > 3**8:
       raise ValueError(
-        f"puzzlemix solver='row_dp' keeps n_labels^(2·block_num) = "
-        f"{int(hp['n_labels']) ** (2 * int(hp['block_num']))} states per grid row (at most 3^8 "
-        "supported); use solver='chain_descent' for larger grids or more labels"
+        f"puzzlemix solver='row_dp' keeps n_labels^(2·block_num) = {hp.n_labels ** (2 * hp.block_num)} states per "
+        "grid row (at most 3^8 supported); use solver='chain_descent' for larger grids or more labels"
       )
-    check_resolution(height, width, int(hp["block_num"]), int(hp["neigh_size"]))
+    check_resolution(height, width, hp.block_num, hp.neigh_size)
 
-  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp, mean, std) -> MixResult:
+  def mix(self, mesh, rng, images, saliency, labels, *, alpha, hp: Params, mean, std) -> MixResult:
     """PuzzleMix of a (sharded) batch given its saliency [B, H, W]."""
     self._check(hp, images.shape[1], images.shape[2])
     k_a, k_local = jax.random.split(rng)
@@ -293,22 +286,12 @@ class PuzzleMix(ModelAwareMethod):
     mixed, lam, labels_b = per_device.on_shards(mesh, local, k_local, images, saliency, labels, replicated=(a,))
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     k_mix, k_drop = jax.random.split(rng)
     saliency = input_saliency(ctx, params, batch_stats, images, labels)
     mix = self.mix(ctx.mesh, k_mix, images, saliency, labels, alpha=alpha, hp=hp, mean=ctx.mean, std=ctx.std)
     return forward_loss(ctx, params, batch_stats, mix, k_drop, {"lam": jnp.mean(mix.lam)})
-
-  picture_note = "saliency of an untrained small ResNet"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """Saliency of a small randomly initialised ResNet (the visualiser has no trained run)."""
-
-    def mix(rng, x, saliency, y):
-      return self.mix(None, rng, x, saliency, y, alpha=alpha, hp=hp, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-    return picture_models.saliency_picture_fn(mix, images, labels)
 
 
 register_model_aware(PuzzleMix())

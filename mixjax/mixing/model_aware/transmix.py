@@ -11,13 +11,13 @@ OpenMixup's DeiT recipe alternates plain Mixup (α 0.8, p 0.2) with TransMix (α
 plan's mode list (``mixing.method=('mixup', 'transmix')``, ``prob=(0.2, 0.8)``, ``configs/deit.py``), not a
 switch inside this method.
 
-Per-sample λ: we weight each sample by its own λ (spec pitfall 1.2) instead of reproducing the collapse to the
-batch mean of the reference's label-smoothing head.
+Per-sample λ: each sample is weighted by its own λ; the collapse to the batch mean of the reference's
+label-smoothing head (spec pitfall 1.2) is the loss's ``lam_batch_mean`` option, which the DeiT cells set.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,6 @@ from mixjax.mixing.ops import boxes
 from mixjax.mixing.core import per_device
 from mixjax.mixing.core.protocol import ModelAwareMethod
 from mixjax.mixing.core.registry import register_model_aware
-from mixjax.mixing.model_aware.picture_models import small_vit, vit_input_side, vit_patch
 from mixjax.mixing.ops.model_info import require_attention
 from mixjax.mixing.core.result import MixResult
 from mixjax.mixing.ops.sampling import permutation_avoiding_fixed_points, sample_beta_lam
@@ -66,9 +65,14 @@ def transmix_inputs_local(rng, images, labels, *, alpha: float):
 class TransMix(ModelAwareMethod):
   name = "transmix"
   paper = "Chen, Li, Zhang, Shi, Zhou, Zhu, Gao, Ouyang. TransMix: Attend to Mix for Vision Transformers. CVPR 2022"
-  defaults = {"ratio": 0.5}
 
-  def draw(self, mesh, rng, images, labels, *, alpha, hp):
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    # Weight of the attention-based λ₁ in the label weight (1 − ratio: the box area λ₀); OpenMixup's 0.5, the
+    # paper's 1.0.
+    ratio: float = 0.5
+
+  def draw(self, mesh, rng, images, labels, *, alpha, hp: Params):
     del hp
     return per_device.on_shards(mesh, lambda r, x, y: transmix_inputs_local(r, x, y, alpha=alpha), rng, images, labels)
 
@@ -79,36 +83,20 @@ class TransMix(ModelAwareMethod):
     lam1 = attention_lam(jax.lax.stop_gradient(attention), partner.reshape(b, -1).astype(jnp.float32))
     return (1 - ratio) * lam0 + ratio * lam1
 
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Mapping, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
+    if not 0.0 <= hp.ratio <= 1.0:
+      raise ValueError(f"transmix ratio must be in [0, 1], got {hp.ratio}")
     info = require_attention(ctx.model, self.name)
     k_mix, k_drop = jax.random.split(rng)
     mixed, region_b, lam0, labels_b = self.draw(ctx.mesh, k_mix, images, labels, alpha=alpha, hp=hp)
     (logits, feats), new_stats = ctx.model_fn(
       params, batch_stats, mixed.astype(ctx.compute_dtype), train=True, rng=k_drop, return_attention=True
     )
-    lam = self.reweight(lam0, region_b, feats["attention"], float(hp["ratio"]), info.patch_size)
+    lam = self.reweight(lam0, region_b, feats["attention"], hp.ratio, info.patch_size)
     mix = MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
     metrics = {"lam": jnp.mean(lam), "lam_area": jnp.mean(lam0)}
     return ctx.classification_loss(logits, mix), (logits, new_stats, metrics)
-
-  picture_note = "λ = ½ box area + ½ class-token attention outside the box, of an untrained 4-block ViT"
-
-  def picture_fn(self, images, labels, *, alpha, hp):
-    """CutMix boxes relabelled by a small random ViT's attention (its attention is untrained)."""
-    side = vit_input_side(images.shape[1])
-    fn, params, stats = small_vit(labels.shape[-1], images.shape[1])
-    patch = vit_patch(images.shape[1])
-    images = images[:, :side, :side]
-
-    @jax.jit
-    def draw(rng, images, labels, params, stats):
-      mixed, region_b, lam0, labels_b = self.draw(None, rng, images, labels, alpha=alpha, hp=hp)
-      (_, feats), _ = fn(params, stats, mixed, train=False, return_attention=True)
-      lam = self.reweight(lam0, region_b, feats["attention"], float(hp["ratio"]), patch)
-      return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam)
-
-    return lambda rng: draw(rng, images, labels, params, stats)
 
 
 register_model_aware(TransMix())

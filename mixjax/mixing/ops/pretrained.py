@@ -138,7 +138,8 @@ class PretrainedNet:
     return f"allow_random_{self.role}"
 
   def defaults(self) -> dict:
-    """The hyper-parameters this network adds to a method's ``defaults`` (head size: ImageNet's 1000)."""
+    """The hyper-parameters this network adds to a method's ``Params`` (head size: ImageNet's 1000); the
+    method's ``Params`` declares them as fields (typed: str, dict, int, str, bool), read here by name."""
     return {
       self.role: AUTO,
       f"{self.role}_kwargs": {},
@@ -147,16 +148,16 @@ class PretrainedNet:
       self.allow_random_key: False,
     }
 
-  def _path(self, hp: Mapping) -> str:
-    return str(hp[self.checkpoint_key] or "")
+  def _path(self, hp) -> str:
+    return str(getattr(hp, self.checkpoint_key) or "")
 
-  def spec(self, hp: Mapping, checkpoints=None) -> tuple[str, dict, int]:
+  def spec(self, hp, checkpoints=None) -> tuple[str, dict, int]:
     """(model name, kwargs, num_classes): from the run's config for an Orbax checkpoint, from the
     state_dict's own shapes for a torch checkpoint (checked against an explicit ``<role>``)."""
     role = self.role
     path = self._path(hp)
-    name = str(hp[role] or AUTO)
-    kwargs = dict(hp[f"{role}_kwargs"] or {})
+    name = str(getattr(hp, role) or AUTO)
+    kwargs = dict(getattr(hp, f"{role}_kwargs") or {})
     if path and not is_torch_file(path):
       config = self.run_config(path, checkpoints)
       model = dict(config["model"])
@@ -168,9 +169,9 @@ class PretrainedNet:
           f"{self.method} {role}={name!r} but {self.checkpoint_key} {path} holds a {found} "
           f"(torchvision layout); set {role}={found!r} or {role}='auto'"
         )
-      return found, kwargs, classes if classes > 0 else int(hp[f"{role}_num_classes"])
+      return found, kwargs, classes if classes > 0 else getattr(hp, f"{role}_num_classes")
     # No checkpoint (random weights), or a partial state_dict without residual stages: the named model.
-    return (self.default_random if name == AUTO else name), kwargs, int(hp[f"{role}_num_classes"])
+    return (self.default_random if name == AUTO else name), kwargs, getattr(hp, f"{role}_num_classes")
 
   def run_config(self, path: str, checkpoints) -> dict:
     if checkpoints is None:
@@ -180,7 +181,7 @@ class PretrainedNet:
       )
     return checkpoints.run_config(path)
 
-  def build(self, hp: Mapping, rngs=None, checkpoints=None, dtype=jnp.float32):
+  def build(self, hp, rngs=None, checkpoints=None, dtype=jnp.float32):
     """The network (abstract, ``nnx.eval_shape``, when ``rngs`` is None); computes in ``dtype``."""
     name, kwargs, num_classes = self.spec(hp, checkpoints)
     if rngs is None:
@@ -189,16 +190,16 @@ class PretrainedNet:
       )
     return models.build_model(name, num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
 
-  def model_fn(self, hp: Mapping, checkpoints=None, dtype=jnp.float32) -> ModelFn:
+  def model_fn(self, hp, checkpoints=None, dtype=jnp.float32) -> ModelFn:
     """The network's pure apply function (its weights come from ``load_weights``, kept in ``aux``)."""
     graphdef, _, _ = nnx.split(self.build(hp, checkpoints=checkpoints, dtype=dtype), nnx.Param, nnx.BatchStat)
     return ModelFn(graphdef)
 
-  def check_configured(self, hp: Mapping) -> None:
+  def check_configured(self, hp) -> None:
     """Raises one line naming the key to set when no checkpoint is configured (and random weights are not
     allowed), or the configured path does not exist."""
     method, role = self.method, self.role
-    if not hp[self.checkpoint_key] and not hp[self.allow_random_key]:
+    if not getattr(hp, self.checkpoint_key) and not getattr(hp, self.allow_random_key):
       raise PretrainedCheckpointMissingError(
         f"{method} needs a pretrained {role}: set config.mixing.args.{method}.{self.checkpoint_key} to a "
         "run directory / Orbax checkpoint of ours or a PyTorch state_dict (.pth/.pt/.npz, torchvision ResNet "
@@ -209,7 +210,7 @@ class PretrainedNet:
     if path and not os.path.exists(path):
       raise PretrainedCheckpointNotFoundError(f"{method} {self.checkpoint_key} {path} does not exist")
 
-  def load_weights(self, hp: Mapping, seed: int = 0, checkpoints=None):
+  def load_weights(self, hp, seed: int = 0, checkpoints=None):
     """(params, batch_stats) as numpy/jax arrays (random only when allowed).
 
     A run checkpoint of ours is read through ``checkpoints`` (``StepContext.checkpoints``): params (EMA params

@@ -3,7 +3,8 @@
 Pairing is a permutation of the local (per-device) batch, as in OpenMixup
 (spec 1.3); fixed points, where a sample is mixed with itself, are allowed
 for most methods. CutMix and FMix use the reference's "try for a derangement"
-helper instead.
+helper instead. timm's batch-mode Mixup/CutMix (the DeiT and RSB papers' code)
+pairs by flipping the batch instead (``batch_flip``).
 """
 
 from __future__ import annotations
@@ -42,3 +43,14 @@ def permutation_avoiding_fixed_points(rng: jax.Array, size: int, tries: int = 11
   is_derangement = jnp.all(perms != jnp.arange(size), axis=1)
   pick = jnp.where(jnp.any(is_derangement), jnp.argmax(is_derangement), tries - 1)
   return perms[pick]
+
+
+PAIRINGS = ("permutation", "flip")
+
+
+def batch_flip(size: int) -> jax.Array:
+  """timm's batch-mode pairing (spec 1.3): sample i is mixed with sample ``size − 1 − i`` (``x.flip(0)``).
+
+  Deterministic; with an odd ``size`` the middle sample is paired with itself.
+  """
+  return jnp.arange(size - 1, -1, -1)

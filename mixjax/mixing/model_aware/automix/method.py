@@ -82,69 +82,35 @@ SAMix "paper" vs "reference configs": the registered ``samix`` defaults follow t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from mixjax.config_args import ConfigError
+from mixjax.constants import DATA_AXIS
+from mixjax.mixing.core import per_device
+from mixjax.mixing.core.protocol import ModelAwareMethod, StepContext
+from mixjax.mixing.core.result import MixResult, blend
 from mixjax.mixing.model_aware.automix import mixblock as mb
 from mixjax.mixing.model_aware.automix import schedules
 from mixjax.mixing.ops.decouple import decoupled_mixup_loss
-from mixjax.mixing.core.protocol import ModelAwareMethod, StepContext
-from mixjax.mixing.core.result import MixResult, blend
-from mixjax.constants import DATA_AXIS
 
-LABEL_WEIGHTS = ("lambda", "mask_mean")
-
-AUTOMIX_DEFAULTS: Mapping[str, Any] = dict(
-  feature="stage3",
-  lam_embedding="concat",
-  lam_mul_k=-1.0,
-  qk_input="shared",
-  value_net="linear",
-  value_dropout=0.0,
-  upsample="nearest",
-  lam_margin=0.08,
-  label_weight="lambda",
-  clean_loss_weight=1.0,
-  mask_loss_weight=0.1,
-  mask_loss_margin=0.1,
-  mask_variance_weight=0.0,
-  mask_loss_schedule="cosine",
-  mixblock_loss_eta=0.0,
-  momentum_base=0.999,
-  momentum_end=0.99999,
-  momentum_scope_start=0.1,
-  mixblock_lr=None,
-  mixblock_min_lr=1e-3,
-  mixblock_momentum=None,
-  mixblock_warmup_epochs=0.0,
-  mixblock_lr_by_epoch=None,
-  mixblock_grad_clip=None,
-  mixblock_update_prob=1.0,
-)
-
-SAMIX_DEFAULTS: Mapping[str, Any] = dict(
-  AUTOMIX_DEFAULTS,
-  lam_embedding="mul",
-  qk_input="pair_concat",
-  value_net="conv_neck",
-  value_dropout=0.1,
-  upsample="bilinear",
-  mask_variance_weight=2.0,
-  mixblock_loss_eta=0.1,
-)
+LabelWeight = Literal["lambda", "mask_mean"]
+LABEL_WEIGHTS = typing.get_args(LabelWeight)
 
 
-def design_of(hp: Mapping[str, Any]) -> mb.MixBlockDesign:
+def design_of(hp: LearnedMaskMixup.Params) -> mb.MixBlockDesign:
   return mb.MixBlockDesign(
-    lam_embedding=hp["lam_embedding"],
-    qk_input=hp["qk_input"],
-    value_net=hp["value_net"],
-    upsample=hp["upsample"],
-    value_dropout=float(hp["value_dropout"]),
-    lam_mul_k=float(hp.get("lam_mul_k", -1.0)),
+    lam_embedding=hp.lam_embedding,
+    qk_input=hp.qk_input,
+    value_net=hp.value_net,
+    upsample=hp.upsample,
+    value_dropout=hp.value_dropout,
+    lam_mul_k=hp.lam_mul_k,
   )
 
 
@@ -153,12 +119,13 @@ def num_shards(ctx: StepContext) -> int:
   return 1 if ctx.mesh is None else int(ctx.mesh.shape[DATA_AXIS])
 
 
-def permute_within_shards(x: jax.Array, perm: jax.Array, shards: int) -> jax.Array:
-  """``x[π]`` applied to each device's rows separately (same local index pattern on every device), via a
-  reshape that keeps the sharded axis leading, so XLA gathers locally with no cross-device traffic."""
-  local = x.shape[0] // shards
-  grouped = x.reshape((shards, local) + x.shape[1:])
-  return jnp.take(grouped, perm, axis=1).reshape(x.shape)
+def partner_rows(mesh, perm: jax.Array, *arrays: jax.Array):
+  """``x[π]`` of each array on each device's rows (π a permutation of the local batch, the same on every device),
+  through ``per_device.on_shards``: the pairs stay on their device, no cross-device traffic. One array in, one
+  out; several in, a tuple out."""
+  # π rides in ``on_shards``' replicated first argument (where kernels get their key).
+  out = per_device.on_shards(mesh, lambda p, *rows: tuple(jnp.take(x, p, axis=0) for x in rows), perm, *arrays)
+  return out[0] if len(arrays) == 1 else out
 
 
 def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple[jax.Array, jax.Array]:
@@ -167,7 +134,7 @@ def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple
     raise ValueError(f"batch {batch} is not divisible by the {shards} devices")
   k_lam, k_perm = jax.random.split(rng)
   lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
-  return lam, jax.random.permutation(k_perm, batch // shards)
+  return lam, per_device.local_permutation(k_perm, batch // shards)
 
 
 def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feature: str):
@@ -188,17 +155,17 @@ def partner_mask(
   feats: jax.Array,
   lam: jax.Array,
   perm: jax.Array,
-  shards: int,
+  mesh,
   image_hw: tuple[int, int],
   design: mb.MixBlockDesign,
   rng: jax.Array | None,
 ) -> jax.Array:
-  """[B, H, W] weight of the partner image for pairs (i, π(i)) at ratio λ."""
-  logits = mb.mask_logits(mixblock_params, feats, permute_within_shards(feats, perm, shards), lam, design, rng=rng)
+  """[B, H, W] weight of the partner image for pairs (i, π(i)) at ratio λ (π on each device of ``mesh``)."""
+  logits = mb.mask_logits(mixblock_params, feats, partner_rows(mesh, perm, feats), lam, design, rng=rng)
   return mb.upsample_to_mask(logits, image_hw, design)
 
 
-def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> MixResult:
+def mixed_result(images, labels, mask, lam, perm, mesh, label_weight: LabelWeight) -> MixResult:
   if label_weight not in LABEL_WEIGHTS:
     raise ValueError(f"label_weight={label_weight!r} is not valid; use one of {LABEL_WEIGHTS}")
   batch = images.shape[0]
@@ -206,14 +173,10 @@ def mixed_result(images, labels, mask, lam, perm, shards, label_weight: str) -> 
     weight_a = jnp.broadcast_to(lam, (batch,))
   else:
     weight_a = 1.0 - jnp.mean(mask, axis=(1, 2))
+  partner_images, partner_labels = partner_rows(mesh, perm, images, labels)
   # ``mask`` is the partner's weight: m·x[π] + (1 − m)·x.
-  mixed = blend(permute_within_shards(images, perm, shards), images, mask[..., None])
-  return MixResult(
-    images=mixed,
-    labels_a=labels,
-    labels_b=permute_within_shards(labels, perm, shards),
-    lam=weight_a.astype(jnp.float32),
-  )
+  mixed = blend(partner_images, images, mask[..., None])
+  return MixResult(images=mixed, labels_a=labels, labels_b=partner_labels, lam=weight_a.astype(jnp.float32))
 
 
 def mask_regulariser(
@@ -229,6 +192,11 @@ def mask_regulariser(
     var = jnp.mean(jnp.square(per_shard - mean[:, None, None]), axis=(1, 2))
     loss = loss - variance_weight * var
   return jnp.mean(loss)
+
+
+def mixed_head(hp) -> dict:
+  """The model-call argument that sends mixed samples through the mixup head (``separate_heads``)."""
+  return {"head": "mix"} if hp.separate_heads else {}
 
 
 def sequenced(x, after):
@@ -276,13 +244,54 @@ class LearnedMaskMixup(ModelAwareMethod):
 
   name = "automix"
   paper = "Liu et al., AutoMix: Unveiling the Power of Mixup for Stronger Classifiers, ECCV 2022"
-  defaults = AUTOMIX_DEFAULTS
   stateful = True  # MixBlock, its optimizer state, momentum encoder and mask-loss weight in TrainState.aux
 
+  @dataclasses.dataclass(frozen=True)
+  class Params:
+    """AutoMix's settings (the module docstring says what each does); SAMix's ``Params`` changes seven defaults."""
+
+    feature: str = "stage3"  # the model feature (``return_features`` key) the MixBlock reads
+    # The MixBlock design (``mixblock.MixBlockDesign``).
+    lam_embedding: mb.LamEmbedding = "concat"
+    lam_mul_k: float = -1.0  # k of the cubic λ re-mapping for lam_embedding='mul' (< 0: off)
+    qk_input: mb.QkInput = "shared"
+    value_net: mb.ValueNet = "linear"
+    value_dropout: float = 0.0
+    upsample: mb.Upsampling = "nearest"
+    lam_margin: float = 0.08  # λ within this of 0 or 1: plain mixup (the constant mask 1 − λ)
+    label_weight: LabelWeight = "lambda"
+    clean_loss_weight: float = 1.0  # weight of the classifier's clean one-hot loss
+    mask_loss_weight: float = 0.1
+    mask_loss_margin: float = 0.1
+    mask_variance_weight: float = 0.0  # SAMix's "L1+Variance": minus this × the mask's variance
+    mask_loss_schedule: schedules.MaskLossSchedule = "cosine"
+    mixblock_loss_eta: float = 0.0  # SAMix's η-balanced Mixer loss (0: off)
+    # The momentum encoder's EMA schedule (``schedules.encoder_momentum``).
+    momentum_base: float = 0.999
+    momentum_end: float = 0.99999
+    momentum_scope_start: float = 0.1
+    # The MixBlock's optimizer (``schedules.mixblock_optimizer``); None: the classifier's value.
+    mixblock_lr: float | None = None
+    mixblock_min_lr: float = 1e-3
+    mixblock_momentum: float | None = None
+    mixblock_warmup_epochs: float = 0.0
+    mixblock_lr_by_epoch: bool | None = None
+    mixblock_grad_clip: float | None = None
+    mixblock_update_prob: float = 1.0  # the ViT configs' switch_off: P(the MixBlock is updated this step)
+    # The reference's two heads: the mixed CE (and k's MixBlock loss) through ``head_mix``, the clean CE through
+    # the model's own head (``head_one``, evaluated and deployed). Needs the model built with a second head
+    # (``config.model.mix_head=True``); False: one head for both losses (the papers' description).
+    separate_heads: bool = False
+
   # ------------------------------------------------------------------------------------------ state
-  def init_aux(self, ctx, rng, params, batch_stats, hp):
+  def init_aux(self, ctx, rng, params, batch_stats, hp: Params):
+    if hp.separate_heads and not ctx.model.get("mix_head"):
+      raise ConfigError(
+        f"{self.name} separate_heads=True trains the mixed loss through a second head: set "
+        "config.model.mix_head=True (or separate_heads=False for one head)"
+      )
     design = design_of(hp)
-    channels = self._feature_channels(ctx, params, batch_stats, hp["feature"])
+    channels = self._feature_channels(ctx, params, batch_stats, hp.feature)
     mixblock = mb.init_mixblock(rng, channels, design)
     tx, _ = schedules.mixblock_optimizer(ctx, hp, mixblock)
     # The encoder starts as an exact copy of the classifier (fresh buffers: the state is donated leaf by leaf).
@@ -291,7 +300,7 @@ class LearnedMaskMixup(ModelAwareMethod):
       "encoder": {"params": copy(params), "batch_stats": copy(batch_stats)},
       "mixblock": mixblock,
       "mixblock_opt": tx.init(mixblock),
-      "mask_loss_weight": jnp.asarray(float(hp["mask_loss_weight"]), jnp.float32),
+      "mask_loss_weight": jnp.asarray(hp.mask_loss_weight, jnp.float32),
     }
 
   @staticmethod
@@ -302,27 +311,25 @@ class LearnedMaskMixup(ModelAwareMethod):
     return int(shape.shape[-1])
 
   # ------------------------------------------------------------------------------------------ classifier
-  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp, dropout_rng=None):
+  def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
-    shards = num_shards(ctx)
     k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
-    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
+    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     enc = jax.lax.stop_gradient(aux["encoder"])
-    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp["feature"])
+    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp.feature)
     mask = partner_mask(
       jax.lax.stop_gradient(aux["mixblock"]),
       jax.lax.stop_gradient(feats),
       lam,
       perm,
-      shards,
+      ctx.mesh,
       images.shape[1:3],
       design_of(hp),
       k_drop_mb,
     )
-    margin = float(hp["lam_margin"])
-    plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)
+    plain = jnp.logical_or(lam <= hp.lam_margin, lam >= 1.0 - hp.lam_margin)
     mask = jax.lax.stop_gradient(jnp.where(plain, 1.0 - lam, mask))
-    mix = mixed_result(images, labels, mask, lam, perm, shards, hp["label_weight"])
+    mix = mixed_result(images, labels, mask, lam, perm, ctx.mesh, hp.label_weight)
 
     dtype = ctx.compute_dtype
     clean = MixResult(images=images, labels_a=labels, labels_b=labels, lam=jnp.ones(images.shape[0], jnp.float32))
@@ -336,9 +343,9 @@ class LearnedMaskMixup(ModelAwareMethod):
     # pass's activations are alive at a time. Same losses and gradients as one backward of both.
     loss_one, stats = value_with_early_grad(clean_loss, params, batch_stats, clean, k_one)
     mixed_images = sequenced(mix.images, after=jax.lax.stop_gradient(loss_one))
-    logits_mix, stats = ctx.model_fn(params, stats, mixed_images.astype(dtype), train=True, rng=k_mix)
+    logits_mix, stats = ctx.model_fn(params, stats, mixed_images.astype(dtype), train=True, rng=k_mix, **mixed_head(hp))
     loss_mix = ctx.classification_loss(logits_mix.astype(jnp.float32), mix)
-    loss = loss_mix + float(hp["clean_loss_weight"]) * loss_one
+    loss = loss_mix + hp.clean_loss_weight * loss_one
     metrics = {
       "loss_mix": loss_mix,
       "loss_one": loss_one,
@@ -349,32 +356,35 @@ class LearnedMaskMixup(ModelAwareMethod):
     return loss, (logits_mix, stats, metrics)
 
   # ------------------------------------------------------------------------------------------ MixBlock + EMA
-  def mixblock_loss(self, ctx, rng, mixblock_params, encoder, feats, images, labels, lam, perm, weight, *, hp):
+  def mixblock_loss(self, ctx, rng, mixblock_params, encoder, feats, images, labels, lam, perm, weight, *, hp: Params):
     """MixBlock objective through the (constant) encoder: (loss, (new encoder BN stats, mask, metrics))."""
-    shards = num_shards(ctx)
     k_drop_mb, k_enc = jax.random.split(rng)
-    mask = partner_mask(mixblock_params, feats, lam, perm, shards, images.shape[1:3], design_of(hp), k_drop_mb)
-    mix = mixed_result(images, labels, mask, lam, perm, shards, hp["label_weight"])
+    mask = partner_mask(mixblock_params, feats, lam, perm, ctx.mesh, images.shape[1:3], design_of(hp), k_drop_mb)
+    mix = mixed_result(images, labels, mask, lam, perm, ctx.mesh, hp.label_weight)
     logits, stats = ctx.model_fn(
-      encoder["params"], encoder["batch_stats"], mix.images.astype(ctx.compute_dtype), train=True, rng=k_enc
+      encoder["params"],
+      encoder["batch_stats"],
+      mix.images.astype(ctx.compute_dtype),
+      train=True,
+      rng=k_enc,
+      **mixed_head(hp),
     )
     logits = logits.astype(jnp.float32)
     cls = ctx.classification_loss(logits, mix)
-    eta = float(hp["mixblock_loss_eta"])
+    eta = hp.mixblock_loss_eta
     if eta:
       cls = cls + (decoupled_mixup_loss(logits, mix, eta=eta) - decoupled_mixup_loss(logits, mix, eta=0.0))
     reg = mask_regulariser(
-      mask, lam, shards, margin=float(hp["mask_loss_margin"]), variance_weight=float(hp["mask_variance_weight"])
+      mask, lam, num_shards(ctx), margin=hp.mask_loss_margin, variance_weight=hp.mask_variance_weight
     )
     return cls + weight * reg, (stats, mask, {"mixblock_loss": cls, "mask_loss": reg})
 
-  def update_aux(self, ctx, rng, aux, params, batch_stats, images, labels, step, *, alpha, hp):
+  def update_aux(self, ctx, rng, aux, params, batch_stats, images, labels, step, *, alpha, hp: Params):
     del batch_stats
-    shards = num_shards(ctx)
     k_pair, k_loss, k_switch = jax.random.split(rng, 3)
-    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], shards)
+    lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     encoder = jax.lax.stop_gradient(aux["encoder"])
-    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp["feature"])
+    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp.feature)
     # k's mixed pass (forward + backward to the MixBlock) runs after the classifier's update: its inputs wait
     # for q's new parameters, so its activations are never alive together with q's (peak memory).
     feats = sequenced(jax.lax.stop_gradient(feats), after=params)
@@ -382,8 +392,8 @@ class LearnedMaskMixup(ModelAwareMethod):
       step,
       aux["mask_loss_weight"],
       ctx.total_steps,
-      base=float(hp["mask_loss_weight"]),
-      schedule=hp["mask_loss_schedule"],
+      base=hp.mask_loss_weight,
+      schedule=hp.mask_loss_schedule,
     )
     enc_after_clean = {"params": encoder["params"], "batch_stats": clean_stats}
     grad_fn = jax.value_and_grad(
@@ -398,7 +408,7 @@ class LearnedMaskMixup(ModelAwareMethod):
     updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     new_mixblock = optax.apply_updates(aux["mixblock"], updates)
     enc_stats = mix_stats
-    prob = float(hp["mixblock_update_prob"])
+    prob = hp.mixblock_update_prob
     if prob < 1.0:  # the ViT configs' switch_off: skipped iterations leave the MixBlock side untouched
       active = jax.random.bernoulli(k_switch, prob)
       pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
@@ -407,9 +417,9 @@ class LearnedMaskMixup(ModelAwareMethod):
     m = schedules.encoder_momentum(
       step,
       ctx.total_steps,
-      base=float(hp["momentum_base"]),
-      end=float(hp["momentum_end"]),
-      scope_start=float(hp["momentum_scope_start"]),
+      base=hp.momentum_base,
+      end=hp.momentum_end,
+      scope_start=hp.momentum_scope_start,
     )
     enc_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, encoder["params"], params)
     new_aux = {
@@ -432,12 +442,6 @@ class LearnedMaskMixup(ModelAwareMethod):
     statistics). The reference validates k's heads as well and its summary reports the better encoder."""
     return {"momentum": (aux["encoder"]["params"], aux["encoder"]["batch_stats"])}
 
-  # ------------------------------------------------------------------------------------------ visualiser
-  picture_note = "MixBlock masks on a small ResNet's features; both untrained unless --automix_steps"
-
-  # The picture itself (a MixBlock trained for a few steps on the photos needs the classifier's optimizer) is
-  # ``mixjax.automix_preview.mixes_fn``, which ``python -m mixjax.visualize`` uses for both methods.
-
 
 class SAMixMethod(LearnedMaskMixup):
   """SAMix: AutoMix's scheme with the SAMix MixBlock, L1+variance mask loss and the η-balanced Mixer loss."""
@@ -446,4 +450,15 @@ class SAMixMethod(LearnedMaskMixup):
   paper = (
     "Li et al., Boosting Discriminative Visual Representation Learning with Scenario-Agnostic Mixup, arXiv 2111.15454"
   )
-  defaults = SAMIX_DEFAULTS
+
+  @dataclasses.dataclass(frozen=True)
+  class Params(LearnedMaskMixup.Params):
+    """AutoMix's settings with SAMix's MixBlock (spec 2.15), mask loss and the paper's η."""
+
+    lam_embedding: mb.LamEmbedding = "mul"
+    qk_input: mb.QkInput = "pair_concat"
+    value_net: mb.ValueNet = "conv_neck"
+    value_dropout: float = 0.1
+    upsample: mb.Upsampling = "bilinear"
+    mask_variance_weight: float = 2.0
+    mixblock_loss_eta: float = 0.1

@@ -29,24 +29,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-LAM_EMBEDDINGS = ("concat", "mul", "none")
-QK_INPUTS = ("shared", "pair_concat")
-VALUE_NETS = ("linear", "conv_neck")
-UPSAMPLINGS = ("nearest", "bilinear")
+# The four switches' choices, as types (the methods' hyper-parameters use them) and as tuples.
+LamEmbedding = Literal["concat", "mul", "none"]
+QkInput = Literal["shared", "pair_concat"]
+ValueNet = Literal["linear", "conv_neck"]
+Upsampling = Literal["nearest", "bilinear"]
+LAM_EMBEDDINGS = typing.get_args(LamEmbedding)
+QK_INPUTS = typing.get_args(QkInput)
+VALUE_NETS = typing.get_args(ValueNet)
+UPSAMPLINGS = typing.get_args(Upsampling)
 INIT_STD = 0.01  # every conv ~ N(0, 0.01²), biases 0 (reference init_weights(init_linear='normal'))
 BN_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
 class MixBlockDesign:
-  lam_embedding: str = "concat"
-  qk_input: str = "shared"
-  value_net: str = "linear"
-  upsample: str = "nearest"
+  lam_embedding: LamEmbedding = "concat"
+  qk_input: QkInput = "shared"
+  value_net: ValueNet = "linear"
+  upsample: Upsampling = "nearest"
   value_dropout: float = 0.0
   lam_mul_k: float = -1.0  # "mul" only: k of the reference's cubic λ re-mapping (< 0: off)
 

@@ -6,12 +6,15 @@ Spec 2.14 steps 8 and 12, and the MixBlock's parameter group (2.14 "Optimiser", 
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
-MASK_LOSS_SCHEDULES = ("cosine", "compounding", "constant")
+MaskLossSchedule = Literal["cosine", "compounding", "constant"]
+MASK_LOSS_SCHEDULES = typing.get_args(MaskLossSchedule)
 
 
 def encoder_momentum(step: jax.Array, total_steps: int, *, base: float, end: float, scope_start: float) -> jax.Array:
@@ -64,10 +67,10 @@ def mixblock_optimizer(ctx, hp, mixblock_params) -> tuple[optax.GradientTransfor
     raise ValueError("AutoMix/SAMix train a MixBlock and need StepContext.make_optimizer (the train step sets it)")
   return ctx.make_optimizer(
     mixblock_params,
-    lr=hp["mixblock_lr"],
-    min_lr=float(hp["mixblock_min_lr"]),
-    warmup_epochs=float(hp["mixblock_warmup_epochs"]),
-    momentum=hp["mixblock_momentum"],
-    schedule_by_epoch=hp["mixblock_lr_by_epoch"],
-    grad_clip_norm=hp["mixblock_grad_clip"],
+    lr=hp.mixblock_lr,
+    min_lr=hp.mixblock_min_lr,
+    warmup_epochs=hp.mixblock_warmup_epochs,
+    momentum=hp.mixblock_momentum,
+    schedule_by_epoch=hp.mixblock_lr_by_epoch,
+    grad_clip_norm=hp.mixblock_grad_clip,
   )

@@ -1,7 +1,7 @@
 """Pictures of learned masks for ``python -m mixjax.visualize``: a MixBlock mixing the photos.
 
 The visualiser has no training run to take a MixBlock from. ``mixes_fn`` builds the method's state the way a run
-starts it — a small random ResNet (``picture_models.small_cnn``) as classifier, its copy as momentum encoder, a
+starts it — a small random ResNet (``stand_ins.small_cnn``) as classifier, its copy as momentum encoder, a
 freshly initialised MixBlock (``init_aux``) — optionally trains it for ``steps`` steps on the photographs with
 the very ``loss``/``update_aux`` code of the train step (on one device), and then mixes the photos exactly as
 the classifier's loss does: the encoder's clean features, the MixBlock's mask for (λ, π), the constant mask
@@ -26,8 +26,16 @@ import optax
 from mixjax import optim
 from mixjax.losses import soft_cross_entropy
 from mixjax.mixing import MixResult, StepContext
-from mixjax.mixing.model_aware import picture_models
-from mixjax.mixing.model_aware.automix.method import design_of, draw_pairing, feature_map, mixed_result, partner_mask
+from mixjax.mixing.model_aware.automix.method import (
+  LearnedMaskMixup,
+  design_of,
+  draw_pairing,
+  feature_map,
+  mixed_result,
+  partner_mask,
+)
+from mixjax.visualize import stand_ins
+from mixjax.visualize.pictures import register_picture
 
 DEFAULT_STEPS = 0
 
@@ -47,16 +55,28 @@ def _preview_config(batch: int) -> ml_collections.ConfigDict:
   return c
 
 
+NOTE = "MixBlock masks on a small ResNet's features; both untrained unless --automix_steps"
+
+
+@register_picture("automix", note=NOTE)
+@register_picture("samix", note=NOTE)
 def mixes_fn(
-  method, images: jax.Array, labels: jax.Array, *, alpha: float, hp, steps: int | None = None
+  method: LearnedMaskMixup,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  hp: LearnedMaskMixup.Params,
+  steps: int | None = None,
 ) -> Callable[[jax.Array], MixResult]:
-  """``rng → MixResult``: the MixBlock's mixes of (images, labels) after ``steps`` training steps on them."""
+  """``rng → MixResult``: the MixBlock's mixes of (images, labels) after ``steps`` training steps on them
+  (``method``: the AutoMix or SAMix step plug-in, ``hp`` its ``Params``)."""
   steps = DEFAULT_STEPS if steps is None else int(steps)
   images = jnp.asarray(images, jnp.float32)
   labels = jnp.asarray(labels, jnp.float32)
   num_classes = labels.shape[-1]
   config = _preview_config(images.shape[0])
-  model_fn, params, batch_stats = picture_models.small_cnn(num_classes)
+  model_fn, params, batch_stats = stand_ins.small_cnn(num_classes)
   total = max(steps, 1)
   make_optimizer = functools.partial(
     optim.derived_optimizer, config.optimizer, config.batch_size, steps_per_epoch=total, total_steps=total
@@ -76,17 +96,16 @@ def mixes_fn(
   aux = method.init_aux(ctx, jax.random.key(config.seed), params, batch_stats, hp)
   if steps:
     aux = _train(method, ctx, config, params, batch_stats, aux, images, labels, alpha=alpha, hp=hp, steps=steps)
-  margin = float(hp["lam_margin"])
 
   @jax.jit
   def draw(rng, images, labels, aux):
     k_pair, k_drop = jax.random.split(rng)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], 1)
-    feats, _ = feature_map(ctx, aux["encoder"]["params"], aux["encoder"]["batch_stats"], images, hp["feature"])
-    mask = partner_mask(aux["mixblock"], feats, lam, perm, 1, images.shape[1:3], design_of(hp), k_drop)
-    plain = jnp.logical_or(lam <= margin, lam >= 1.0 - margin)  # as the classifier's loss does
+    feats, _ = feature_map(ctx, aux["encoder"]["params"], aux["encoder"]["batch_stats"], images, hp.feature)
+    mask = partner_mask(aux["mixblock"], feats, lam, perm, None, images.shape[1:3], design_of(hp), k_drop)
+    plain = jnp.logical_or(lam <= hp.lam_margin, lam >= 1.0 - hp.lam_margin)  # as the classifier's loss does
     mask = jnp.where(plain, 1.0 - lam, mask)
-    return mixed_result(images, labels, mask, lam, perm, 1, hp["label_weight"])
+    return mixed_result(images, labels, mask, lam, perm, None, hp.label_weight)
 
   return lambda rng: draw(rng, images, labels, aux)
 

@@ -18,7 +18,7 @@ printed in the row title.
 
 Honesty notes in the row titles: methods that mix hidden features (ManifoldMix, AlignMix) say so and what the
 picture shows instead; model-aware methods say which untrained stand-in network decided their regions or λ
-(``mixjax.mixing.model_aware.picture_models``); ``vanilla`` says it does not mix.
+(``mixjax.visualize.stand_ins``); ``vanilla`` says it does not mix.
 
 Speed: ``--method=all`` takes about 45 s of CPU time on a first run (measured on a 2-core machine: 43 s
 user+sys; the 224-px version before took 126 s), almost all of it XLA compiling one program per method, and
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import inspect
 import os
 import sys
@@ -88,34 +87,24 @@ def to_display(images) -> np.ndarray:
   return np.clip(images, 0.0, 1.0)
 
 
-def _picture_fn(entry) -> Callable:
-  """``(images, labels, *, alpha, hp, ...) -> (rng -> MixResult)`` of a method: its step plug-in's
-  ``picture_fn``, except AutoMix/SAMix's, which lives in ``mixjax.automix_preview`` (it trains with the
-  classifier's optimizer)."""
-  if entry.name in ("automix", "samix"):
-    from mixjax import automix_preview
-
-    return functools.partial(automix_preview.mixes_fn, entry.fn)
-  return entry.step.picture_fn
-
-
 def drawer(method: str, photos: np.ndarray, alpha: float = 1.0, **picture_kwargs) -> Callable[[int], object]:
   """``seed → MixResult`` (host arrays) of ``method`` on the photos (one-hot labels ``eye(N)``), compiled once.
 
-  Every method runs its ``picture_fn`` with its default hyper-parameters (input-level ones mix the photos as one
-  shard; model-aware ones build whatever small network they need once). ``picture_kwargs`` go to
-  ``picture_fn`` where it accepts them (e.g. ``steps`` for AutoMix/SAMix).
+  Every method runs its registered picture (``visualize/pictures.py``) with its default hyper-parameters
+  (input-level ones mix the photos as one shard; model-aware ones build whatever small network they need once).
+  ``picture_kwargs`` go to the picture builder where it accepts them (e.g. ``steps`` for AutoMix/SAMix).
   """
   import jax
   from mixjax import mixing
+  from mixjax.visualize import pictures
 
   labels = jax.numpy.asarray(np.eye(len(photos), dtype=np.float32))
   normalised = jax.numpy.asarray((photos - IMAGENET_MEAN) / IMAGENET_STD)
-  entry = mixing.get_method(method)
-  picture_fn = _picture_fn(entry)
-  accepted = inspect.signature(picture_fn).parameters
+  step = mixing.get_method(method).step
+  build = pictures.picture_for(method).build
+  accepted = inspect.signature(build).parameters
   kwargs = {k: v for k, v in picture_kwargs.items() if k in accepted}
-  draw = picture_fn(normalised, labels, alpha=alpha, hp=dict(entry.defaults), **kwargs)
+  draw = build(step, normalised, labels, alpha=alpha, hp=step.hyper_parameters(), **kwargs)
   return lambda seed: jax.device_get(draw(jax.random.key(seed)))
 
 
@@ -192,11 +181,11 @@ class Row:
 
 
 def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = DEFAULT_TRIES, **picture_kwargs) -> Row:
-  from mixjax import mixing
+  from mixjax.visualize import pictures
 
-  entry = mixing.get_method(method)
-  note = NOT_MIXING.get(method, entry.step.picture_note)
-  mixes_features = entry.step.mixes_features
+  picture = pictures.picture_for(method)
+  note = NOT_MIXING.get(method, picture.note)
+  mixes_features = picture.mixes_features
   draw = drawer(method, photos, **picture_kwargs)
   if method in NOT_MIXING:
     result = draw(seed)
@@ -205,7 +194,7 @@ def picture_row(method: str, photos: np.ndarray, *, seed: int = 0, tries: int = 
     chosen = choose_draw(draw, photos, seed, tries)
   s, images, result, mixed = chosen
   steps = picture_kwargs.get("steps")
-  if steps and "steps" in inspect.signature(_picture_fn(entry)).parameters:
+  if steps and "steps" in inspect.signature(picture.build).parameters:
     note += f" (here trained {steps} steps on these photos)"
   title = f"{method} (key {s})" + (f" — {note}" if note else "")
   captions = tuple(tile_caption(result, i) for i in range(len(images)))
@@ -338,8 +327,3 @@ def main(argv: Sequence[str] | None = None) -> int:
   render(methods, out, size=args.size, seed=args.seed, tries=args.tries, steps=args.automix_steps)
   print(f"wrote {out}")
   return 0
-
-
-if __name__ == "__main__":
-  _fast_compiles()  # only for the command: a program importing main() keeps its own XLA settings
-  sys.exit(main())
