@@ -51,18 +51,6 @@ def _hp(**overrides):
   return CoMixup().hyper_parameters(**overrides)
 
 
-def _solver_kwargs(hp):
-  return dict(
-    beta=hp.m_beta,
-    gamma=hp.m_gamma,
-    thres=hp.m_thres,
-    thres_type=hp.m_thres_type,
-    niter=hp.m_niter,
-    set_resolve=hp.set_resolve,
-    pair_labels=hp.pair_labels,
-  )
-
-
 def _objective_kwargs(hp):
   return dict(beta=hp.m_beta, gamma=hp.m_gamma, thres=hp.m_thres, thres_type=hp.m_thres_type)
 
@@ -138,9 +126,10 @@ def run_ours(problems, hp):
   """(first, second) [P, m, g, g] and seconds per problem (compiled once per shape and settings, before timing)."""
   import jax
 
+  from mixjax.mixing.model_aware import comixup
   from mixjax.mixing.ops.comixup_solver import solve
 
-  kwargs = dict(_solver_kwargs(hp), solver=hp.solver, sweeps=hp.solver_sweeps)
+  kwargs = dict(comixup.pass_arguments(hp), solver=hp.solver, sweeps=hp.solver_sweeps)
   init, unary, compat = (np.stack([p[i] for p in problems]) for i in range(3))
   key = (tuple(sorted(kwargs.items())), init.shape)
   if key not in _COMPILED:
@@ -152,11 +141,12 @@ def run_ours(problems, hp):
 
 
 def run_reference(problems, hp):
+  from mixjax.mixing.model_aware import comixup
   from mixjax.mixing.ops.comixup_solver import reference_solve
 
   init, unary, compat = (np.stack([p[i] for p in problems]) for i in range(3))
   start = time.perf_counter()
-  first, second = reference_solve(init, unary, compat, **_solver_kwargs(hp))
+  first, second = reference_solve(init, unary, compat, **comixup.pass_arguments(hp))
   return first, second, (time.perf_counter() - start) / len(problems)
 
 

@@ -9,7 +9,7 @@ import jax
 from mixjax.mixing.ops import boxes
 from mixjax.mixing.core.registry import register_method
 from mixjax.mixing.core.result import MixResult, build_result, paste_from_partner
-from mixjax.mixing.ops.sampling import PAIRINGS, batch_flip, lam_or_draw, permutation_avoiding_fixed_points
+from mixjax.mixing.ops.sampling import lam_or_draw, partners
 
 
 def paste_box(images: jax.Array, labels: jax.Array, perm: jax.Array, box: boxes.Box) -> MixResult:
@@ -50,13 +50,10 @@ def cutmix(
   (Touvron et al., ICML 2021) and RSB (Wightman et al., 2021) recipes ran;
   the box is still OpenMixup's.
   """
-  if pairing not in PAIRINGS:
-    raise ValueError(f"cutmix pairing must be one of {PAIRINGS}, got {pairing!r}")
   k_lam, k_perm, k_box = jax.random.split(rng, 3)
   height, width = images.shape[1:3]
   lam = lam_or_draw(k_lam, alpha, lam)
-  batch = images.shape[0]
-  perm = batch_flip(batch) if pairing == "flip" else permutation_avoiding_fixed_points(k_perm, batch)
+  perm = partners(k_perm, images.shape[0], pairing, method="cutmix", avoid_fixed_points=True)
   cut_h, cut_w = boxes.cut_size_for_lam(lam, height, width)
   cy, cx = boxes.random_center(k_box, height, width)
   box = boxes.box_around(cy, cx, cut_h, cut_w, height, width)

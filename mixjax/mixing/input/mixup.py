@@ -8,7 +8,7 @@ import jax
 
 from mixjax.mixing.core.registry import register_method
 from mixjax.mixing.core.result import MixResult, blend, build_result
-from mixjax.mixing.ops.sampling import PAIRINGS, batch_flip, lam_or_draw, random_permutation
+from mixjax.mixing.ops.sampling import lam_or_draw, partners
 
 
 @register_method(
@@ -29,11 +29,8 @@ def mixup(
   (spec 1.3). ``pairing='flip'``: π(i) = B−1−i of the local batch, as timm's batch-mode Mixup that the DeiT
   (Touvron et al., ICML 2021) and RSB (Wightman et al., 2021) recipes ran. ``lam`` overrides the draw.
   """
-  if pairing not in PAIRINGS:
-    raise ValueError(f"mixup pairing must be one of {PAIRINGS}, got {pairing!r}")
   k_lam, k_perm = jax.random.split(rng)
   lam = lam_or_draw(k_lam, alpha, lam)
-  batch = images.shape[0]
-  perm = batch_flip(batch) if pairing == "flip" else random_permutation(k_perm, batch)
+  perm = partners(k_perm, images.shape[0], pairing, method="mixup", avoid_fixed_points=False)
   mixed = blend(images, images[perm], lam)
   return build_result(mixed, labels, perm, lam)

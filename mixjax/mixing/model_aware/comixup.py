@@ -83,6 +83,20 @@ def mix_blocks(images: jax.Array, masks: jax.Array) -> jax.Array:
   return out.reshape(masks.shape[0], h, w, c).astype(images.dtype)
 
 
+def pass_arguments(hp: CoMixup.Params) -> dict:
+  """The hyper-parameters of the authors' iterated passes, as ``comixup_solver.solve`` (and the benchmark's
+  transcription of their solver) take them."""
+  return dict(
+    beta=hp.m_beta,
+    gamma=hp.m_gamma,
+    thres=hp.m_thres,
+    thres_type=hp.m_thres_type,
+    niter=hp.m_niter,
+    set_resolve=hp.set_resolve,
+    pair_labels=hp.pair_labels,
+  )
+
+
 def comix_group(key, images, saliency, *, hp: CoMixup.Params, alpha: float):
   """One group: (mixed images [m, H, W, C], weights [m_out, m_in] = each input's share of each output)."""
   m = images.shape[0]
@@ -95,13 +109,7 @@ def comix_group(key, images, saliency, *, hp: CoMixup.Params, alpha: float):
     init,
     unary,
     compat,
-    beta=hp.m_beta,
-    gamma=hp.m_gamma,
-    thres=hp.m_thres,
-    thres_type=hp.m_thres_type,
-    niter=hp.m_niter,
-    set_resolve=hp.set_resolve,
-    pair_labels=hp.pair_labels,
+    **pass_arguments(hp),
     solver=hp.solver,
     sweeps=hp.solver_sweeps,
   )

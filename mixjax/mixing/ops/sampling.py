@@ -54,3 +54,15 @@ def batch_flip(size: int) -> jax.Array:
   Deterministic; with an odd ``size`` the middle sample is paired with itself.
   """
   return jnp.arange(size - 1, -1, -1)
+
+
+def partners(rng: jax.Array, size: int, pairing: str, *, method: str, avoid_fixed_points: bool) -> jax.Array:
+  """The partner index of each sample for a kernel's ``pairing`` option: ``'flip'`` is ``batch_flip``;
+  ``'permutation'`` a random permutation (``permutation_avoiding_fixed_points`` where the reference re-draws)."""
+  if pairing not in PAIRINGS:
+    raise ValueError(f"{method} pairing must be one of {PAIRINGS}, got {pairing!r}")
+  if pairing == "flip":
+    return batch_flip(size)
+  if avoid_fixed_points:
+    return permutation_avoiding_fixed_points(rng, size)
+  return random_permutation(rng, size)
