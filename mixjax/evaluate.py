@@ -27,6 +27,7 @@ def evaluate_checkpoint(config, checkpoint: str, *, use_ema: bool = True) -> dic
   from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
   from mixjax.train_step import build_step_functions, run_evaluation
 
+  data.limit_intra_op_threads()  # before anything starts TensorFlow's runtime
   paths.resolve_config_paths(config)
   mesh = make_mesh()
   info = data.get_dataset_info(config.data)

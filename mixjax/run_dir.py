@@ -44,6 +44,7 @@ HARMLESS_KEYS = (
   "data.folder_root",
   "data.prefetch",
   "data.num_parallel_calls",
+  "data.autotune",
   "data.cache",
   "data.skip_corrupt",
   "data.pp_eval",

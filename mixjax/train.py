@@ -152,6 +152,7 @@ class _Run:
     self.config, self.workdir, self.lock = config, workdir, lock
     self.is_main = jax.process_index() == 0
     self.config_json = config_to_json(config)
+    data.limit_intra_op_threads()  # before the writer starts TensorFlow's runtime
     self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main, asynchronous=True)
     self.mesh = make_mesh(devices)
     check_batch_size(config.batch_size, self.mesh)

@@ -10,6 +10,7 @@ from mixjax.data.config import default_data_config
 from mixjax.data.errors import CorruptImageError, DatasetNotFoundError
 
 _LAZY = {
+  "limit_intra_op_threads": "mixjax.data.tf_runtime",
   "make_eval_iterator": "mixjax.data.pipeline",
   "make_train_iterator": "mixjax.data.pipeline",
   "train_steps_per_epoch": "mixjax.data.pipeline",
@@ -30,6 +31,7 @@ __all__ = [
   "DatasetNotFoundError",
   "default_data_config",
   "get_dataset_info",
+  "limit_intra_op_threads",
   "make_eval_iterator",
   "make_train_iterator",
   "train_steps_per_epoch",

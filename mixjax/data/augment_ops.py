@@ -98,15 +98,17 @@ def posterize(image: tf.Tensor, bits) -> tf.Tensor:
 
 def solarize(image: tf.Tensor, threshold) -> tf.Tensor:
   """ImageOps.solarize: inverts pixels >= threshold (256 leaves the image alone)."""
-  threshold = tf.cast(threshold, tf.int32)
-  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+  pixels = tf.cast(image, tf.int32)
+  inverted = tf.cast(pixels >= tf.cast(threshold, tf.int32), tf.int32)
+  return tf.cast(pixels + inverted * (255 - 2 * pixels), tf.uint8)  # x or 255 - x, without a select
 
 
 def solarize_add(image: tf.Tensor, addition, threshold=128) -> tf.Tensor:
   """timm's solarize_add: adds `addition` to pixels below `threshold`, capped at 255."""
   pixels = tf.cast(image, tf.int32)
   added = tf.minimum(pixels + tf.cast(addition, tf.int32), 255)
-  return tf.cast(tf.where(pixels < threshold, added, pixels), tf.uint8)
+  below = tf.cast(pixels < threshold, tf.int32)
+  return tf.cast(pixels + below * (added - pixels), tf.uint8)
 
 
 def _apply_luts(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
@@ -152,7 +154,8 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
 def blend(degenerate: tf.Tensor, image: tf.Tensor, factor) -> tf.Tensor:
   """PIL Image.blend as ImageEnhance uses it: d + f * (x - d), clipped, truncated.
 
-  factor 1 returns the image exactly, 0 the degenerate image.
+  factor 1 returns the image exactly, 0 the degenerate image. ``degenerate`` is an image or anything that
+  broadcasts to one (a grey [h, w, 1] plane, a scalar level).
   """
   d = tf.cast(degenerate, tf.float32)
   out = d + tf.cast(factor, tf.float32) * (tf.cast(image, tf.float32) - d)
@@ -168,12 +171,12 @@ def adjust_color(image: tf.Tensor, factor) -> tf.Tensor:
 def adjust_contrast(image: tf.Tensor, factor) -> tf.Tensor:
   """ImageEnhance.Contrast: blend with the mean grey level, int(mean + 0.5)."""
   mean = tf.floor(tf.reduce_mean(tf.cast(_grey(image), tf.float64)) + 0.5)
-  return blend(tf.fill(tf.shape(image), tf.cast(mean, tf.float32)), image, factor)
+  return blend(mean, image, factor)  # a scalar, broadcast
 
 
 def adjust_brightness(image: tf.Tensor, factor) -> tf.Tensor:
   """ImageEnhance.Brightness: blend with black, i.e. scale by factor."""
-  return blend(tf.zeros_like(image), image, factor)
+  return blend(tf.zeros([], tf.float32), image, factor)
 
 
 def adjust_sharpness(image: tf.Tensor, factor) -> tf.Tensor:
@@ -186,8 +189,8 @@ def adjust_sharpness(image: tf.Tensor, factor) -> tf.Tensor:
   pixels = tf.cast(image, tf.float32)
   smooth = tf.nn.depthwise_conv2d(pixels[None], kernel, [1, 1, 1, 1], "VALID")[0]
   smooth = tf.floor(tf.clip_by_value(smooth, 0.0, 255.0) + 0.5)
-  inner = tf.pad(tf.ones_like(smooth[..., :1]), [[1, 1], [1, 1], [0, 0]]) > 0
-  degenerate = tf.where(inner, tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), pixels)
+  inner = tf.pad(tf.ones_like(smooth[..., :1]), [[1, 1], [1, 1], [0, 0]])  # 1 inside, 0 on the border
+  degenerate = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]) * inner + pixels * (1.0 - inner)
   return blend(degenerate, image, factor)
 
 

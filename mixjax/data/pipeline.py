@@ -38,6 +38,7 @@ from mixjax.data import pp_registry
 from mixjax.data.errors import CorruptImageError
 from mixjax.data.pp_ops import SEED_KEY
 from mixjax.data.sources import DatasetInfo, open_source
+from mixjax.data.tf_runtime import limit_intra_op_threads
 from mixjax.config_args import ConfigError
 
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
@@ -223,6 +224,7 @@ def _merge_shards(shards: list[tf.data.Dataset]) -> tf.data.Dataset:
 def _finish(ds: tf.data.Dataset, data_cfg) -> tf.data.Dataset:
   options = tf.data.Options()
   options.deterministic = True
+  options.autotune.enabled = bool(data_cfg.get("autotune", False))  # see config.py
   ds = ds.with_options(options)
   return ds.prefetch(max(0, int(data_cfg.get("prefetch", 2))))
 
@@ -266,6 +268,7 @@ def make_train_iterator(
   `train_steps_per_epoch` batches; `start_step=k` yields the same batches as
   a fresh iterator from its k-th batch on.
   """
+  limit_intra_op_threads()
   process_index, process_count = _processes(process_index, process_count)
   if start_step < 0:
     raise ConfigError(f"start_step must be >= 0, got {start_step}.")
@@ -292,6 +295,7 @@ def make_eval_iterator(
   example of the eval split appears exactly once with mask True; padding
   rows are zeros with mask False.
   """
+  limit_intra_op_threads()
   process_index, process_count = _processes(process_index, process_count)
   num_shards = _num_shards(data_cfg, process_count)
   per_shard = _per_shard_batch(global_batch_size, num_shards)

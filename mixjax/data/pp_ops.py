@@ -24,6 +24,8 @@ from mixjax.config_args import ConfigError
 
 SEED_KEY = "_seed"
 _RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+# The methods tf.image.resize(antialias=True) computes with ScaleAndTranslate (float output for any input dtype).
+_SCALE_AND_TRANSLATE_METHODS = ("bilinear", "bicubic", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 
 
 # ----------------------------------------------------------------- helpers ---
@@ -92,8 +94,9 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def _resize(image: tf.Tensor, hw, method: str) -> tf.Tensor:
-  resized = tf.image.resize(tf.cast(image, tf.float32), hw, method=method, antialias=True)
-  return _to_uint8(resized)
+  # The antialiased kernels (ScaleAndTranslate) read uint8 directly, to the same values as from a float copy.
+  source = image if method in _SCALE_AND_TRANSLATE_METHODS else tf.cast(image, tf.float32)
+  return _to_uint8(tf.image.resize(source, hw, method=method, antialias=True))
 
 
 def _crop(image: tf.Tensor, top, left, height, width) -> tf.Tensor:
@@ -258,7 +261,7 @@ def _resize_short_side_center_crop(image: tf.Tensor, short: int, size: int, meth
   scale = tf.cast(new_hw, tf.float32) / tf.cast(shape[:2], tf.float32)
   offset = tf.cast((new_hw - size) // 2, tf.float32)
   out = tf.raw_ops.ScaleAndTranslate(
-    images=tf.cast(image, tf.float32)[None],
+    images=image[None],  # uint8 in, float out: the same values as from a float copy, without the copy
     size=tf.constant([size, size], tf.int32),
     scale=scale,
     translation=-offset,

@@ -124,6 +124,21 @@ def test_hidden_feature_mix_pairs_within_each_device(four_device_mesh):
   np.testing.assert_allclose(np.asarray(mixed)[:, 0, 0, 0], 0.25 * np.arange(16) + 0.75 * partner, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_permute_rows_gradient_is_the_inverse_gather_without_a_scatter(dtype):
+  """The partner's cotangent goes back through argsort(π) (the transpose of a permutation), equal to JAX's own
+  scatter-add gradient, and the compiled backward holds no scatter (ManifoldMix's bf16 memory, issue 14)."""
+  x = jax.random.normal(jax.random.key(0), (8, 3, 3, 4)).astype(dtype)
+  g = jax.random.normal(jax.random.key(1), (8, 3, 3, 4)).astype(dtype)
+  perm = jax.random.permutation(jax.random.key(2), 8)
+  ours = jax.jit(lambda x: jax.vjp(lambda y: per_device.permute_rows(y, perm), x)[1](g)[0])
+  plain = jax.jit(lambda x: jax.vjp(lambda y: y[perm], x)[1](g)[0])
+  np.testing.assert_array_equal(np.asarray(per_device.permute_rows(x, perm)), np.asarray(x[perm]))
+  np.testing.assert_array_equal(np.asarray(ours(x), np.float32), np.asarray(plain(x), np.float32))
+  assert np.asarray(ours(x), np.float32)[perm[0]].tolist() == np.asarray(g, np.float32)[0].tolist()
+  assert "scatter" in plain.lower(x).as_text() and "scatter" not in ours.lower(x).as_text()
+
+
 def test_staged_feature_mix_is_exact_identity_away_from_the_chosen_stage(four_device_mesh):
   """The one-forward hook: at the chosen stage it is the per-device mix (value and VJP); elsewhere it returns h
   and passes the cotangent through bit for bit (λ = 1: 1·h + 0·h[π])."""

@@ -56,7 +56,8 @@ def alignmix_fn(
   ``h`` itself unless ``active`` (a ``lax.cond``: the Sinkhorn iterations run only when the mix is drawn)."""
 
   def aligned(r, lam_, flip_, h):
-    return align_and_mix(h, h[per_device.local_permutation(r, h.shape[0])], lam_, flip_, eps=eps, max_iter=max_iter)
+    partner = per_device.permute_rows(h, per_device.local_permutation(r, h.shape[0]))
+    return align_and_mix(h, partner, lam_, flip_, eps=eps, max_iter=max_iter)
 
   if active is None:
     return lambda h: per_device.on_shards(mesh, aligned, rng, h, replicated=(lam, flip))

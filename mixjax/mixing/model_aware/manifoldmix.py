@@ -50,7 +50,7 @@ def feature_mix_fn(mesh, rng: jax.Array, lam: jax.Array):
   """``h → λ·h + (1−λ)·h[π]`` on each device's rows (π from ``rng``)."""
 
   def local(r, lam_, h):
-    return blend(h, h[per_device.local_permutation(r, h.shape[0])], lam_)
+    return blend(h, per_device.permute_rows(h, per_device.local_permutation(r, h.shape[0])), lam_)
 
   return lambda h: per_device.on_shards(mesh, local, rng, h, replicated=(lam,))
 
