@@ -12,6 +12,7 @@ step's peak memory per device (arguments + outputs + temporaries − donated ali
     python benchmarks/cell_smoke.py --cells=rsb_a3:cutmix:resnet50,deit:transmix:deit_small
     python benchmarks/cell_smoke.py --table=rsb --steps=2
     python benchmarks/cell_smoke.py --all --isolate --json=cell_smoke.json     # every runnable cell
+    python benchmarks/cell_smoke.py --all --isolate --json=cell_smoke.json --resume   # go on after a stop
 
 A cell is ``recipe:method:model`` (e.g. ``rsb_a3:rsb:resnet50``) or a full config string
 (``configs/rsb_a3.py:rsb,model=resnet50,epochs=100``). The 100- and 300-epoch PyTorch-style tables share their
@@ -322,8 +323,7 @@ def _run_isolated(key: str, config_string: str, args) -> CellResult:
       cmd.append(f"--data_dir={args.data_dir}")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     try:
-      with open(out.name) as f:
-        result = CellResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)[0].items()})
+      result = _load_results(out.name)[0]
       result.cell = key
       return result
     except (json.JSONDecodeError, IndexError, FileNotFoundError):
@@ -336,8 +336,27 @@ def _run_isolated(key: str, config_string: str, args) -> CellResult:
       )
 
 
+def _load_results(path: str) -> list[CellResult]:
+  with open(path) as f:
+    return [CellResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}) for d in json.load(f)]
+
+
+def _write_results(path: str, results: list[CellResult]) -> None:
+  """Rewritten after every cell (atomically), so a sweep of hours that stops keeps what it measured."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
+  os.replace(tmp, path)
+
+
 def run(selection, args) -> list[CellResult]:
   results = []
+  if getattr(args, "resume", False) and args.json and os.path.exists(args.json):
+    results = [r for r in _load_results(args.json) if r.status != "failed"]
+    done = {r.cell for r in results}
+    selection = [(key, cs) for key, cs in selection if key not in done]
+    if not args.quiet:
+      print(f"# resuming {args.json}: {len(done)} cells kept, {len(selection)} to run", flush=True)
   if not args.quiet:
     import jax
 
@@ -362,14 +381,13 @@ def run(selection, args) -> list[CellResult]:
         eval_batches=args.eval_batches,
       )
     results.append(r)
+    if args.json:
+      _write_results(args.json, results)
     if not args.quiet:
       print(markdown_row(r), flush=True)
   if not args.quiet:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "not implemented")}
     print(f"\n{counts['ok']} ok, {counts['failed']} failed, {counts['not implemented']} not implemented", flush=True)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
   return results
 
 
@@ -386,7 +404,10 @@ def main(argv=None) -> int:
   p.add_argument("--dataset", default=DEFAULT_DATASET)
   p.add_argument("--data_dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   p.add_argument("--isolate", action="store_true", help="each cell in its own process")
-  p.add_argument("--json", default="", help="write the results as JSON here")
+  p.add_argument("--json", default="", help="write the results as JSON here (rewritten after every cell)")
+  p.add_argument(
+    "--resume", action="store_true", help="keep the cells already in --json (except failed ones) and run the rest"
+  )
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--list", action="store_true", help="print the selected cells and exit")
   args = p.parse_args(argv)

@@ -116,3 +116,29 @@ def test_pending_cell_is_reported_not_run():
   result = cell_smoke.smoke_cell("configs/deit.py:smmix,model=deit_small,epochs=300")
   assert result.status == "not implemented"
   assert "smmix" in result.error
+
+
+def test_resume_keeps_finished_cells_and_runs_failed_ones_again(tmp_path):
+  """A sweep of hours writes its JSON after every cell; --resume goes on from it."""
+  import json
+
+  path = tmp_path / "cells.json"
+  done = cell_smoke.CellResult(
+    cell="tiny_imagenet:cutmix:resnet18", config_string="configs/tiny_imagenet.py:cutmix", status="ok", compile_s=123.0
+  )
+  crashed = cell_smoke.CellResult(
+    cell="deit:smmix:deit_small", config_string="configs/deit.py:smmix", status="failed", error="killed"
+  )
+  cell_smoke._write_results(str(path), [done, crashed])
+  argv = [
+    "--cells=tiny_imagenet:cutmix:resnet18,deit:smmix:deit_small",
+    "--include_pending",
+    f"--json={path}",
+    "--resume",
+    "--quiet",
+  ]
+  assert cell_smoke.main(argv) == 0
+  by_cell = {r["cell"]: r for r in json.loads(path.read_text())}
+  assert by_cell["tiny_imagenet:cutmix:resnet18"]["compile_s"] == 123.0  # kept, not run again
+  assert by_cell["deit:smmix:deit_small"]["status"] == "not implemented"  # the failed one ran again
+  assert not os.path.exists(f"{path}.tmp")
