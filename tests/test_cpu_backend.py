@@ -75,10 +75,11 @@ def test_matmul_form_only_for_plain_1x1_convs_on_cpu(monkeypatch):
   # 3x3, grouped, dilated, padded and sharding-annotated convolutions stay convolutions.
   three = jnp.ones((3, 3, 4, 6))
   assert "conv_general_dilated" in _primitives(lambda x, w: tuned_conv(x, w, 1), x, three)
+  # Grouped convolutions become per-tap dots (test_grouped_conv_* below).
   grouped = lambda x, w: cpu_backend.conv_general_dilated(
     x, w, (1, 1), "VALID", dimension_numbers=NHWC, feature_group_count=2
   )
-  assert "conv_general_dilated" in _primitives(grouped, x, jnp.ones((1, 1, 2, 6)))
+  assert "conv_general_dilated" not in _primitives(grouped, x, jnp.ones((3, 3, 2, 6)))
   padded = lambda x, w: cpu_backend.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
   assert "conv_general_dilated" in _primitives(padded, x, one)
   dilated = lambda x, w: cpu_backend.conv_general_dilated(
@@ -88,6 +89,57 @@ def test_matmul_form_only_for_plain_1x1_convs_on_cpu(monkeypatch):
   # MIXJAX_CPU_TUNING=0 restores XLA's defaults (read at trace time).
   monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
   assert "conv_general_dilated" in _primitives(lambda x, w: tuned_conv(x, w, 1), x, one)
+  assert "conv_general_dilated" in _primitives(lambda x, w: grouped(x, w), x, jnp.ones((3, 3, 2, 6)))
+
+
+GROUPED_CASES = {
+  # name: (channels in, channels out, groups, kernel, stride, padding, dilation)
+  "resnext": (16, 16, 4, 3, 1, ((1, 1), (1, 1)), 1),
+  "resnext-stride2-odd": (16, 24, 4, 3, 2, ((1, 1), (1, 1)), 1),
+  "depthwise-7x7": (8, 8, 8, 7, 1, ((3, 3), (3, 3)), 1),
+  "depthwise-stride2-same": (8, 8, 8, 3, 2, "SAME", 1),
+  "depthwise-multiplier": (4, 8, 4, 3, 1, "VALID", 1),
+  "moganet-dilated": (6, 6, 6, 5, 1, ((4, 4), (4, 4)), 2),
+  "asymmetric-padding": (6, 9, 3, 3, 2, ((0, 2), (1, 0)), 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GROUPED_CASES))
+def test_grouped_conv_values_and_gradients_match_lax_conv(case):
+  c_in, c_out, groups, k, stride, padding, dilation = GROUPED_CASES[case]
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, 11, 11, c_in))
+  w = jax.random.normal(kw, (k, k, c_in // groups, c_out)) * 0.3
+  common = dict(rhs_dilation=(dilation, dilation), dimension_numbers=NHWC, feature_group_count=groups)
+
+  def reference(x, w):
+    return lax.conv_general_dilated(x, w, (stride, stride), padding, **common)
+
+  def tuned(x, w):
+    return cpu_backend.conv_general_dilated(x, w, (stride, stride), padding, **common)
+
+  assert "conv_general_dilated" not in _primitives(tuned, x, w)
+  y_ref = reference(x, w)
+  g = jax.random.normal(kg, y_ref.shape)
+
+  def vjp(fn):
+    y, pull = jax.vjp(fn, x, w)
+    return (y, *pull(g))
+
+  for name, a, b in zip(("y", "dx", "dw"), jax.jit(lambda: vjp(tuned))(), jax.jit(lambda: vjp(reference))()):
+    assert a.shape == b.shape and a.dtype == b.dtype, name
+    assert rel_err(a, b) < 1e-5, (name, rel_err(a, b))
+
+
+def test_grouped_conv_in_bfloat16_accumulates_in_float32():
+  """Nine taps of 1/3 each: summed in bfloat16 a rounding error per tap would show; a conv gives exactly 3."""
+  x = jnp.full((1, 5, 5, 4), 1.0 / 3.0, jnp.bfloat16)
+  w = jnp.ones((3, 3, 2, 4), jnp.bfloat16)
+  common = dict(dimension_numbers=NHWC, feature_group_count=2)
+  y = cpu_backend.conv_general_dilated(x, w, (1, 1), "VALID", **common)
+  y_ref = lax.conv_general_dilated(x, w, (1, 1), "VALID", **common)
+  assert y.dtype == y_ref.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
 
 
 def _logits_and_grads(model_name: str, images, labels, *, train: bool, **kwargs):
@@ -130,6 +182,58 @@ def test_resnet50_outputs_and_gradients_unchanged(monkeypatch, train):
     / scale
   )
   assert worst < tol, worst
+
+
+def test_resnext_outputs_and_gradients_unchanged(monkeypatch):
+  """A one-block-per-stage ResNeXt (8 groups of 4-32 channels) with the per-tap form against plain
+  convolutions, in eval mode (no batch-statistics amplification of rounding)."""
+  from mixjax.models.resnet import Bottleneck, ResNet
+
+  def logits_and_grads():
+    model = ResNet(Bottleneck, (1, 1, 1, 1), num_classes=5, rngs=nnx.Rngs(0), width=16, groups=8, width_per_group=4)
+
+    def loss(m):
+      logits = m(images, False)
+      return -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(logits), -1)), logits
+
+    (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(model)
+    return logits, jax.tree.leaves(nnx.state(grads, nnx.Param))
+
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  labels = jax.nn.one_hot(jnp.arange(2) % 5, 5)
+  ours = logits_and_grads()
+  monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
+  theirs = logits_and_grads()
+  assert rel_err(ours[0], theirs[0]) < 1e-4
+  scale = max(float(np.max(np.abs(np.asarray(b, np.float64)))) for b in theirs[1])
+  worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ours[1], theirs[1])) / scale
+  assert worst < 1e-4, worst
+
+
+def _grouped_convs(jaxpr) -> int:
+  count = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] > 1:
+      count += 1
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      count += _grouped_convs(sub)
+  return count
+
+
+@pytest.mark.parametrize(
+  "model_name", ["resnext101_32x4d", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "moganet_tiny"]
+)
+def test_every_grouped_conv_of_the_backbones_takes_the_cpu_form(monkeypatch, model_name):
+  # Shapes only (no weight initialisation): trace the eval forward of the abstract model.
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(model_name, num_classes=5, rngs=nnx.Rngs(0))))
+  images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+
+  def grouped_convs():
+    return _grouped_convs(jax.make_jaxpr(lambda st, x: nnx.merge(graphdef, st)(x, False))(state, images).jaxpr)
+
+  assert grouped_convs() == 0
+  monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
+  assert grouped_convs() > 0
 
 
 def test_configure_xla_flags_adds_cpu_flags_and_respects_the_users():

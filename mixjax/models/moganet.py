@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mixjax import cpu_backend
 from mixjax.models.backbone import FeatureTaps, ImageClassifier
 from mixjax.models.initializers import ConvNetInit, trunc_normal
 from mixjax.models.layers import ClassifierHead, batch_norm, conv2d, drop_path, dropout
@@ -55,6 +56,7 @@ def _dilated_depthwise(ch, kernel, dilation, *, init, dtype, rngs) -> nnx.Conv:
     dtype=dtype,
     param_dtype=jnp.float32,
     rngs=rngs,
+    conv_general_dilated=cpu_backend.conv_general_dilated,
   )
 
 
