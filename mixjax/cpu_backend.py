@@ -30,12 +30,14 @@ ResNet-50 112 px batch 8, forward + backward + SGD; ``benchmarks/cpu_vs_torch.py
   3x3 with 32 groups of 4 channels at 56 px took 3.3-3.9 s forward + backward at batch 2, 40x a dense
   convolution of 32x its FLOPs. Written as a sum over the k*k kernel taps of a strided slice times a per-group
   ``[C/G, C_out/G]`` matrix (``einsum('nhwgc,cgo->nhwgo')``), the same work is plain dots and fused
-  elementwise code: 20-90x faster for ResNeXt's groups, 2-8x for depthwise convolutions
-  (``benchmarks/grouped_conv.py``).
+  elementwise code. Depthwise convolutions run this way forward and backward (2-8x faster); ResNeXt's wider
+  groups keep XLA's forward, which is the faster one for them, and take the per-tap gradients (20-200x faster
+  forward + backward; ``benchmarks/grouped_conv.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -197,6 +199,89 @@ def grouped_conv(
   return out.reshape(n, ho, wo, c_out).astype(out_dtype)
 
 
+def _grouped_conv_forward(x, kernel, spec):
+  import jax.numpy as jnp
+  from jax import lax
+
+  strides, padding, groups, rhs_dilation, precision, preferred_element_type = spec
+  out = lax.conv_general_dilated(
+    x,
+    kernel,
+    strides,
+    padding,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=groups,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
+  return out.astype(preferred_element_type or jnp.result_type(x.dtype, kernel.dtype))
+
+
+def _grouped_conv_per_tap(x, kernel, spec):
+  strides, padding, groups, rhs_dilation, precision, preferred_element_type = spec
+  return grouped_conv(
+    x,
+    kernel,
+    strides,
+    padding,
+    groups=groups,
+    rhs_dilation=rhs_dilation,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
+
+
+@functools.cache
+def _lax_forward_per_tap_gradients():
+  """XLA:CPU's own forward with the per-tap form's gradients.
+
+  For groups of several channels (ResNeXt) XLA:CPU's grouped forward is 1.3-2x faster than the per-tap one, but
+  its gradients are 60-200x slower (``benchmarks/grouped_conv.py``); this takes the fast half of each.
+  """
+  import jax
+
+  fn = jax.custom_vjp(_grouped_conv_forward, nondiff_argnums=(2,))
+
+  def forward(x, kernel, spec):
+    return _grouped_conv_forward(x, kernel, spec), (x, kernel)
+
+  def backward(spec, residuals, cotangent):
+    x, kernel = residuals
+    _, pull_back = jax.vjp(lambda x, kernel: _grouped_conv_per_tap(x, kernel, spec), x, kernel)
+    return pull_back(cotangent)
+
+  fn.defvjp(forward, backward)
+  return fn
+
+
+def grouped_conv_fast(
+  x, kernel, strides, padding, *, groups, rhs_dilation=None, precision=None, preferred_element_type=None
+):
+  """``grouped_conv``'s values and gradients, each by XLA:CPU's fastest formulation.
+
+  Depthwise convolutions (one input channel per group) run per tap both ways; wider groups run XLA's grouped
+  convolution forward and the per-tap form's gradients.
+  """
+  from jax import lax
+
+  if isinstance(padding, str):
+    kh, kw = kernel.shape[:2]
+    dh, dw = rhs_dilation or (1, 1)
+    padding = lax.padtype_to_pads(x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), strides, padding)
+  spec = (
+    tuple(strides),
+    tuple(tuple(int(v) for v in p) for p in padding),
+    int(groups),
+    tuple(rhs_dilation or (1, 1)),
+    precision,
+    preferred_element_type,
+  )
+  if kernel.shape[2] == 1:
+    return _grouped_conv_per_tap(x, kernel, spec)
+  return _lax_forward_per_tap_gradients()(x, kernel, spec)
+
+
 def conv_general_dilated(
   lhs,
   rhs,
@@ -221,7 +306,7 @@ def conv_general_dilated(
 
   on_cpu = jax.default_backend() == "cpu" and kwargs.get("out_sharding") is None and enabled()
   if on_cpu and _is_grouped(rhs.shape, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count):
-    return grouped_conv(
+    return grouped_conv_fast(
       lhs,
       rhs,
       tuple(window_strides),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -75,11 +76,7 @@ def test_matmul_form_only_for_plain_1x1_convs_on_cpu(monkeypatch):
   # 3x3, grouped, dilated, padded and sharding-annotated convolutions stay convolutions.
   three = jnp.ones((3, 3, 4, 6))
   assert "conv_general_dilated" in _primitives(lambda x, w: tuned_conv(x, w, 1), x, three)
-  # Grouped convolutions become per-tap dots (test_grouped_conv_* below).
-  grouped = lambda x, w: cpu_backend.conv_general_dilated(
-    x, w, (1, 1), "VALID", dimension_numbers=NHWC, feature_group_count=2
-  )
-  assert "conv_general_dilated" not in _primitives(grouped, x, jnp.ones((3, 3, 2, 6)))
+  # Grouped convolutions: test_grouped_conv_* below.
   padded = lambda x, w: cpu_backend.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
   assert "conv_general_dilated" in _primitives(padded, x, one)
   dilated = lambda x, w: cpu_backend.conv_general_dilated(
@@ -89,7 +86,6 @@ def test_matmul_form_only_for_plain_1x1_convs_on_cpu(monkeypatch):
   # MIXJAX_CPU_TUNING=0 restores XLA's defaults (read at trace time).
   monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
   assert "conv_general_dilated" in _primitives(lambda x, w: tuned_conv(x, w, 1), x, one)
-  assert "conv_general_dilated" in _primitives(lambda x, w: grouped(x, w), x, jnp.ones((3, 3, 2, 6)))
 
 
 GROUPED_CASES = {
@@ -104,8 +100,24 @@ GROUPED_CASES = {
 }
 
 
+def _grouped_convs(jaxpr) -> int:
+  count = 0
+  for eqn in jaxpr.eqns:
+    grouped = eqn.params.get("feature_group_count", 1) > 1 or eqn.params.get("batch_group_count", 1) > 1
+    if eqn.primitive.name == "conv_general_dilated" and grouped:  # a kernel gradient groups the batch
+      count += 1
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      count += _grouped_convs(sub)
+  return count
+
+
+def _grouped_convs_of_gradient(fn, *args) -> int:
+  """Grouped convolutions XLA would run for ``fn``'s value and gradients (forward and backward)."""
+  return _grouped_convs(jax.make_jaxpr(jax.grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1)))(*args).jaxpr)
+
+
 @pytest.mark.parametrize("case", sorted(GROUPED_CASES))
-def test_grouped_conv_values_and_gradients_match_lax_conv(case):
+def test_grouped_conv_values_and_gradients_match_lax_conv(monkeypatch, case):
   c_in, c_out, groups, k, stride, padding, dilation = GROUPED_CASES[case]
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (2, 11, 11, c_in))
@@ -118,7 +130,12 @@ def test_grouped_conv_values_and_gradients_match_lax_conv(case):
   def tuned(x, w):
     return cpu_backend.conv_general_dilated(x, w, (stride, stride), padding, **common)
 
-  assert "conv_general_dilated" not in _primitives(tuned, x, w)
+  def per_tap(x, w):
+    return cpu_backend.grouped_conv(x, w, (stride, stride), padding, groups=groups, rhs_dilation=(dilation, dilation))
+
+  # Depthwise: per tap both ways. Wider groups: XLA's grouped forward, per-tap gradients (XLA's are the slow part).
+  assert _grouped_convs_of_gradient(tuned, x, w) == (0 if c_in == groups else 1)
+  assert _grouped_convs_of_gradient(per_tap, x, w) == 0
   y_ref = reference(x, w)
   g = jax.random.normal(kg, y_ref.shape)
 
@@ -126,9 +143,13 @@ def test_grouped_conv_values_and_gradients_match_lax_conv(case):
     y, pull = jax.vjp(fn, x, w)
     return (y, *pull(g))
 
-  for name, a, b in zip(("y", "dx", "dw"), jax.jit(lambda: vjp(tuned))(), jax.jit(lambda: vjp(reference))()):
-    assert a.shape == b.shape and a.dtype == b.dtype, name
-    assert rel_err(a, b) < 1e-5, (name, rel_err(a, b))
+  expected = jax.jit(lambda: vjp(reference))()
+  for fn in (tuned, per_tap):
+    for name, a, b in zip(("y", "dx", "dw"), jax.jit(lambda fn=fn: vjp(fn))(), expected):
+      assert a.shape == b.shape and a.dtype == b.dtype, name
+      assert rel_err(a, b) < 1e-5, (fn.__name__, name, rel_err(a, b))
+  monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")  # XLA's convolutions everywhere
+  assert _grouped_convs_of_gradient(lambda x, w: tuned(x, w), x, w) == 3
 
 
 def test_grouped_conv_in_bfloat16_accumulates_in_float32():
@@ -210,30 +231,30 @@ def test_resnext_outputs_and_gradients_unchanged(monkeypatch):
   assert worst < 1e-4, worst
 
 
-def _grouped_convs(jaxpr) -> int:
-  count = 0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] > 1:
-      count += 1
-    for sub in jax.core.jaxprs_in_params(eqn.params):
-      count += _grouped_convs(sub)
-  return count
-
-
 @pytest.mark.parametrize(
   "model_name", ["resnext101_32x4d", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "moganet_tiny"]
 )
 def test_every_grouped_conv_of_the_backbones_takes_the_cpu_form(monkeypatch, model_name):
-  # Shapes only (no weight initialisation): trace the eval forward of the abstract model.
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(model_name, num_classes=5, rngs=nnx.Rngs(0))))
-  images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  """Shapes only (no weight initialisation): the traced gradient of the abstract model holds no grouped
+  convolution but the forward ones of ResNeXt's wide groups (XLA's backward of them is what is slow)."""
+  graphdef, params, rest = nnx.split(
+    nnx.eval_shape(lambda: build_model(model_name, num_classes=5, rngs=nnx.Rngs(0))), nnx.Param, ...
+  )
+  images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
 
-  def grouped_convs():
-    return _grouped_convs(jax.make_jaxpr(lambda st, x: nnx.merge(graphdef, st)(x, False))(state, images).jaxpr)
+  def grouped_convs(gradient: bool) -> int:
+    def loss(p, r, x):
+      return jnp.sum(nnx.merge(graphdef, p, r)(x, False))
 
-  assert grouped_convs() == 0
+    fn = jax.grad(loss) if gradient else loss
+    return _grouped_convs(jax.make_jaxpr(fn)(params, rest, images).jaxpr)
+
+  in_forward = grouped_convs(gradient=False)
+  assert grouped_convs(gradient=True) == in_forward
+  assert in_forward == (0 if model_name != "resnext101_32x4d" else 33)  # 3 + 4 + 23 + 3 blocks
   monkeypatch.setenv("MIXJAX_CPU_TUNING", "0")
-  assert grouped_convs() > 0
+  untuned = grouped_convs(gradient=False)
+  assert untuned > 0 and grouped_convs(gradient=True) == 3 * untuned  # forward, input and kernel gradients
 
 
 def test_configure_xla_flags_adds_cpu_flags_and_respects_the_users():
