@@ -152,13 +152,13 @@ def test_grouped_conv_values_and_gradients_match_lax_conv(monkeypatch, case):
   assert _grouped_convs_of_gradient(lambda x, w: tuned(x, w), x, w) == 3
 
 
-def test_grouped_conv_in_bfloat16_accumulates_in_float32():
+@pytest.mark.parametrize("groups", [2, 4])  # 2 channels per group (einsum) and depthwise (broadcast multiply)
+def test_grouped_conv_in_bfloat16_accumulates_in_float32(groups):
   """Nine taps of 1/3 each: summed in bfloat16 a rounding error per tap would show; a conv gives exactly 3."""
   x = jnp.full((1, 5, 5, 4), 1.0 / 3.0, jnp.bfloat16)
-  w = jnp.ones((3, 3, 2, 4), jnp.bfloat16)
-  common = dict(dimension_numbers=NHWC, feature_group_count=2)
-  y = cpu_backend.conv_general_dilated(x, w, (1, 1), "VALID", **common)
-  y_ref = lax.conv_general_dilated(x, w, (1, 1), "VALID", **common)
+  w = jnp.ones((3, 3, 4 // groups, 4), jnp.bfloat16)
+  y = cpu_backend.grouped_conv(x, w, (1, 1), "VALID", groups=groups)
+  y_ref = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=NHWC, feature_group_count=groups)
   assert y.dtype == y_ref.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
 
