@@ -13,6 +13,7 @@ step's peak memory per device (arguments + outputs + temporaries − donated ali
     python benchmarks/cell_smoke.py --table=rsb --steps=2
     python benchmarks/cell_smoke.py --all --isolate --json=cell_smoke.json     # every runnable cell
     python benchmarks/cell_smoke.py --all --isolate --json=cell_smoke.json --resume   # go on after a stop
+    python benchmarks/cell_smoke.py --report=cell_smoke.json    # per-recipe summary + every row, as markdown
 
 A cell is ``recipe:method:model`` (e.g. ``rsb_a3:rsb:resnet50``) or a full config string
 (``configs/rsb_a3.py:rsb,model=resnet50,epochs=100``). The 100- and 300-epoch PyTorch-style tables share their
@@ -304,6 +305,31 @@ def markdown_row(r: CellResult) -> str:
   )
 
 
+def summary(results: list[CellResult]) -> str:
+  """Per recipe: cells ok / failed, median and largest compile and step seconds, largest peak memory."""
+  lines = [
+    "| recipe | cells | ok | failed | compile s (median / max) | step s (median / max) | peak GB/dev (max) |"
+    " eval s (median) |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  recipes = sorted({r.cell.split(":")[0] for r in results})
+  for recipe in [*recipes, "all"]:
+    rows = [r for r in results if recipe == "all" or r.cell.split(":")[0] == recipe]
+    ok = [r for r in rows if r.status == "ok"]
+    failed = sum(r.status == "failed" for r in rows)
+
+    def stat(field, fn, spec=".1f"):
+      values = [getattr(r, field) for r in ok if not math.isnan(getattr(r, field))]
+      return _fmt(fn(values), spec) if values else "–"
+
+    lines.append(
+      f"| {recipe} | {len(rows)} | {len(ok)} | {failed} | {stat('compile_s', statistics.median)} / "
+      f"{stat('compile_s', max)} | {stat('step_s', statistics.median, '.2f')} / {stat('step_s', max, '.2f')} | "
+      f"{stat('peak_gb', max, '.2f')} | {stat('eval_s', statistics.median)} |"
+    )
+  return "\n".join(lines)
+
+
 def _run_isolated(key: str, config_string: str, args) -> CellResult:
   """One cell in a fresh interpreter (own RSS, a crash or OOM fails only that cell)."""
   with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -386,6 +412,7 @@ def run(selection, args) -> list[CellResult]:
     if not args.quiet:
       print(markdown_row(r), flush=True)
   if not args.quiet:
+    print("\n" + summary(results), flush=True)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "not implemented")}
     print(f"\n{counts['ok']} ok, {counts['failed']} failed, {counts['not implemented']} not implemented", flush=True)
   return results
@@ -410,7 +437,14 @@ def main(argv=None) -> int:
   )
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--list", action="store_true", help="print the selected cells and exit")
+  p.add_argument("--report", default="", help="print the per-recipe summary and every row of this JSON, and exit")
   args = p.parse_args(argv)
+  if args.report:
+    results = _load_results(args.report)
+    print(summary(results) + "\n\n" + HEADER)
+    for r in results:
+      print(markdown_row(r))
+    return 0
   # A config string holds commas: split --cells on commas that start a new cell.
   specs = [s for s in _split_cells(args.cells) if s]
   selection = select_cells(

@@ -118,7 +118,7 @@ def test_pending_cell_is_reported_not_run():
   assert "smmix" in result.error
 
 
-def test_resume_keeps_finished_cells_and_runs_failed_ones_again(tmp_path):
+def test_resume_keeps_finished_cells_and_runs_failed_ones_again(tmp_path, capsys):
   """A sweep of hours writes its JSON after every cell; --resume goes on from it."""
   import json
 
@@ -142,3 +142,10 @@ def test_resume_keeps_finished_cells_and_runs_failed_ones_again(tmp_path):
   assert by_cell["tiny_imagenet:cutmix:resnet18"]["compile_s"] == 123.0  # kept, not run again
   assert by_cell["deit:smmix:deit_small"]["status"] == "not implemented"  # the failed one ran again
   assert not os.path.exists(f"{path}.tmp")
+  # --report summarises a JSON per recipe (ok, failed, compile and step seconds) and lists every row.
+  capsys.readouterr()
+  assert cell_smoke.main([f"--report={path}"]) == 0
+  report = capsys.readouterr().out
+  assert "| tiny_imagenet | 1 | 1 | 0 | 123.0 / 123.0 |" in report
+  assert "| deit | 1 | 0 | 0 | – / – |" in report and "| all | 2 | 1 | 0 |" in report
+  assert "`deit:smmix:deit_small` | not implemented" in report
