@@ -37,6 +37,8 @@ import tempfile
 import time
 import traceback
 
+import ml_collections
+
 DEFAULT_DATASET = "mixjax_photos/in1k"
 
 
@@ -124,7 +126,12 @@ def load_cell_config(config_string: str):
 def smoke_overrides(
   config, *, per_device_batch: int, num_devices: int, steps: int, dataset: str, data_dir: str | None
 ) -> None:
-  """What the smoke changes in a cell's config: the data source, the batch and the step count."""
+  """What the smoke changes in a cell's config: the data source, the batch and the step count.
+
+  Two cells need more than that to run at all, and keep their cost: a pretrained network left unset
+  (AttentiveMix+'s extractor, SuperMix's teacher) is randomly initialised (same passes, meaningless accuracy), and
+  Co-Mixup, which mixes groups of ``m_part`` samples within a device, gets at least one whole group per device.
+  """
   d = config.data
   d.name = dataset
   d.data_dir = data_dir
@@ -135,10 +142,19 @@ def smoke_overrides(
   config.max_steps = steps
   config.log_mixed_samples = 0
   methods = [config.mixing.method] if isinstance(config.mixing.method, str) else list(config.mixing.method)
-  if "attentivemix" in methods:
-    hp = config.mixing.args.attentivemix
-    if not hp.get("extractor_checkpoint"):
-      hp.allow_random_extractor = True
+  for method, role in (("attentivemix", "extractor"), ("supermix", "teacher")):
+    if method in methods:
+      hp = config.mixing.args.get(method)
+      if hp is None:
+        config.mixing.args[method] = hp = ml_collections.ConfigDict()
+      if not hp.get(f"{role}_checkpoint"):
+        hp[f"allow_random_{role}"] = True
+  if "comixup" in methods:
+    from mixjax.mixing.model_aware import comixup
+
+    hp = config.mixing.args.get("comixup") or {}
+    group = int(hp.get("m_part", comixup.CoMixup.Params.m_part))
+    config.batch_size = max(per_device_batch, group) // group * group * num_devices
 
 
 def _median(values):

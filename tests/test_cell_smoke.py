@@ -149,3 +149,19 @@ def test_resume_keeps_finished_cells_and_runs_failed_ones_again(tmp_path, capsys
   assert "| tiny_imagenet | 1 | 1 | 0 | 123.0 / 123.0 |" in report
   assert "| deit | 1 | 0 | 0 | – / – |" in report and "| all | 2 | 1 | 0 |" in report
   assert "`deit:smmix:deit_small` | not implemented" in report
+
+
+def test_cells_that_need_a_network_or_a_group_get_what_lets_them_run():
+  """SuperMix/AttentiveMix+ without a checkpoint get a random network; Co-Mixup one whole group per device."""
+  shared = dict(per_device_batch=2, num_devices=1, steps=1, dataset="mixjax_photos/in1k", data_dir=None)
+  supermix = cell_smoke.load_cell_config("configs/pytorch_style.py:supermix,model=resnet18")
+  cell_smoke.smoke_overrides(supermix, **shared)
+  assert supermix.mixing.args.supermix.allow_random_teacher and supermix.batch_size == 2
+  attentive = cell_smoke.load_cell_config("configs/rsb_a3.py:attentivemix,model=resnet50")
+  cell_smoke.smoke_overrides(attentive, **shared)
+  assert attentive.mixing.args.attentivemix.allow_random_extractor
+  comixup = cell_smoke.load_cell_config("configs/pytorch_style.py:comixup,model=resnet18")
+  cell_smoke.smoke_overrides(comixup, **shared)
+  assert comixup.batch_size == 16  # m_part = 16, the authors' ImageNet group
+  cell_smoke.smoke_overrides(comixup, **{**shared, "per_device_batch": 40, "num_devices": 2})
+  assert comixup.batch_size == 64  # two whole groups on each of two devices
