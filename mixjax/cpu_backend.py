@@ -41,6 +41,7 @@ import functools
 import os
 import sys
 import warnings
+from typing import Any, NamedTuple
 
 # Flags for XLA:CPU compilations only (every name starts with xla_cpu_).
 CPU_XLA_FLAGS = (
@@ -181,7 +182,7 @@ def grouped_conv(
   xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
   ho = (h + top + bottom - span_h) // sh + 1
   wo = (w + left + right - span_w) // sw + 1
-  out_dtype = preferred_element_type or jnp.result_type(x.dtype, kernel.dtype)
+  out_dtype = _result_dtype(x, kernel, preferred_element_type)
   low_precision = jnp.issubdtype(out_dtype, jnp.floating) and jnp.finfo(out_dtype).bits < 32
   acc_dtype = jnp.float32 if low_precision else out_dtype
   taps = kernel.reshape(kh, kw, c_per_group, groups, c_out // groups)
@@ -210,36 +211,51 @@ def grouped_conv(
   return out.reshape(n, ho, wo, c_out).astype(out_dtype)
 
 
-def _grouped_conv_forward(x, kernel, spec):
+def _result_dtype(x, kernel, preferred_element_type):
+  """The dtype ``lax.conv_general_dilated`` returns."""
   import jax.numpy as jnp
+
+  return preferred_element_type or jnp.result_type(x.dtype, kernel.dtype)
+
+
+class _GroupedSpec(NamedTuple):
+  """A grouped convolution's static arguments (hashable: the custom VJP's non-differentiable argument)."""
+
+  strides: tuple
+  padding: Any  # a padding string or ((top, bottom), (left, right))
+  groups: int
+  rhs_dilation: tuple
+  precision: Any
+  preferred_element_type: Any
+
+
+def _grouped_conv_forward(x, kernel, spec: _GroupedSpec):
   from jax import lax
 
-  strides, padding, groups, rhs_dilation, precision, preferred_element_type = spec
   out = lax.conv_general_dilated(
     x,
     kernel,
-    strides,
-    padding,
-    rhs_dilation=rhs_dilation,
+    spec.strides,
+    spec.padding,
+    rhs_dilation=spec.rhs_dilation,
     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    feature_group_count=groups,
-    precision=precision,
-    preferred_element_type=preferred_element_type,
+    feature_group_count=spec.groups,
+    precision=spec.precision,
+    preferred_element_type=spec.preferred_element_type,
   )
-  return out.astype(preferred_element_type or jnp.result_type(x.dtype, kernel.dtype))
+  return out.astype(_result_dtype(x, kernel, spec.preferred_element_type))
 
 
-def _grouped_conv_per_tap(x, kernel, spec):
-  strides, padding, groups, rhs_dilation, precision, preferred_element_type = spec
+def _grouped_conv_per_tap(x, kernel, spec: _GroupedSpec):
   return grouped_conv(
     x,
     kernel,
-    strides,
-    padding,
-    groups=groups,
-    rhs_dilation=rhs_dilation,
-    precision=precision,
-    preferred_element_type=preferred_element_type,
+    spec.strides,
+    spec.padding,
+    groups=spec.groups,
+    rhs_dilation=spec.rhs_dilation,
+    precision=spec.precision,
+    preferred_element_type=spec.preferred_element_type,
   )
 
 
@@ -274,19 +290,13 @@ def grouped_conv_fast(
   Depthwise convolutions (one input channel per group) run per tap both ways; wider groups run XLA's grouped
   convolution forward and the per-tap form's gradients.
   """
-  from jax import lax
-
-  if isinstance(padding, str):
-    kh, kw = kernel.shape[:2]
-    dh, dw = rhs_dilation or (1, 1)
-    padding = lax.padtype_to_pads(x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), strides, padding)
-  spec = (
-    tuple(strides),
-    tuple(tuple(int(v) for v in p) for p in padding),
-    int(groups),
-    tuple(rhs_dilation or (1, 1)),
-    precision,
-    preferred_element_type,
+  spec = _GroupedSpec(
+    strides=tuple(strides),
+    padding=padding if isinstance(padding, str) else tuple(tuple(int(v) for v in p) for p in padding),
+    groups=int(groups),
+    rhs_dilation=tuple(rhs_dilation or (1, 1)),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
   )
   if kernel.shape[2] == 1:
     return _grouped_conv_per_tap(x, kernel, spec)
