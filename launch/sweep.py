@@ -91,8 +91,12 @@ def write_script(args) -> tuple[str, int, int]:
     missing = availability.missing_parts(config)
     command = command_for(args.launcher, recipe, method, model, epochs, args.runs_root, args.extra)
     lines.append(f"# {recipe} | {method} | {model} | {epochs} epochs")
+    conflicts = [] if missing else availability.inapplicable_parts(config)
     if missing and not args.include_pending:
       lines.append(f"# SKIPPED, not implemented yet ({'; '.join(missing)}): {command}")
+      n_pending += 1
+    elif conflicts:  # the method refuses the backbone (the document prints "-"): it would stop at once
+      lines.append(f"# SKIPPED, not applicable ({'; '.join(c.split('. Use ')[0] for c in conflicts)}): {command}")
       n_pending += 1
     else:
       # Local and TPU runs go one after another; a failed cell does not stop the rest.
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
   )
   args = parser.parse_args(argv)
   path, n_run, n_pending = write_script(args)
-  print(f"Wrote {path}: {n_run} commands, {n_pending} cells skipped as not implemented yet.")
+  print(f"Wrote {path}: {n_run} commands, {n_pending} cells skipped (not implemented yet or not applicable).")
   return 0
 
 

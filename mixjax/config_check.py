@@ -151,8 +151,11 @@ def check_names(config, *, data_paths: bool = True) -> None:
   from mixjax import losses, mixing, models, optim, recipes
 
   recipes.check_implemented(config)
-  mixing.validate_mixing_config(config.mixing)
+  plan = mixing.resolve_mixing_config(config.mixing)
   models.get_model_builder(config.model.name)
+  conflicts = plan.model_conflicts(config.model)
+  if conflicts:
+    raise ConfigError(" ".join(conflicts))
   loss_names = (*losses.LOSSES, "decouple")
   if config.loss.name not in loss_names:
     raise ConfigError(

@@ -70,3 +70,18 @@ def test_demo_config_arg_selects_method_model_epochs():
   config = _config("cutmix,model=resnet34,epochs=7")
   assert (config.mixing.method, config.model.name, config.epochs) == ("cutmix", "resnet34", 7)
   assert config.mixing.alpha == 1.0
+
+
+def test_transmix_trains_a_swin_on_its_pooled_token_attention(tmp_path):
+  """Swin has no class token: TransMix reads the pooled token's attention over the last stage. A two-stage
+  Swin on 32 px digits has a 4×4 last map of stride 8 in 2×2 windows, shifted in its second block, so the
+  step exercises the window partition, the roll and the stride-to-pixel mapping inside the sharded train step."""
+  config = demo_config("transmix")
+  config.max_steps = 2
+  config.model = ml_collections.ConfigDict(
+    dict(name="swin_tiny", embed_dim=8, depths=(2, 2), num_heads=(1, 2), window=2)
+  )
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results["status"] == "completed"
+  (entry,) = results["history"]
+  assert math.isfinite(entry["loss"]) and 0.0 <= entry["top1"] <= 100.0

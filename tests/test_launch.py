@@ -139,3 +139,18 @@ def test_launch_scripts_pass_arguments_through(tmp_path):
     ["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), config], env=env, capture_output=True, text=True
   )
   assert missing.returncode != 0 and "TPU_NAME" in missing.stderr
+
+
+def test_sweep_skips_a_backbone_the_method_refuses(tmp_path):
+  """ManifoldMix on DeiT-T ("-" in the document: a ViT mixes only its input) would stop at start: the sweep
+  writes it as a comment saying why, and runs the ConvNeXt-T cell."""
+  out = tmp_path / "deit.sh"
+  assert (
+    sweep.main(
+      ["--recipe=configs/deit.py", "--methods=manifoldmix", "--models=deit_tiny,convnext_tiny", f"--out={out}"]
+    )
+    == 0
+  )
+  _, commands, skipped = _commands(out)
+  assert len(commands) == 1 and "model=convnext_tiny" in commands[0]
+  assert len(skipped) == 1 and "not applicable" in skipped[0] and "deit_tiny" in skipped[0]

@@ -90,6 +90,9 @@ class ImageClassifier(nnx.Module):
 
   name: str = "model"
   supports_attention: bool = False
+  # Pixels per token of the ``attention`` map (``return_attention=True``): a ViT's patch, the last stage's
+  # stride of PVT / Swin. None where the model has no attention map.
+  attention_stride: int | None = None
   head_mix = None  # the optional second head (``add_mix_head``)
 
   def add_mix_head(self, rngs: nnx.Rngs) -> None:
@@ -129,8 +132,8 @@ class ImageClassifier(nnx.Module):
       raise ValueError(f"{self.name} expects NHWC images [B, H, W, 3], got shape {x.shape}")
     if return_attention and not self.supports_attention:
       raise ValueError(
-        f"{self.name} has no class-token attention; return_attention needs a transformer "
-        "with a class token (e.g. deit_small)"
+        f"{self.name} has no token attention map; return_attention needs a transformer "
+        "(e.g. deit_small, pvt_tiny, swin_tiny)"
       )
     taps = FeatureTaps(
       self.name,

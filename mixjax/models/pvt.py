@@ -102,6 +102,7 @@ class PyramidVisionTransformer(ImageClassifier):
     rates = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
     embeds, norms, pos, stages, k, in_ch = [], [], [], [], 0, 3
     self.patch_sizes, self.base_grids = [], []
+    self.attention_stride = 4 * 2 ** (len(dims) - 1)  # the last stage's grid, where the class token attends
     grid = img_size
     for i, (dim, depth) in enumerate(zip(dims, depths)):
       p = 4 if i == 0 else 2

@@ -19,6 +19,13 @@ Features follow mmcls's stage outputs, i.e. *after* patch merging (H x W input):
 stage0 = patch embedding (H/4, 96); stage1 (H/8, 192); stage2 (H/16, 384); stage3 (H/32, 768);
 stage4 (H/32, 768) (before the final norm). Sizes round up (odd maps are padded before merging).
 ``mix_stage`` 0..4 acts on these outputs.
+
+``return_attention=True`` adds ``attention`` [B, heads, (H/32)*(W/32)], float32: the attention the globally
+pooled token pays each last-stage token in the last block. Swin has no class token; its head reads the mean
+of the tokens, and the pooled output of an attention layer is ``mean_q Σ_k A[q, k]·v_k``, so token k's weight in
+it is the mean over queries of the attention it receives (over its window's queries; padding excluded). At
+224 px the last stage is one 7x7 window, so this is the mean of the full 49x49 attention's rows. This is
+mixjax's stand-in for the class-token attention TransMix/TokenMix read from a ViT (docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -67,8 +74,12 @@ class WindowAttention(nnx.Module):
       token_param_init(init)(rngs.params(), ((2 * window - 1) ** 2, num_heads), jnp.float32)
     )
 
-  def __call__(self, x, window: int, shift: int):
-    """x [B, Hp, Wp, C] (padded to multiples of ``window``) -> same shape."""
+  def __call__(self, x, window: int, shift: int, valid: np.ndarray | None = None):
+    """x [B, Hp, Wp, C] (padded to multiples of ``window``) -> same shape.
+
+    With ``valid`` (bool [Hp, Wp], the unpadded positions) it returns ``(out, received)`` instead:
+    ``received`` [B, heads, Hp, Wp] float32 is the attention each token receives, summed over the valid
+    queries of its window."""
     b, hp, wp, c = x.shape
     if shift:
       x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
@@ -81,12 +92,21 @@ class WindowAttention(nnx.Module):
     if shift:
       mask = jnp.asarray(shifted_window_mask(hp, wp, window, shift))  # [nW, n, n]
       mask = jnp.tile(mask, (b, 1, 1))[:, None]
-    out, _ = attend(qkv[0], qkv[1], qkv[2], self.scale, bias=bias[None], mask=mask)
+    out, weights = attend(qkv[0], qkv[1], qkv[2], self.scale, bias=bias[None], mask=mask)
     out = self.proj(out).reshape(b, nh, nw, window, window, c).transpose(0, 1, 3, 2, 4, 5)
     out = out.reshape(b, hp, wp, c)
     if shift:
       out = jnp.roll(out, (shift, shift), axis=(1, 2))
-    return out
+    if valid is None:
+      return out
+    queries = np.roll(valid, (-shift, -shift), axis=(0, 1)) if shift else valid
+    queries = queries.reshape(nh, window, nw, window).transpose(0, 2, 1, 3).reshape(nh * nw, n)
+    heads = self.num_heads
+    received = jnp.einsum("bwhqk,wq->bhwk", weights.reshape(b, nh * nw, heads, n, n), queries.astype(np.float32))
+    received = received.reshape(b, heads, nh, nw, window, window).transpose(0, 1, 2, 4, 3, 5).reshape(b, heads, hp, wp)
+    if shift:
+      received = jnp.roll(received, (shift, shift), axis=(2, 3))
+    return out, received
 
 
 class SwinBlock(nnx.Module):
@@ -97,7 +117,9 @@ class SwinBlock(nnx.Module):
     self.mlp = Mlp(dim, 4 * dim, init=init, dtype=dtype, rngs=rngs)
     self.window, self.shifted, self.drop_path_rate = window, shifted, drop_path_rate
 
-  def __call__(self, x, train, rngs):
+  def __call__(self, x, train, rngs, want_attention: bool = False):
+    """x [B, H, W, C] -> same; with ``want_attention`` also the pooled token's attention [B, heads, H*W]
+    (module docstring)."""
     b, h, w, c = x.shape
     window, shift = self.window, (self.window // 2 if self.shifted else 0)
     if min(h, w) <= window:
@@ -106,9 +128,18 @@ class SwinBlock(nnx.Module):
     ph, pw = (-h) % window, (-w) % window
     if ph or pw:
       y = jnp.pad(y, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    y = self.attn(y, window, shift)[:, :h, :w]
+    attention = None
+    if want_attention:
+      valid = np.zeros((h + ph, w + pw), bool)
+      valid[:h, :w] = True
+      y, received = self.attn(y, window, shift, valid)
+      attention = received[:, :, :h, :w].reshape(b, -1, h * w) / (h * w)
+    else:
+      y = self.attn(y, window, shift)
+    y = y[:, :h, :w]
     x = x + drop_path(y, self.drop_path_rate, train, rngs)
-    return x + drop_path(self.mlp(self.norm2(x), train, rngs), self.drop_path_rate, train, rngs)
+    x = x + drop_path(self.mlp(self.norm2(x), train, rngs), self.drop_path_rate, train, rngs)
+    return (x, attention) if want_attention else x
 
 
 class PatchMerging(nnx.Module):
@@ -127,6 +158,8 @@ class PatchMerging(nnx.Module):
 
 
 class SwinTransformer(ImageClassifier):
+  supports_attention = True
+
   def __init__(
     self,
     *,
@@ -147,6 +180,7 @@ class SwinTransformer(ImageClassifier):
     self.mix_stages = (0, 1, 2, 3, 4)
     self.stage_names = tuple(f"stage{i}" for i in range(5))
     self.embed_dim, self.num_stages = embed_dim, len(depths)
+    self.attention_stride = 4 * 2 ** (len(depths) - 1)
     self.patch_embed = conv2d(
       3, embed_dim, 4, 4, padding=0, bias=True, init=ConvNetInit("torch_default"), dtype=dtype, rngs=rngs
     )
@@ -192,9 +226,14 @@ class SwinTransformer(ImageClassifier):
   def forward_features(self, x, train, rngs, taps: FeatureTaps):
     h = self.patch_norm(self.patch_embed(taps.mix(0, x)))
     taps.record("stage0", h)
+    last = len(self.stages) - 1
     for i, stage in enumerate(self.stages):
-      for blk in stage:
-        h = blk(h, train, rngs)
+      for j, blk in enumerate(stage):
+        if taps.want_attention and i == last and j == len(stage) - 1:
+          h, attention = blk(h, train, rngs, want_attention=True)
+          taps.record("attention", attention)
+        else:
+          h = blk(h, train, rngs)
       if i < len(self.merges):
         h = self.merges[i](h)
       h = taps.mix(i + 1, h)

@@ -74,6 +74,7 @@ class VisionTransformer(ImageClassifier):
       raise ValueError(f"depth must be a multiple of 4 (four feature stages), got {depth}")
     self.name, self.dtype = name, dtype
     self.patch_size, self.base_grid = patch_size, img_size // patch_size
+    self.attention_stride = patch_size
     self.mix_stages = (0,)
     self.stage_names = tuple(f"stage{i}" for i in range(5))
     self.num_features = embed_dim

@@ -43,6 +43,14 @@ def missing_parts(config) -> list[str]:
   return missing
 
 
+def inapplicable_parts(config) -> list[str]:
+  """Why a config's method refuses its (registered) backbone, e.g. ManifoldMix on a ViT, which can mix only its
+  input: the document prints "-" for such cells. Empty when the pair can run or a part is not registered."""
+  if missing_parts(config) or config.model.name not in models.list_models():
+    return []
+  return mixing.resolve_mixing_config(config.mixing).model_conflicts(config.model)
+
+
 def is_implemented(config) -> bool:
   return not missing_parts(config)
 

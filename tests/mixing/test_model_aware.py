@@ -509,3 +509,45 @@ def test_attentivemix_extractor_bn_train_uses_the_batch_statistics():
     assert (float(jnp.max(jnp.abs(a - b))) > 1e-4) == changes
   with pytest.raises(ConfigError, match="attentivemix.extractor_bn must be 'eval' or 'train'"):
     attentivemix.AttentiveMix().hyper_parameters(extractor_bn="frozen", allow_random_extractor=True)
+
+
+# ---------------------------------------------------------------- which backbones a method accepts
+
+
+@pytest.mark.parametrize("name", ["deit_tiny", "deit_small", "pvt_tiny", "swin_tiny"])
+def test_attention_maps_tile_the_image_at_the_models_stride(name):
+  """TransMix/TokenMix map pixels to attention tokens with ``model_info(...).patch_size``: every transformer
+  with an attention map must give one, and the map's grid times it must be the image (224 px: 14×14 for DeiT,
+  7×7 for PVT's and Swin's last stage)."""
+  info = require_attention(ml_collections.ConfigDict({"name": name}), "transmix")
+  forward = lambda x: models.build_model(name, num_classes=3, rngs=nnx.Rngs(0))(x, False, return_attention=True)  # noqa: E731
+  _, feats = jax.eval_shape(forward, jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+  assert feats["attention"].shape[-1] * info.patch_size**2 == 224 * 224
+
+
+@pytest.mark.parametrize(
+  ("method", "model", "accepted"),
+  [
+    ("manifoldmix", "deit_tiny", False),  # a ViT mixes only its input ("-" in the DeiT table)
+    ("manifoldmix", "swin_tiny", True),
+    ("transmix", "convnext_tiny", False),
+    ("tokenmix", "swin_tiny", True),
+    ("alignmix", "deit_small", False),
+    ("mixup", "deit_tiny", True),
+  ],
+)
+def test_config_check_refuses_a_backbone_the_method_cannot_use(method, model, accepted):
+  """``config_check`` raises, before anything compiles, a ConfigError naming the models that would work; the
+  cell list calls the same pairs not applicable."""
+  from mixjax import config_check
+  from mixjax.recipes import availability
+
+  config = load_demo_config(method)
+  config.model = ml_collections.ConfigDict({"name": model})
+  conflicts = availability.inapplicable_parts(config)
+  assert (not conflicts) == accepted
+  if accepted:
+    config_check.check_names(config, data_paths=False)
+  else:
+    with pytest.raises(ConfigError, match="Use .*(resnet18|deit_small)"):  # the models that would work
+      config_check.check_names(config, data_paths=False)

@@ -126,3 +126,41 @@ def test_transformer_init_schemes(init):
     assert np.all(pos == 0) and np.all(np.asarray(model.cls_token[...]) == 0)
   with pytest.raises(ValueError, match="torch_default"):
     tiny("swin_tiny", init="xavier")
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_swin_received_attention_is_each_tokens_weight_in_the_outputs(shift):
+  """With values = one-hot position codes and identity projections, output q of the window attention *is* row q
+  of the attention matrix (in the un-rolled frame), so the received attention must equal the sum of the
+  outputs over the valid queries: this checks the window partition, the roll and the padding mask together."""
+  hp = wp = 4
+  dim = hp * wp  # one channel per (padded) position
+  attn = WindowAttention(dim, 1, 2, dtype=jnp.float32, rngs=fast_rngs(0))
+  kernel = np.asarray(attn.qkv.kernel[...]).copy()
+  kernel[:, 2 * dim :] = np.eye(dim)  # v = x
+  attn.qkv.kernel[...] = jnp.asarray(kernel * np.r_[np.full(2 * dim, 40.0), np.ones(dim)])  # peaky q·k
+  attn.proj.kernel[...] = jnp.eye(dim)
+  x = np.eye(dim, dtype=np.float32).reshape(1, hp, wp, dim)
+  x[:, 3, :] = 0.0  # a padded row (zero tokens, as SwinBlock pads)
+  x[:, :, 3] = 0.0
+  valid = np.zeros((hp, wp), bool)
+  valid[:3, :3] = True
+  out, received = attn(jnp.asarray(x), 2, shift, valid)
+  out = np.asarray(out)[0].reshape(hp * wp, dim)  # [query position, value code]
+  expected = out[valid.reshape(-1)].sum(0).reshape(hp, wp)
+  got = np.asarray(received)[0, 0]
+  np.testing.assert_allclose(got[:3, :3], expected[:3, :3], rtol=1e-5, atol=1e-6)
+  assert got[valid].sum() <= 9.0 + 1e-4 and got[valid].min() > 0
+
+
+def test_swin_pooled_token_attention_map():
+  model, x = tiny("swin_tiny")
+  _, feats = model(x, False, return_attention=True)
+  attn = np.asarray(feats["attention"])
+  gh, gw, _ = model.feature_shapes(*x.shape[1:3])["stage4"]
+  assert attn.shape == (2, model.stages[-1][-1].attn.num_heads, gh * gw) and attn.dtype == np.float32
+  # The last map fits one window (no padding): every query's row sums to 1, so their mean does.
+  np.testing.assert_allclose(attn.sum(-1), 1.0, rtol=1e-5)
+  assert model.attention_stride == 32
+  _, other = model(x[::-1], False, return_attention=True)
+  np.testing.assert_allclose(np.asarray(other["attention"]), attn[::-1], rtol=1e-5, atol=1e-6)

@@ -70,6 +70,17 @@ class MixPlan:
     stateful = [m for m in self.modes if m.method.step.stateful]
     return stateful[0] if stateful else None
 
+  def model_conflicts(self, model_cfg) -> list[str]:
+    """Why the backbone ``model_cfg`` cannot serve the plan's modes (each mode's ``check_model``); empty when
+    it can. One message per refusing mode, each naming models that would work."""
+    conflicts = []
+    for mode in self.modes:
+      try:
+        mode.method.step.check_model(model_cfg, mode.hyper_parameters)
+      except ValueError as e:
+        conflicts.append(str(e))
+    return conflicts
+
 
 def _plain(value):
   """ConfigDict / FieldReference / tuple → plain Python values."""

@@ -90,6 +90,13 @@ class StepMethod:
     raises ``ConfigError`` naming the key for an unknown name or a value of the wrong type."""
     return hyper_parameters.build(self.Params, self.name, values, **overrides)
 
+  def check_model(self, model_cfg, hp: Any) -> None:
+    """Raises ``ValueError`` naming models that would work when the backbone ``model_cfg`` (a run's
+    ``config.model``) cannot serve this method with ``hp`` (e.g. ManifoldMix on a ViT, which mixes only its
+    input). Called when a config is checked, before anything compiles, and by the benchmark cell list, where a
+    pair the method refuses is *not applicable* rather than runnable. The default accepts every model."""
+    del model_cfg, hp
+
   def init_aux(self, ctx: StepContext, rng: jax.Array, params, batch_stats, hp: Any) -> Any:
     """Method state kept in ``TrainState.aux`` (checkpointed with the run). Runs inside the jitted init.
 

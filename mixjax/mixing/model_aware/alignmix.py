@@ -94,6 +94,11 @@ class AlignMix(ModelAwareMethod):
       )
     return last
 
+  def check_model(self, model_cfg, hp: Params) -> None:
+    self._last_stage(model_cfg)
+    if hp.manifoldmix_prob > 0:
+      manifold_layers(model_cfg, hp.manifoldmix_layer, "alignmix")
+
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     last = self._last_stage(ctx.model)

@@ -96,6 +96,9 @@ class ManifoldMix(ModelAwareMethod):
   class Params:
     layer: tuple[int, int] = (0, 3)  # stages range(*layer): 0 = the input, s = the output of stage s
 
+  def check_model(self, model_cfg, hp: Params) -> None:
+    manifold_layers(model_cfg, hp.layer)
+
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     stages = manifold_layers(ctx.model, hp.layer)

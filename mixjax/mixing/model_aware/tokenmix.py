@@ -184,6 +184,10 @@ class TokenMix(ModelAwareMethod):
     lam_n, scale = label_weights_as_lam(w_a, w_b, hp.label_rule)
     return MixResult(images=mixed, labels_a=labels, labels_b=labels_b, lam=lam_n), tokens, scale
 
+  def check_model(self, model_cfg, hp: Params) -> None:
+    del hp
+    require_attention(model_cfg, self.name)
+
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     info = require_attention(ctx.model, self.name)

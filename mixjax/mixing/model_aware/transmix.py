@@ -83,6 +83,10 @@ class TransMix(ModelAwareMethod):
     lam1 = attention_lam(jax.lax.stop_gradient(attention), partner.reshape(b, -1).astype(jnp.float32))
     return (1 - ratio) * lam0 + ratio * lam1
 
+  def check_model(self, model_cfg, hp: Params) -> None:
+    del hp
+    require_attention(model_cfg, self.name)
+
   def loss(self, ctx, rng, params, batch_stats, aux, images, labels, *, alpha, hp: Params, dropout_rng=None):
     del dropout_rng  # drawn from rng
     if not 0.0 <= hp.ratio <= 1.0:

@@ -20,7 +20,7 @@ class ModelInfo(NamedTuple):
   mix_stages: tuple[int, ...]
   num_stages: int  # stage0 .. stage{num_stages-1}
   supports_attention: bool
-  patch_size: int | None  # transformers with a patch grid
+  patch_size: int | None  # pixels per token of the attention map (a ViT's patch, PVT/Swin's last stride)
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,7 +33,7 @@ def _probe(name: str, frozen_kwargs: tuple) -> ModelInfo:
     mix_stages=tuple(model.mix_stages),
     num_stages=len(model.stage_names),
     supports_attention=bool(model.supports_attention),
-    patch_size=getattr(model, "patch_size", None),
+    patch_size=model.attention_stride,
   )
 
 
@@ -75,7 +75,7 @@ def require_attention(model_cfg, method: str) -> ModelInfo:
   info = model_info(model_cfg)
   if not info.supports_attention:
     raise ValueError(
-      f"mixing method {method!r} needs a transformer with a class token's attention; model "
+      f"mixing method {method!r} needs a transformer's token attention map; model "
       f"{info.name!r} has none. Use one of: {', '.join(models_where('attention'))} "
       "(e.g. --config.model.name=deit_small)"
     )
