@@ -3,8 +3,9 @@
 For the grouped layers of the backbones (ResNeXt-101 32x4d's 3x3 convolutions with 32 groups, the depthwise
 convolutions of MobileNetV2/EfficientNet-B0, ConvNeXt-T's 7x7 and MogaNet-T's dilated 5x5), prints the time of
 one forward and of one forward + backward (gradients of input and kernel) three ways: XLA's grouped convolution,
-the per-tap form, and what ``mixjax.cpu_backend.conv_general_dilated`` runs on the CPU backend (per tap for
-depthwise layers; XLA's forward with per-tap gradients for wider groups), with the largest relative difference
+the per-tap form unrolled, and what ``mixjax.cpu_backend.conv_general_dilated`` runs on the CPU backend (a loop
+over the taps for depthwise layers; XLA's forward with per-tap gradients for wider groups), with the largest
+relative difference
 of their gradients.
 
     python benchmarks/grouped_conv.py                 # batch 2, the CPU flags mixjax.main uses

@@ -30,7 +30,8 @@ ResNet-50 112 px batch 8, forward + backward + SGD; ``benchmarks/cpu_vs_torch.py
   3x3 with 32 groups of 4 channels at 56 px took 3.3-3.9 s forward + backward at batch 2, 40x a dense
   convolution of 32x its FLOPs. Written as a sum over the k*k kernel taps of a strided slice times a per-group
   ``[C/G, C_out/G]`` matrix (``einsum('nhwgc,cgo->nhwgo')``), the same work is plain dots and fused
-  elementwise code. Depthwise convolutions run this way forward and backward (3-13x faster); ResNeXt's wider
+  elementwise code. Depthwise convolutions run this way forward and backward (3-13x faster), as a ``fori_loop``
+  over the taps with hand-written gradients, so a 7x7 layer compiles to the program of a 3x3 one; ResNeXt's wider
   groups keep XLA's forward, which is the faster one for them, and take the per-tap gradients (20-200x faster
   forward + backward; ``benchmarks/grouped_conv.py``).
 """
@@ -282,12 +283,110 @@ def _lax_forward_per_tap_gradients():
   return fn
 
 
+def _depthwise_geometry(x_shape, kernel_shape, spec: _GroupedSpec):
+  """((top, bottom), (left, right)), output size and the span of one tap's strided window, for the loop form."""
+  from jax import lax
+
+  _, h, w, _ = x_shape
+  kh, kw = kernel_shape[:2]
+  (dh, dw), (sh, sw) = spec.rhs_dilation, spec.strides
+  span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+  padding = spec.padding
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((h, w), (span_h, span_w), (sh, sw), padding)
+  (top, bottom), (left, right) = (tuple(p) for p in padding)
+  ho = (h + top + bottom - span_h) // sh + 1
+  wo = (w + left + right - span_w) // sw + 1
+  return ((top, bottom), (left, right)), (ho, wo), ((ho - 1) * sh + 1, (wo - 1) * sw + 1)
+
+
+def _depthwise_tap_start(t, kernel_shape, spec: _GroupedSpec):
+  kw = kernel_shape[1]
+  (dh, dw) = spec.rhs_dilation
+  return (0, (t // kw) * dh, (t % kw) * dw, 0)
+
+
+def _accumulation_dtype(dtype):
+  import jax.numpy as jnp
+
+  low_precision = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+  return jnp.float32 if low_precision else dtype
+
+
+def _depthwise_loop_forward(x, kernel, spec: _GroupedSpec):
+  """Depthwise convolution (one channel in and out per group) as a ``fori_loop`` over the kernel taps: the same
+  sum of strided windows times per-channel weights as ``grouped_conv``, in a program whose size does not grow
+  with the kernel (a 7x7 kernel unrolled is 49 slices forward and ~150 backward per layer)."""
+  import jax.numpy as jnp
+  from jax import lax
+
+  n, _, _, c = x.shape
+  kh, kw = kernel.shape[:2]
+  pads, (ho, wo), span = _depthwise_geometry(x.shape, kernel.shape, spec)
+  sh, sw = spec.strides
+  out_dtype = _result_dtype(x, kernel, spec.preferred_element_type)
+  acc_dtype = _accumulation_dtype(out_dtype)
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  taps = kernel.reshape(kh * kw, c).astype(acc_dtype)
+
+  def add_tap(t, acc):
+    window = lax.dynamic_slice(xp, _depthwise_tap_start(t, kernel.shape, spec), (n, *span, c))[:, ::sh, ::sw]
+    return acc + window.astype(acc_dtype) * taps[t]
+
+  out = lax.fori_loop(0, kh * kw, add_tap, jnp.zeros((n, ho, wo, c), acc_dtype))
+  return out.astype(out_dtype)
+
+
+def _depthwise_loop_backward(spec: _GroupedSpec, residuals, cotangent):
+  """Input and kernel gradients of ``_depthwise_loop_forward``, one tap per loop step: the kernel gradient of tap
+  t is the window's sum against the cotangent; the input gradient adds the cotangent times the tap's weights
+  back into the tap's window (spread by the stride)."""
+  import jax.numpy as jnp
+  from jax import lax
+
+  x, kernel = residuals
+  n, h, w, c = x.shape
+  kh, kw = kernel.shape[:2]
+  pads, _, span = _depthwise_geometry(x.shape, kernel.shape, spec)
+  (top, _), (left, _) = pads
+  sh, sw = spec.strides
+  acc_dtype = _accumulation_dtype(_result_dtype(x, kernel, spec.preferred_element_type))
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  taps = kernel.reshape(kh * kw, c).astype(acc_dtype)
+  g = cotangent.astype(acc_dtype)
+
+  def tap(t, carry):
+    dxp, dk = carry
+    start = _depthwise_tap_start(t, kernel.shape, spec)
+    window = lax.dynamic_slice(xp, start, (n, *span, c))[:, ::sh, ::sw]
+    dk = lax.dynamic_update_slice(dk, jnp.sum(window.astype(acc_dtype) * g, axis=(0, 1, 2))[None], (t, 0))
+    spread = g * taps[t]
+    if sh > 1 or sw > 1:  # back onto every stride-th position of the window
+      spread = lax.pad(spread, jnp.zeros((), acc_dtype), ((0, 0, 0), (0, 0, sh - 1), (0, 0, sw - 1), (0, 0, 0)))
+    dxp = lax.dynamic_update_slice(dxp, lax.dynamic_slice(dxp, start, (n, *span, c)) + spread, start)
+    return dxp, dk
+
+  dxp, dk = lax.fori_loop(0, kh * kw, tap, (jnp.zeros(xp.shape, acc_dtype), jnp.zeros((kh * kw, c), acc_dtype)))
+  dx = dxp[:, top : top + h, left : left + w]
+  return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+@functools.cache
+def _depthwise_loop():
+  import jax
+
+  fn = jax.custom_vjp(_depthwise_loop_forward, nondiff_argnums=(2,))
+  fn.defvjp(lambda x, kernel, spec: (_depthwise_loop_forward(x, kernel, spec), (x, kernel)), _depthwise_loop_backward)
+  return fn
+
+
 def grouped_conv_fast(
   x, kernel, strides, padding, *, groups, rhs_dilation=None, precision=None, preferred_element_type=None
 ):
   """``grouped_conv``'s values and gradients, each by XLA:CPU's fastest formulation.
 
-  Depthwise convolutions (one input channel per group) run per tap both ways; wider groups run XLA's grouped
+  Depthwise convolutions (one channel in and out per group) run as a loop over the taps both ways (its steps are
+  ``grouped_conv``'s terms); a channel multiplier runs ``grouped_conv`` unrolled; wider groups run XLA's grouped
   convolution forward and the per-tap form's gradients.
   """
   spec = _GroupedSpec(
@@ -298,6 +397,8 @@ def grouped_conv_fast(
     precision=precision,
     preferred_element_type=preferred_element_type,
   )
+  if kernel.shape[2] == 1 and kernel.shape[3] == groups:
+    return _depthwise_loop()(x, kernel, spec)
   if kernel.shape[2] == 1:
     return _grouped_conv_per_tap(x, kernel, spec)
   return _lax_forward_per_tap_gradients()(x, kernel, spec)

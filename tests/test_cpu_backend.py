@@ -133,7 +133,7 @@ def test_grouped_conv_values_and_gradients_match_lax_conv(monkeypatch, case):
   def per_tap(x, w):
     return cpu_backend.grouped_conv(x, w, (stride, stride), padding, groups=groups, rhs_dilation=(dilation, dilation))
 
-  # Depthwise: per tap both ways. Wider groups: XLA's grouped forward, per-tap gradients (XLA's are the slow part).
+  # Depthwise: a loop over the taps both ways. Wider groups: XLA's grouped forward, per-tap gradients (XLA's are the slow part).
   assert _grouped_convs_of_gradient(tuned, x, w) == (0 if c_in == groups else 1)
   assert _grouped_convs_of_gradient(per_tap, x, w) == 0
   y_ref = reference(x, w)
@@ -152,15 +152,39 @@ def test_grouped_conv_values_and_gradients_match_lax_conv(monkeypatch, case):
   assert _grouped_convs_of_gradient(lambda x, w: tuned(x, w), x, w) == 3
 
 
+def _equations(jaxpr) -> int:
+  return sum(1 + sum(_equations(sub) for sub in jax.extend.core.jaxprs_in_params(e.params)) for e in jaxpr.eqns)
+
+
+def test_depthwise_program_size_does_not_grow_with_the_kernel():
+  """ConvNeXt's 7x7 and MogaNet's dilated 5x5/7x7 depthwise layers: one loop step per tap, forward and backward,
+  so the traced gradient of a 7x7 layer is as large as that of a 3x3 one (unrolled it was 49 vs 9 taps, each
+  several operations, in every block; MogaNet-T took minutes to compile)."""
+
+  def size(k: int, dilation: int) -> int:
+    def loss(x, w):
+      pad = dilation * (k - 1) // 2
+      y = cpu_backend.conv_general_dilated(
+        x, w, (1, 1), [(pad, pad)] * 2, rhs_dilation=(dilation,) * 2, dimension_numbers=NHWC, feature_group_count=8
+      )
+      return jnp.sum(y**2)
+
+    shapes = jax.ShapeDtypeStruct((2, 16, 16, 8), jnp.float32), jax.ShapeDtypeStruct((k, k, 1, 8), jnp.float32)
+    return _equations(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(*shapes).jaxpr)
+
+  assert size(3, 1) == size(7, 1) == size(5, 2)
+
+
 @pytest.mark.parametrize("groups", [2, 4])  # 2 channels per group (einsum) and depthwise (broadcast multiply)
 def test_grouped_conv_in_bfloat16_accumulates_in_float32(groups):
   """Nine taps of 1/3 each: summed in bfloat16 a rounding error per tap would show; a conv gives exactly 3."""
   x = jnp.full((1, 5, 5, 4), 1.0 / 3.0, jnp.bfloat16)
   w = jnp.ones((3, 3, 4 // groups, 4), jnp.bfloat16)
-  y = cpu_backend.grouped_conv(x, w, (1, 1), "VALID", groups=groups)
   y_ref = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=NHWC, feature_group_count=groups)
-  assert y.dtype == y_ref.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+  for form in (cpu_backend.grouped_conv, cpu_backend.grouped_conv_fast):  # unrolled taps; the loop (depthwise)
+    y = form(x, w, (1, 1), "VALID", groups=groups)
+    assert y.dtype == y_ref.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
 
 
 def _logits_and_grads(model_name: str, images, labels, *, train: bool, **kwargs):
