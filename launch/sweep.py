@@ -96,7 +96,9 @@ def write_script(args) -> tuple[str, int, int]:
       lines.append(f"# SKIPPED, not implemented yet ({'; '.join(missing)}): {command}")
       n_pending += 1
     elif conflicts:  # the method refuses the backbone (the document prints "-"): it would stop at once
-      lines.append(f"# SKIPPED, not applicable ({'; '.join(c.split('. Use ')[0] for c in conflicts)}): {command}")
+      lines.append(
+        f"# SKIPPED, not applicable ({'; '.join(availability.conflict_reason(c) for c in conflicts)}): {command}"
+      )
       n_pending += 1
     else:
       # Local and TPU runs go one after another; a failed cell does not stop the rest.

@@ -170,22 +170,16 @@ def grouped_conv(
   import jax.numpy as jnp
   from jax import lax
 
-  n, h, w, c = x.shape
+  n, _, _, c = x.shape
   kh, kw, c_per_group, c_out = kernel.shape
   if c != c_per_group * groups or c_out % groups:
     raise ValueError(f"grouped_conv: {c} input / {c_out} output channels do not split into {groups} groups")
   dh, dw = rhs_dilation or (1, 1)
   sh, sw = strides
-  span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads((h, w), (span_h, span_w), (sh, sw), padding)
-  (top, bottom), (left, right) = (tuple(p) for p in padding)
-  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  ho = (h + top + bottom - span_h) // sh + 1
-  wo = (w + left + right - span_w) // sw + 1
+  pads, (ho, wo), _ = _tap_geometry(x.shape, kernel.shape, strides, padding, (dh, dw))
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   out_dtype = _result_dtype(x, kernel, preferred_element_type)
-  low_precision = jnp.issubdtype(out_dtype, jnp.floating) and jnp.finfo(out_dtype).bits < 32
-  acc_dtype = jnp.float32 if low_precision else out_dtype
+  acc_dtype = _accumulation_dtype(out_dtype)
   taps = kernel.reshape(kh, kw, c_per_group, groups, c_out // groups)
   # One channel in and out per group: a broadcast multiply (its kernel gradient reduces 1.6x faster than a dot's).
   depthwise = c_per_group == 1 and c_out == groups
@@ -210,6 +204,31 @@ def grouped_conv(
         )
       out = term if out is None else out + term
   return out.reshape(n, ho, wo, c_out).astype(out_dtype)
+
+
+def _tap_geometry(x_shape, kernel_shape, strides, padding, rhs_dilation):
+  """((top, bottom), (left, right)) padding, the output size (ho, wo) and the extent of one tap's strided window
+  in the padded input, for the per-tap forms (``padding`` a string or explicit pairs, as ``lax.conv`` takes)."""
+  from jax import lax
+
+  _, h, w, _ = x_shape
+  kh, kw = kernel_shape[:2]
+  (dh, dw), (sh, sw) = rhs_dilation, strides
+  span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((h, w), (span_h, span_w), (sh, sw), padding)
+  (top, bottom), (left, right) = (tuple(p) for p in padding)
+  ho = (h + top + bottom - span_h) // sh + 1
+  wo = (w + left + right - span_w) // sw + 1
+  return ((top, bottom), (left, right)), (ho, wo), ((ho - 1) * sh + 1, (wo - 1) * sw + 1)
+
+
+def _accumulation_dtype(dtype):
+  """float32 for low-precision floats (taps are summed as a convolution sums them), else ``dtype``."""
+  import jax.numpy as jnp
+
+  low_precision = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+  return jnp.float32 if low_precision else dtype
 
 
 def _result_dtype(x, kernel, preferred_element_type):
@@ -283,34 +302,10 @@ def _lax_forward_per_tap_gradients():
   return fn
 
 
-def _depthwise_geometry(x_shape, kernel_shape, spec: _GroupedSpec):
-  """((top, bottom), (left, right)), output size and the span of one tap's strided window, for the loop form."""
-  from jax import lax
-
-  _, h, w, _ = x_shape
-  kh, kw = kernel_shape[:2]
-  (dh, dw), (sh, sw) = spec.rhs_dilation, spec.strides
-  span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-  padding = spec.padding
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads((h, w), (span_h, span_w), (sh, sw), padding)
-  (top, bottom), (left, right) = (tuple(p) for p in padding)
-  ho = (h + top + bottom - span_h) // sh + 1
-  wo = (w + left + right - span_w) // sw + 1
-  return ((top, bottom), (left, right)), (ho, wo), ((ho - 1) * sh + 1, (wo - 1) * sw + 1)
-
-
 def _depthwise_tap_start(t, kernel_shape, spec: _GroupedSpec):
   kw = kernel_shape[1]
   (dh, dw) = spec.rhs_dilation
   return (0, (t // kw) * dh, (t % kw) * dw, 0)
-
-
-def _accumulation_dtype(dtype):
-  import jax.numpy as jnp
-
-  low_precision = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
-  return jnp.float32 if low_precision else dtype
 
 
 def _depthwise_loop_forward(x, kernel, spec: _GroupedSpec):
@@ -322,7 +317,7 @@ def _depthwise_loop_forward(x, kernel, spec: _GroupedSpec):
 
   n, _, _, c = x.shape
   kh, kw = kernel.shape[:2]
-  pads, (ho, wo), span = _depthwise_geometry(x.shape, kernel.shape, spec)
+  pads, (ho, wo), span = _tap_geometry(x.shape, kernel.shape, spec.strides, spec.padding, spec.rhs_dilation)
   sh, sw = spec.strides
   out_dtype = _result_dtype(x, kernel, spec.preferred_element_type)
   acc_dtype = _accumulation_dtype(out_dtype)
@@ -347,7 +342,7 @@ def _depthwise_loop_backward(spec: _GroupedSpec, residuals, cotangent):
   x, kernel = residuals
   n, h, w, c = x.shape
   kh, kw = kernel.shape[:2]
-  pads, _, span = _depthwise_geometry(x.shape, kernel.shape, spec)
+  pads, _, span = _tap_geometry(x.shape, kernel.shape, spec.strides, spec.padding, spec.rhs_dilation)
   (top, _), (left, _) = pads
   sh, sw = spec.strides
   acc_dtype = _accumulation_dtype(_result_dtype(x, kernel, spec.preferred_element_type))

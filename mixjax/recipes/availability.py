@@ -51,6 +51,12 @@ def inapplicable_parts(config) -> list[str]:
   return mixing.resolve_mixing_config(config.mixing).model_conflicts(config.model)
 
 
+def conflict_reason(conflict: str) -> str:
+  """A refusal from ``inapplicable_parts`` without its suggestion (the models that would work), for one-line
+  listings; the error a run stops with keeps the whole message."""
+  return conflict.split(". Use ")[0]
+
+
 def is_implemented(config) -> bool:
   return not missing_parts(config)
 

@@ -95,7 +95,7 @@ def cell_status(cell: tables.Cell) -> str:
   if conflicts:
     # A published number means the pair did run somewhere: then the backbone lacks what the method needs.
     kind = "not implemented yet" if cell.published is not None else "not applicable"
-    return f"{kind} (" + "; ".join(conflicts) + ")"
+    return f"{kind} (" + "; ".join(availability.conflict_reason(c) for c in conflicts) + ")"
   return "implemented"
 
 
@@ -209,8 +209,6 @@ def markdown(table_list=None) -> str:
       implemented += status == "implemented"
       inapplicable += status.startswith("not applicable")
       mark = {"implemented": "✅ ", "not applicable": "➖ "}.get(status.split(" (")[0], "⏳ ") + status
-      if ". Use " in mark:  # the table keeps the reason; the models that would work are in the error itself
-        mark = mark.split(". Use ")[0] + ")"
       lines.append(
         f"| {table.label(cell.row)} | {cell.column.label} | "
         f"`{cell.config_string}` | {mark} | {_fmt(cell.published)}{_source_mark(table, cell)} |"
