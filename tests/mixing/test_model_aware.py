@@ -526,6 +526,27 @@ def test_attention_maps_tile_the_image_at_the_models_stride(name):
 
 
 @pytest.mark.parametrize(
+  ("name", "numerics"), [("pvt_tiny", {"drop_path_rate": 0.3}), ("resnet18", {"bn_group_size": 4})]
+)
+def test_model_facts_ignore_numerics_only_arguments_and_share_one_probe(name, numerics):
+  """The probe behind ``model_info`` skips keyword arguments that only set numerics (the cells of a table differ
+  in them), so it must be true that they change none of the facts: built with them, the model gives the same."""
+  from mixjax.mixing.ops import model_info as info_module
+
+  plain = info_module.model_info(ml_collections.ConfigDict({"name": name}))
+  misses = info_module._probe.cache_info().misses
+  assert info_module.model_info(ml_collections.ConfigDict({"name": name, **numerics})) == plain
+  assert info_module._probe.cache_info().misses == misses  # no second abstract build
+  built = nnx.eval_shape(lambda: models.build_model(name, num_classes=2, rngs=nnx.Rngs(0), **numerics))
+  assert (tuple(built.mix_stages), len(built.stage_names), built.supports_attention, built.attention_stride) == (
+    plain.mix_stages,
+    plain.num_stages,
+    plain.supports_attention,
+    plain.patch_size,
+  )
+
+
+@pytest.mark.parametrize(
   ("method", "model", "accepted"),
   [
     ("manifoldmix", "deit_tiny", False),  # a ViT mixes only its input ("-" in the DeiT table)
