@@ -22,10 +22,10 @@ from tests.helpers import demo_config
 BATCH, SIZE, CLASSES = 8, 32, 10
 
 
-def _ctx(name, mix_head=False):
+def _ctx(name, mix_head=False, **model_kwargs):
   c = ml_collections.ConfigDict()
   c.seed, c.batch_size, c.epochs, c.compute_dtype = 0, BATCH, 1, "float32"
-  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar", mix_head=mix_head))
+  c.model = ml_collections.ConfigDict(dict(name="resnet18", width=8, stem="cifar", mix_head=mix_head, **model_kwargs))
   c.optimizer = optim.default_optimizer_config()
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))
   model_fn, abstract, _ = model_fn_and_shapes(c, CLASSES)
@@ -175,6 +175,32 @@ def test_update_aux_moves_mixblock_and_ema_is_exact(setup):
   assert _max_abs(jax.tree.map(jnp.subtract, aux["encoder"]["batch_stats"], state.aux["encoder"]["batch_stats"])) > 0
 
 
+@pytest.mark.parametrize("name", ["automix", "samix"])
+def test_a_backbone_with_drop_path_trains_and_the_encoder_drops_paths(name):
+  """RSB-A2's ResNet-50 (drop path 0.05) and the DeiT recipe's transformers (0.1/0.2): the momentum encoder's
+  train-mode feature pass must get a key (its cells stopped at the first step: "drop_path ... needs rngs"), and,
+  as the reference's encoder in train mode, drop paths: two keys give two feature maps."""
+  method = mixing.get_method(name).fn
+  hp = method.hyper_parameters(lam_margin=0.0)
+  config, ctx, tx = _ctx(name, drop_path_rate=0.5)
+  init = make_init_fn(config, CLASSES, tx, init_aux=lambda r, p, s: method.init_aux(ctx, r, p, s, hp))
+  state = jax.jit(init)()
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
+  labels = jax.nn.one_hot(jnp.asarray(rng.integers(0, CLASSES, BATCH)), CLASSES)
+  loss, _ = jax.jit(
+    lambda k: method.loss(ctx, k, state.params, state.batch_stats, state.aux, images, labels, alpha=2.0, hp=hp)
+  )(jax.random.key(0))
+  aux, _ = jax.jit(
+    lambda k: method.update_aux(
+      ctx, k, state.aux, state.params, state.batch_stats, images, labels, jnp.int32(1), alpha=2.0, hp=hp
+    )
+  )(jax.random.key(1))
+  assert np.isfinite(float(loss)) and _max_abs(jax.tree.map(jnp.subtract, aux["mixblock"], state.aux["mixblock"])) > 0
+  features = jax.jit(lambda k: am.feature_map(ctx, state.params, state.batch_stats, images, "stage3", k)[0])
+  assert _max_abs(features(jax.random.key(2)) - features(jax.random.key(3))) > 1e-3
+
+
 def test_masks_are_valid_and_label_weights_match(setup):
   name, method, hp, ctx, state, images, labels = setup
   shards = 2
@@ -182,7 +208,7 @@ def test_masks_are_valid_and_label_weights_match(setup):
     pytest.skip("needs 2 (fake) devices; run through tests/conftest.py")
   mesh = jax.make_mesh((shards,), ("data",), devices=jax.devices()[:shards])
   lam, perm = am.draw_pairing(jax.random.key(7), 2.0, BATCH, shards)
-  feats, _ = am.feature_map(ctx, state.params, state.batch_stats, images, "stage3")
+  feats, _ = am.feature_map(ctx, state.params, state.batch_stats, images, "stage3", jax.random.key(9))
   mask = jax.jit(
     lambda f: am.partner_mask(
       state.aux["mixblock"], f, lam, perm, mesh, (SIZE, SIZE), am.design_of(hp), jax.random.key(8)

@@ -137,10 +137,15 @@ def draw_pairing(rng: jax.Array, alpha: float, batch: int, shards: int) -> tuple
   return lam, per_device.local_permutation(k_perm, batch // shards)
 
 
-def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feature: str):
-  """The encoder's train-mode forward on clean images: (stage features, new BN statistics)."""
+def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feature: str, rng: jax.Array):
+  """The encoder's train-mode forward on clean images: (stage features, new BN statistics).
+
+  Train mode as the reference's momentum encoder runs (spec 2.14: batch statistics), so a backbone with drop
+  path drops paths here too and needs ``rng`` (RSB-A2's ResNet-50 and the DeiT-recipe transformers do; without
+  it their AutoMix/SAMix cells stopped at the first step).
+  """
   (_, feats), new_stats = ctx.model_fn(
-    enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True, return_features=True
+    enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True, rng=rng, return_features=True
   )
   if feature not in feats:
     raise ValueError(
@@ -307,7 +312,7 @@ class LearnedMaskMixup(ModelAwareMethod):
   def _feature_channels(ctx, params, batch_stats, feature: str) -> int:
     size = int(ctx.model.get("img_size", 224) or 224)
     probe = jax.ShapeDtypeStruct((2, size, size, 3), ctx.compute_dtype)
-    shape = jax.eval_shape(lambda x: feature_map(ctx, params, batch_stats, x, feature)[0], probe)
+    shape = jax.eval_shape(lambda x: feature_map(ctx, params, batch_stats, x, feature, jax.random.key(0))[0], probe)
     return int(shape.shape[-1])
 
   # ------------------------------------------------------------------------------------------ classifier
@@ -316,7 +321,8 @@ class LearnedMaskMixup(ModelAwareMethod):
     k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     enc = jax.lax.stop_gradient(aux["encoder"])
-    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp.feature)
+    # fold_in, not a fifth split: the other keys (and so earlier runs' draws) stay as they were
+    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp.feature, jax.random.fold_in(rng, 1))
     mask = partner_mask(
       jax.lax.stop_gradient(aux["mixblock"]),
       jax.lax.stop_gradient(feats),
@@ -384,7 +390,8 @@ class LearnedMaskMixup(ModelAwareMethod):
     k_pair, k_loss, k_switch = jax.random.split(rng, 3)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     encoder = jax.lax.stop_gradient(aux["encoder"])
-    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp.feature)
+    k_feat = jax.random.fold_in(rng, 1)  # not a fourth split: the other keys stay as they were
+    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp.feature, k_feat)
     # k's mixed pass (forward + backward to the MixBlock) runs after the classifier's update: its inputs wait
     # for q's new parameters, so its activations are never alive together with q's (peak memory).
     feats = sequenced(jax.lax.stop_gradient(feats), after=params)
