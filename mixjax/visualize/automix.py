@@ -101,10 +101,7 @@ def mixes_fn(
   def draw(rng, images, labels, aux):
     k_pair, k_drop = jax.random.split(rng)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], 1)
-    encoder = aux["encoder"]
-    feats, _ = feature_map(
-      ctx, encoder["params"], encoder["batch_stats"], images, hp.feature, jax.random.fold_in(rng, 1)
-    )
+    feats, _ = feature_map(ctx, aux["encoder"]["params"], aux["encoder"]["batch_stats"], images, hp.feature, rng)
     mask = partner_mask(aux["mixblock"], feats, lam, perm, None, images.shape[1:3], design_of(hp), k_drop)
     plain = jnp.logical_or(lam <= hp.lam_margin, lam >= 1.0 - hp.lam_margin)  # as the classifier's loss does
     mask = jnp.where(plain, 1.0 - lam, mask)

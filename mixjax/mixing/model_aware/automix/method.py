@@ -141,11 +141,17 @@ def feature_map(ctx: StepContext, enc_params, enc_stats, images: jax.Array, feat
   """The encoder's train-mode forward on clean images: (stage features, new BN statistics).
 
   Train mode as the reference's momentum encoder runs (spec 2.14: batch statistics), so a backbone with drop
-  path drops paths here too and needs ``rng`` (RSB-A2's ResNet-50 and the DeiT-recipe transformers do; without
-  it their AutoMix/SAMix cells stopped at the first step).
+  path drops paths here too and needs a key (RSB-A2's ResNet-50 and the DeiT-recipe transformers do; without it
+  their AutoMix/SAMix cells stopped at the first step). ``rng`` is the caller's step key: the encoder draws from
+  ``fold_in(rng, 1)``, so the caller's own splits of ``rng`` (and earlier runs' draws) are unchanged.
   """
   (_, feats), new_stats = ctx.model_fn(
-    enc_params, enc_stats, images.astype(ctx.compute_dtype), train=True, rng=rng, return_features=True
+    enc_params,
+    enc_stats,
+    images.astype(ctx.compute_dtype),
+    train=True,
+    rng=jax.random.fold_in(rng, 1),
+    return_features=True,
   )
   if feature not in feats:
     raise ValueError(
@@ -321,8 +327,7 @@ class LearnedMaskMixup(ModelAwareMethod):
     k_pair, k_drop_mb, k_one, k_mix = jax.random.split(rng, 4)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     enc = jax.lax.stop_gradient(aux["encoder"])
-    # fold_in, not a fifth split: the other keys (and so earlier runs' draws) stay as they were
-    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp.feature, jax.random.fold_in(rng, 1))
+    feats, _ = feature_map(ctx, enc["params"], enc["batch_stats"], images, hp.feature, rng)
     mask = partner_mask(
       jax.lax.stop_gradient(aux["mixblock"]),
       jax.lax.stop_gradient(feats),
@@ -390,8 +395,7 @@ class LearnedMaskMixup(ModelAwareMethod):
     k_pair, k_loss, k_switch = jax.random.split(rng, 3)
     lam, perm = draw_pairing(k_pair, alpha, images.shape[0], num_shards(ctx))
     encoder = jax.lax.stop_gradient(aux["encoder"])
-    k_feat = jax.random.fold_in(rng, 1)  # not a fourth split: the other keys stay as they were
-    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp.feature, k_feat)
+    feats, clean_stats = feature_map(ctx, encoder["params"], encoder["batch_stats"], images, hp.feature, rng)
     # k's mixed pass (forward + backward to the MixBlock) runs after the classifier's update: its inputs wait
     # for q's new parameters, so its activations are never alive together with q's (peak memory).
     feats = sequenced(jax.lax.stop_gradient(feats), after=params)
