@@ -18,13 +18,23 @@ _CACHE_DIR = flags.DEFINE_string(
 )
 
 
+_active: str | None = None
+
+
+def active_directory() -> str | None:
+  """The directory :func:`enable` turned on in this process (None when off or not enabled)."""
+  return _active
+
+
 def enable(directory: str | None = None) -> str | None:
   """Points jax at the cache directory (``directory`` or the flag); returns it, or None when off."""
   import jax
   from mixjax import paths
 
+  global _active
   directory = _CACHE_DIR.value if directory is None else directory
   if not directory:
+    _active = None
     return None
   directory = paths.absolute(directory)
   jax.config.update("jax_compilation_cache_dir", directory)
@@ -32,4 +42,5 @@ def enable(directory: str | None = None) -> str | None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   logging.info("Compilation cache: %s", directory)
+  _active = directory
   return directory

@@ -5,7 +5,7 @@
 Everything a researcher changes lives in the config; this file only wires the pieces. The loop never waits for
 the devices except when it logs, evaluates or checkpoints (metrics are fetched in batches) and to keep at most
 two steps in flight (so a preemption notice is honoured within a step); the single jitted step is compiled once
-per run (and loaded from the persistent compilation cache when the same program was compiled before).
+per run (a repeated run of the same cell loads it from the step cache without tracing it, :mod:`mixjax.step_cache`).
 
 Run-directory safety: the run holds ``<workdir>/.lock`` (a second run on it refuses), a resume must use the
 config it was trained with (:mod:`mixjax.run_dir`), a checkpoint that fails to restore is moved aside and the
@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mixjax import config_check, data, paths, precise_bn, run_dir
+from mixjax import compilation_cache, config_check, data, paths, precise_bn, run_dir, step_cache
 from mixjax.checkpoint import Checkpointer, CheckpointSaveError, locate_checkpoint
 from mixjax.errors import UserError
 from mixjax.results import summarize, write_results
@@ -389,18 +389,32 @@ class _Run:
 
   def _compile(self, train_step, batch):
     """Compiles the step ahead of its first call (the shardings are explicit, so the executable serves every
-    step) and logs how long it took: minutes for a big model on a CPU, seconds from the compilation cache."""
+    step) and logs how long it took: minutes for a big model on a CPU, seconds from the caches (a repeated run
+    loads the executable from the step cache without tracing, :mod:`mixjax.step_cache`)."""
     logging.info(
       "Compiling the train step (minutes for a large model on a CPU; seconds when the compilation cache has it)..."
     )
-    t0 = time.time()
-    lowered = train_step.lower(self.state, batch)
-    t1 = time.time()
-    compiled = lowered.compile()
-    t2 = time.time()
-    timing = self.extra.setdefault("timing", {})
-    timing["trace_s"], timing["compile_s"] = round(t1 - t0, 2), round(t2 - t0, 2)
-    logging.info("Train step compiled in %.1f s (tracing and lowering %.1f s, XLA %.1f s).", t2 - t0, t1 - t0, t2 - t1)
+    info = self.info
+    context = dict(
+      config=self.config_json,
+      dataset=[info.name, info.num_classes, info.num_train_examples, info.num_eval_examples],
+      schedule=[self.schedule.steps_per_epoch, self.schedule.total_steps],
+    )
+    compiled, timing = step_cache.compile_step(
+      train_step, (self.state, batch), directory=compilation_cache.active_directory(), context=context
+    )
+    self.extra.setdefault("timing", {}).update(
+      trace_s=timing["trace_s"], compile_s=timing["compile_s"], step_source=timing["source"]
+    )
+    if timing["source"] == "step cache":
+      logging.info("Train step loaded from the step cache in %.1f s (no tracing).", timing["compile_s"])
+    else:
+      logging.info(
+        "Train step compiled in %.1f s (tracing and lowering %.1f s, XLA %.1f s).",
+        timing["compile_s"],
+        timing["trace_s"],
+        timing["compile_s"] - timing["trace_s"],
+      )
     return compiled
 
   def finish(self, status: str, stop: dict) -> dict:

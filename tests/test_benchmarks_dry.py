@@ -53,6 +53,13 @@ def test_accelerator_suite_cpu_dry_writes_one_complete_json(tmp_path):
   cell = report["cell"]
   assert cell["status"] == "ok", cell["error"]
   assert cell["train_shape"][1:] == [64, 64, 3] and math.isfinite(cell["loss"])
+  # A new process gets the vanilla step from the step cache, without tracing it (a key that differed between the
+  # processes would compile instead).
+  cached = report["step_cache"]
+  assert cached["repeated_source"] == "step cache", cached
+  assert 0 < cached["repeated_load_s"] and cached["ratio"] == pytest.approx(
+    cached["repeated_load_s"] / cached["cold_compile_s"]
+  )
 
 
 def test_method_cost_table_and_accounting_at_a_tiny_size():

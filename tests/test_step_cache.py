@@ -1,0 +1,132 @@
+"""The step cache: a repeated compile of the same step loads the executable without tracing, computes the same,
+and any change to what the program is made from misses (mixjax/step_cache.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mixjax import step_cache
+from tests.helpers import FAST_OVERRIDES, REPO, main_cmd, run_cli
+
+CONTEXT = {"config": {"model": "resnet18", "lr": 0.1}, "dataset": ["digits", 10], "schedule": [11, 22]}
+
+
+def _args(batch=8, dtype=jnp.float32, spec=PartitionSpec("data")):
+  mesh = jax.make_mesh((4,), ("data",))
+  x = jax.device_put(jnp.arange(batch * 3, dtype=dtype).reshape(batch, 3), NamedSharding(mesh, spec))
+  state = {"w": jnp.ones((3, 3), dtype), "step": jnp.zeros((), jnp.int32)}
+  return state, x
+
+
+def _step_and_trace_counter():
+  traces = []
+
+  def step(state, x):
+    traces.append(1)  # runs only while jax traces the function
+    y = jnp.tanh(x @ state["w"])
+    return {"w": 0.9 * state["w"] + y.mean(), "step": state["step"] + 1}, y.sum()
+
+  return jax.jit(step, donate_argnums=0), traces
+
+
+def test_a_second_compile_loads_without_tracing_and_computes_the_same(tmp_path):
+  step, traces = _step_and_trace_counter()
+  compiled, timing = step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "compiled" and len(traces) == 1
+  assert len(list((tmp_path / step_cache.SUBDIR).glob("*.pkl"))) == 1
+  expected = jax.device_get(compiled(*_args()))
+
+  fresh_step, fresh_traces = _step_and_trace_counter()  # a new process would start from a new jit object
+  loaded, timing = step_cache.compile_step(fresh_step, _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "step cache" and timing["trace_s"] == 0.0
+  assert fresh_traces == []  # the step was never traced
+  state, x = _args()
+  got = jax.device_get(loaded(state, x))
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  assert state["w"].is_deleted()  # the donation of the train state is part of the loaded executable
+
+
+@pytest.mark.parametrize(
+  "change",
+  ["context", "batch", "dtype", "sharding"],
+)
+def test_a_change_to_what_the_program_is_made_from_misses(change):
+  base = step_cache.cache_key(_args(), CONTEXT)
+  assert step_cache.cache_key(_args(), json.loads(json.dumps(CONTEXT))) == base
+  changed = {
+    "context": lambda: step_cache.cache_key(_args(), {**CONTEXT, "config": {"model": "resnet18", "lr": 0.2}}),
+    "batch": lambda: step_cache.cache_key(_args(batch=12), CONTEXT),
+    "dtype": lambda: step_cache.cache_key(_args(dtype=jnp.bfloat16), CONTEXT),
+    "sharding": lambda: step_cache.cache_key(_args(spec=PartitionSpec()), CONTEXT),
+  }[change]()
+  assert changed != base
+
+
+def test_a_corrupt_entry_is_compiled_again_and_replaced(tmp_path):
+  step, traces = _step_and_trace_counter()
+  step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  (entry,) = (tmp_path / step_cache.SUBDIR).glob("*.pkl")
+  entry.write_bytes(entry.read_bytes()[:1000])  # a run killed while another wrote it, a full disk, ...
+  step, traces = _step_and_trace_counter()
+  compiled, timing = step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "compiled" and len(traces) == 1
+  _, timing = step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "step cache"
+
+
+def test_the_key_does_not_depend_on_the_process(tmp_path):
+  """The key has no addresses, times or paths of this process in it, or a new run would never find its entry."""
+  code = (
+    "import json, sys; from tests import test_step_cache as t; from mixjax import step_cache;"
+    "print(step_cache.cache_key(t._args(), t.CONTEXT))"
+  )
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == step_cache.cache_key(_args(), CONTEXT)
+
+
+def test_a_repeated_run_in_a_new_workdir_loads_its_train_step(tmp_path):
+  """Two runs of the same cell sharing a compilation cache: the second skips tracing and trains the same."""
+  cache = str(tmp_path / "cache")
+  overrides = (*FAST_OVERRIDES, "--config.max_steps=3", f"--compilation_cache_dir={cache}")
+  first = run_cli(main_cmd("configs/demo.py:cutmix", str(tmp_path / "a"), *overrides))
+  second = run_cli(main_cmd("configs/demo.py:cutmix", str(tmp_path / "b"), *overrides))
+  for proc in (first, second):
+    assert proc.returncode == 0, proc.stderr[-5000:]
+  assert "Train step compiled in" in first.stderr
+  assert "Train step loaded from the step cache" in second.stderr
+  a, b = (json.load(open(tmp_path / run / "results.json")) for run in ("a", "b"))
+  assert a["timing"]["step_source"] == "compiled" and b["timing"]["step_source"] == "step cache"
+  assert b["timing"]["trace_s"] == 0.0
+  assert a["history"] == b["history"]
+
+
+def test_a_step_that_came_from_jax_compilation_cache_is_not_stored(tmp_path):
+  """XLA:CPU re-serializes an executable it loaded without some kernels, so only a fresh compile is kept."""
+  import time
+
+  salt = time.time()  # a program no earlier run put in JAX's cache
+
+  def step(state, x):
+    return {"w": state["w"] * salt + x.mean(), "step": state["step"] + 1}, x.sum()
+
+  previous = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  try:
+    jax.jit(step).lower(*_args()).compile()  # stored in JAX's cache (on in the tests, conftest.py)
+    jax.clear_caches()
+    compiled, timing = step_cache.compile_step(jax.jit(step), _args(), directory=str(tmp_path), context=CONTEXT)
+  finally:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous)
+  assert timing["source"] == "compiled" and timing["jax_cache_hit"]
+  assert not list((tmp_path / step_cache.SUBDIR).glob("*.pkl"))
+  _, timing = step_cache.compile_step(jax.jit(step), _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "compiled"  # still no entry: the next fresh compile stores it
