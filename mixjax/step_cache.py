@@ -17,7 +17,8 @@ arrays or host callbacks), an entry that fails to load, or a change of any key p
 compiling (through JAX's cache), so the cache can make a start faster but never change what runs. Only a fresh
 compile is stored: an executable JAX's cache supplied is not (XLA:CPU re-serializes a loaded executable without
 some of its kernels). It lives in ``<compilation cache>/mixjax_steps`` and is off with the compilation cache
-(``--compilation_cache_dir=``) or alone with ``MIXJAX_STEP_CACHE=0``.
+(``--compilation_cache_dir=``) or alone with ``MIXJAX_STEP_CACHE=0``. Entries are pickles, so the directory must
+be as trusted as the code (a private ``~/.cache`` is; a directory others can write to is not).
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ def _versions() -> dict:
 
 
 def _environment() -> dict:
-  env = {k: v for k, v in os.environ.items() if k == "XLA_FLAGS" or k.startswith("MIXJAX_")}
+  env = {
+    k: v
+    for k, v in os.environ.items()
+    if (k == "XLA_FLAGS" or k.startswith("MIXJAX_")) and k != "MIXJAX_STEP_CACHE"  # that one only switches this off
+  }
   config = {
     k: repr(v) for k, v in sorted(jax.config.values.items()) if not any(word in k for word in _JAX_CONFIG_IGNORED)
   }
@@ -109,15 +114,19 @@ def key_parts(args: Any, context: dict) -> str:
   return json.dumps(parts, sort_keys=True, indent=0, default=repr)
 
 
+def _digest(parts: str) -> str:
+  return hashlib.sha256(parts.encode()).hexdigest()
+
+
 def cache_key(args: Any, context: dict) -> str:
   """The entry name of a step taking ``args``, built from ``context`` (JSON-able: config, dataset, schedule)."""
-  return hashlib.sha256(key_parts(args, context).encode()).hexdigest()
+  return _digest(key_parts(args, context))
 
 
 def _path(directory: str, parts: str):
   from etils import epath
 
-  return epath.Path(directory) / SUBDIR / f"{hashlib.sha256(parts.encode()).hexdigest()}.pkl"
+  return epath.Path(directory) / SUBDIR / f"{_digest(parts)}.pkl"
 
 
 def _load(path) -> Any | None:

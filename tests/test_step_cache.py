@@ -130,3 +130,12 @@ def test_a_step_that_came_from_jax_compilation_cache_is_not_stored(tmp_path):
   assert not list((tmp_path / step_cache.SUBDIR).glob("*.pkl"))
   _, timing = step_cache.compile_step(jax.jit(step), _args(), directory=str(tmp_path), context=CONTEXT)
   assert timing["source"] == "compiled"  # still no entry: the next fresh compile stores it
+
+
+def test_mixjax_step_cache_0_turns_it_off_without_changing_keys(tmp_path, monkeypatch):
+  key = step_cache.cache_key(_args(), CONTEXT)
+  monkeypatch.setenv("MIXJAX_STEP_CACHE", "0")
+  assert step_cache.cache_key(_args(), CONTEXT) == key  # the switch is no part of what the program is made of
+  step, _ = _step_and_trace_counter()
+  _, timing = step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  assert timing["source"] == "compiled" and not (tmp_path / step_cache.SUBDIR).exists()
