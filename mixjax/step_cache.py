@@ -17,7 +17,8 @@ arrays or host callbacks), an entry that fails to load, or a change of any key p
 compiling (through JAX's cache), so the cache can make a start faster but never change what runs. Only a fresh
 compile is stored: an executable JAX's cache supplied is not (XLA:CPU re-serializes a loaded executable without
 some of its kernels). It lives in ``<compilation cache>/mixjax_steps`` and is off with the compilation cache
-(``--compilation_cache_dir=``) or alone with ``MIXJAX_STEP_CACHE=0``. Entries are pickles, so the directory must
+(``--compilation_cache_dir=``) or alone with ``MIXJAX_STEP_CACHE=0``; the least recently used entries go when it
+holds more than ``MIXJAX_STEP_CACHE_MAX_GB`` (8). Entries are pickles, so the directory must
 be as trusted as the code (a private ``~/.cache`` is; a directory others can write to is not).
 """
 
@@ -75,7 +76,8 @@ def _environment() -> dict:
   env = {
     k: v
     for k, v in os.environ.items()
-    if (k == "XLA_FLAGS" or k.startswith("MIXJAX_")) and k != "MIXJAX_STEP_CACHE"  # that one only switches this off
+    # (the cache's own switches are no part of the program)
+    if (k == "XLA_FLAGS" or k.startswith("MIXJAX_")) and not k.startswith("MIXJAX_STEP_CACHE")
   }
   config = {
     k: repr(v) for k, v in sorted(jax.config.values.items()) if not any(word in k for word in _JAX_CONFIG_IGNORED)
@@ -136,7 +138,10 @@ def _load(path) -> Any | None:
     return None
   try:
     payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-    return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    if not _is_remote(path):
+      os.utime(path)  # last use, for the eviction of the least recently used entries
+    return compiled
   except Exception as e:  # a truncated or foreign entry: compile instead, and replace it
     logging.warning("Step cache entry %s could not be loaded (%s: %s); compiling instead.", path, type(e).__name__, e)
     return None
@@ -158,6 +163,40 @@ def _store(path, compiled, parts: str) -> None:
     tmp.replace(path)  # atomic: a concurrent run sees the whole entry or none
   except OSError as e:
     logging.warning("Could not write the step cache entry %s: %s", path, e)
+    return
+  if not _is_remote(path):
+    evict(str(path.parent), max_bytes())
+
+
+def _is_remote(path) -> bool:
+  return "://" in str(path)
+
+
+def max_bytes() -> int:
+  """The cache's size bound: ``MIXJAX_STEP_CACHE_MAX_GB`` (default 8; an AutoMix ResNet-50 step is ~15 MB)."""
+  return int(float(os.environ.get("MIXJAX_STEP_CACHE_MAX_GB", "8")) * 1e9)
+
+
+def evict(directory: str, limit: int) -> list[str]:
+  """Deletes the least recently used entries (and their key files) until the directory holds at most ``limit``
+  bytes of entries; returns the names deleted. A full sweep of the table's cells would otherwise keep gigabytes."""
+  entries = []
+  for name in os.listdir(directory):
+    if name.endswith(".pkl") and not name.startswith("."):
+      st = os.stat(os.path.join(directory, name))
+      entries.append((st.st_mtime, st.st_size, name))
+  total, deleted = sum(size for _, size, _ in entries), []
+  for _, size, name in sorted(entries):
+    if total <= limit:
+      break
+    for victim in (name, name[: -len(".pkl")] + ".json"):
+      try:
+        os.remove(os.path.join(directory, victim))
+      except FileNotFoundError:  # another run evicted it first
+        pass
+    total -= size
+    deleted.append(name)
+  return deleted
 
 
 def enabled() -> bool:

@@ -139,3 +139,30 @@ def test_mixjax_step_cache_0_turns_it_off_without_changing_keys(tmp_path, monkey
   step, _ = _step_and_trace_counter()
   _, timing = step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
   assert timing["source"] == "compiled" and not (tmp_path / step_cache.SUBDIR).exists()
+
+
+def test_the_least_recently_used_entries_go_when_the_cache_is_over_its_bound(tmp_path):
+  entries = tmp_path / step_cache.SUBDIR
+  entries.mkdir()
+  for i, name in enumerate(["old", "used", "new"]):
+    (entries / f"{name}.pkl").write_bytes(b"x" * 1000)
+    (entries / f"{name}.json").write_text("{}")
+    os.utime(entries / f"{name}.pkl", (1000 + i, 1000 + i))
+  os.utime(entries / "used.pkl", (5000, 5000))  # loaded lately
+  assert step_cache.evict(str(entries), limit=2000) == ["old.pkl"]
+  assert sorted(p.name for p in entries.iterdir()) == ["new.json", "new.pkl", "used.json", "used.pkl"]
+  assert step_cache.evict(str(entries), limit=2000) == []
+
+
+def test_storing_and_loading_keep_the_cache_within_its_bound(tmp_path, monkeypatch):
+  """A stored entry evicts older ones past MIXJAX_STEP_CACHE_MAX_GB; a loaded one counts as just used."""
+  step, _ = _step_and_trace_counter()
+  step_cache.compile_step(step, _args(), directory=str(tmp_path), context=CONTEXT)
+  (first,) = (tmp_path / step_cache.SUBDIR).glob("*.pkl")
+  os.utime(first, (1000, 1000))
+  step_cache.compile_step(_step_and_trace_counter()[0], _args(), directory=str(tmp_path), context=CONTEXT)  # a hit
+  assert first.stat().st_mtime > 1000
+  monkeypatch.setenv("MIXJAX_STEP_CACHE_MAX_GB", str(first.stat().st_size * 1.5 / 1e9))  # room for one entry
+  step_cache.compile_step(step, _args(batch=12), directory=str(tmp_path), context=CONTEXT)
+  (kept,) = (tmp_path / step_cache.SUBDIR).glob("*.pkl")
+  assert kept != first and not first.with_suffix(".json").exists()
