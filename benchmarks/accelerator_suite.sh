@@ -87,20 +87,20 @@ PYEOF
 
 # ---------------------------------------------------------------- JAX stages
 "$PY" - "$MODE" "$OUT" "$WORK/torch.json" "${BUDGET}" "${BATCH}" "${METHODS}" <<'PYEOF'
-import json, math, os, shutil, statistics, subprocess, sys, tempfile, time, traceback
+import json, math, os, shutil, statistics, subprocess, sys, tempfile, time, traceback, types
 T0 = time.time()
 mode, out_path, torch_path, budget, batch, methods = sys.argv[1:7]
 dry = mode == "cpu-dry"
 budget = float(budget or (300 if dry else 450))   # seconds for the JAX stages (torch ran before)
 import jax
-import ml_collections
 import numpy as np
 
 # Cold compiles only: the compile times are the figures, and the step_cache stage stores a fresh executable.
 jax.config.update("jax_enable_compilation_cache", False)
 
 sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
-from mixjax import mixing, optim, step_cache
+from mixing_overhead import build_step
+from mixjax import step_cache
 
 P = dict(model="resnet18", model_kwargs={"stem": "cifar", "width": 8}, size=32, batch=8,
          dtype="float32", steps=2, warmup=1,
@@ -133,51 +133,22 @@ def left() -> float:
   return budget - (time.time() - T0)
 
 
-def step_config(method):
-  c = ml_collections.ConfigDict()
-  c.seed, c.batch_size, c.compute_dtype = 0, P["batch"], P["dtype"]
-  c.epochs = c.num_epochs = 1  # (the key was renamed num_epochs → epochs; either code reads its own)
-  c.data = ml_collections.ConfigDict(dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)))
-  c.model = ml_collections.ConfigDict(dict(name=P["model"], **P["model_kwargs"]))
-  c.mixing = mixing.default_mixing_config()
-  c.mixing.method, c.mixing.alpha = method, 1.0
-  if method == "attentivemix":
-    c.mixing.args.attentivemix.allow_random_extractor = True
-  c.loss = ml_collections.ConfigDict(dict(name="soft_ce", label_smoothing=0.0))
-  c.optimizer = optim.default_optimizer_config()
-  c.ema = ml_collections.ConfigDict(dict(decay=0.0))
-  return c
+def build_args():
+  """``mixing_overhead.build_step``'s arguments for this suite's sizes (JSON-able: the step_cache stage's new
+  process rebuilds the same step from them, so its key matches)."""
+  return dict(model=P["model"], stem="", model_kwargs=P["model_kwargs"], size=P["size"], batch=P["batch"],
+              classes=1000, dtype=P["dtype"], set=["attentivemix.allow_random_extractor=True"])
 
 
 STEP_CACHE = tempfile.mkdtemp(prefix="suite_step_cache_")
 
 
-# One definition of the step's inputs for this process and the step_cache stage's new process (which must rebuild
-# them exactly, or its key would differ): source text, run by both.
-STEP_INPUTS_SRC = """
-def step_inputs(config_json, P):
-  import json, ml_collections, numpy as np
-  from mixjax.sharding import host_batch_to_global, make_mesh
-  from mixjax.train_step import build_step_functions
-  mesh = make_mesh()
-  config = ml_collections.ConfigDict(json.loads(config_json))
-  fns = build_step_functions(config, mesh=mesh, num_classes=1000, steps_per_epoch=100)
-  rng = np.random.default_rng(0)
-  batch = host_batch_to_global({
-      "image": rng.integers(0, 256, (P["batch"], P["size"], P["size"], 3), dtype=np.uint8),
-      "label": rng.integers(0, 1000, (P["batch"],), dtype=np.int32)}, mesh)
-  return fns, fns.init_state(), batch
-"""
-exec(STEP_INPUTS_SRC)
-
-
 def measure(method):
   """Compile (timed), compiled cost/memory, median step time of the real jitted train step."""
-  config_json = step_config(method).to_json()
-  fns, state, batch = step_inputs(config_json, P)
+  state, step, batch = build_step(method, types.SimpleNamespace(**build_args()))
   # Through the step cache (the store happens after the timed compile), so the step_cache stage can load it.
-  compiled, timing = step_cache.compile_step(fns.train_step, (state, batch), directory=STEP_CACHE,
-                                             context={"config": json.loads(config_json)})
+  compiled, timing = step_cache.compile_step(step, (state, batch), directory=STEP_CACHE,
+                                             context={"method": method, "args": build_args()})
   r = {"compile_s": timing["compile_s"], "trace_s": timing["trace_s"]}
   cost = compiled.cost_analysis()
   cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
@@ -200,7 +171,7 @@ def measure(method):
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     r["process_peak_device_gb_so_far"] = stats["peak_bytes_in_use"] / 1e9
-  del state, compiled, fns, batch
+  del state, compiled, step, batch
   jax.clear_caches()
   return r
 
@@ -266,16 +237,17 @@ report["cell"] = stage("cell", run_cell, 90 if not dry else 0)
 
 # A repeated run: a new process rebuilds the vanilla step's inputs and gets its step from the step cache.
 LOADER = """
-import json, sys, time
+import json, sys, time, types
 t0 = time.time()
 import jax
 from mixjax import step_cache
 ns = json.loads(sys.argv[1])
-exec(ns["step_inputs_src"])
-fns, state, batch = step_inputs(ns["config_json"], ns["P"])
+sys.path.insert(0, ns["benchmarks"])
+from mixing_overhead import build_step
+state, step, batch = build_step("vanilla", types.SimpleNamespace(**ns["args"]))
 t1 = time.time()
-compiled, timing = step_cache.compile_step(fns.train_step, (state, batch), directory=ns["dir"],
-                                           context={"config": json.loads(ns["config_json"])})
+compiled, timing = step_cache.compile_step(step, (state, batch), directory=ns["dir"],
+                                           context={"method": "vanilla", "args": ns["args"]})
 state, metrics = compiled(state, batch)
 jax.block_until_ready(metrics)
 print("STEP_CACHE " + json.dumps(dict(timing, first_step_done_s=time.time() - t1, set_up_s=t1 - t0)))
@@ -286,8 +258,7 @@ def run_step_cache():
   v = methods_out.get("vanilla")
   if not v:
     raise RuntimeError("the vanilla stage did not run, nothing to load")
-  arg = json.dumps({"step_inputs_src": STEP_INPUTS_SRC, "P": P, "config_json": step_config("vanilla").to_json(),
-                    "dir": STEP_CACHE})
+  arg = json.dumps({"args": build_args(), "dir": STEP_CACHE, "benchmarks": os.path.join(os.getcwd(), "benchmarks")})
   proc = subprocess.run([sys.executable, "-c", LOADER, arg], capture_output=True, text=True, timeout=max(60, left()))
   lines = [l for l in proc.stdout.splitlines() if l.startswith("STEP_CACHE ")]
   if proc.returncode or not lines:

@@ -33,7 +33,8 @@ def build_step(method: str, args):
   c.batch_size = args.batch
   c.compute_dtype = args.dtype
   c.data = ml_collections.ConfigDict(dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)))
-  c.model = ml_collections.ConfigDict(dict(name=args.model, **({"stem": args.stem} if args.stem else {})))
+  model_kwargs = {**({"stem": args.stem} if args.stem else {}), **getattr(args, "model_kwargs", {})}
+  c.model = ml_collections.ConfigDict(dict(name=args.model, **model_kwargs))
   c.mixing = mixing.default_mixing_config()
   c.mixing.method = method
   c.mixing.alpha = 1.0

@@ -39,6 +39,8 @@ import jax
 from absl import logging
 from jax import monitoring
 
+from mixjax import paths
+
 SUBDIR = "mixjax_steps"
 _FORMAT = 1  # bump when the entry layout changes
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections", "einops", "ml_dtypes")
@@ -139,7 +141,7 @@ def _load(path) -> Any | None:
   try:
     payload, in_tree, out_tree = pickle.loads(path.read_bytes())
     compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    if not _is_remote(path):
+    if not paths.is_remote(str(path)):
       os.utime(path)  # last use, for the eviction of the least recently used entries
     return compiled
   except Exception as e:  # a truncated or foreign entry: compile instead, and replace it
@@ -164,12 +166,8 @@ def _store(path, compiled, parts: str) -> None:
   except OSError as e:
     logging.warning("Could not write the step cache entry %s: %s", path, e)
     return
-  if not _is_remote(path):
+  if not paths.is_remote(str(path)):
     evict(str(path.parent), max_bytes())
-
-
-def _is_remote(path) -> bool:
-  return "://" in str(path)
 
 
 def max_bytes() -> int:
