@@ -53,6 +53,20 @@ def host_batch_to_global(batch: dict, mesh: Mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def global_batch_spec(element_spec: dict, mesh: Mesh) -> dict | None:
+  """The global arrays :func:`host_batch_to_global` makes from batches of ``element_spec`` (each process's
+  ``tf.TensorSpec``s), as ``jax.ShapeDtypeStruct``s, so a step can be compiled before the first batch exists;
+  None when a shape is not static."""
+  spec = {}
+  for name, s in element_spec.items():
+    if not s.shape.is_fully_defined() or not s.shape.rank:
+      return None
+    local = s.shape.as_list()
+    shape = (local[0] * jax.process_count(), *local[1:])
+    spec[name] = jax.ShapeDtypeStruct(shape, np.dtype(s.dtype.as_numpy_dtype), sharding=batch_sharded(mesh))
+  return spec
+
+
 def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
   """Keeps ``size`` batches in flight to the devices so the transfer overlaps the previous step."""
   queue = collections.deque()

@@ -24,12 +24,14 @@ be as trusted as the code (a private ``~/.cache`` is; a directory others can wri
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import json
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -103,6 +105,12 @@ def _signature(args: Any) -> dict:
       for path, x in leaves
     ],
   )
+
+
+def same_signature(a: Any, b: Any) -> bool:
+  """Whether argument trees ``a`` and ``b`` (arrays or ``jax.ShapeDtypeStruct``) have equal structure, shapes,
+  dtypes, weak types and shardings, i.e. whether a step compiled for one accepts the other."""
+  return _signature(a) == _signature(b)
 
 
 def key_parts(args: Any, context: dict) -> str:
@@ -230,13 +238,32 @@ def compile_step(jitted: Callable, args: tuple, *, directory: str | None, contex
   return compiled, timing
 
 
+def compile_step_in_background(
+  jitted: Callable, args: tuple, *, directory: str | None, context: dict
+) -> concurrent.futures.Future:
+  """:func:`compile_step` on a daemon thread, so the load or compile overlaps what the caller does meanwhile (the
+  input pipeline's first batches). ``args`` may hold ``jax.ShapeDtypeStruct`` leaves with shardings. The future's
+  result is ``(compiled, timing)``; an exception in the thread is raised by ``result()``."""
+  future: concurrent.futures.Future = concurrent.futures.Future()
+
+  def work():
+    try:
+      future.set_result(compile_step(jitted, args, directory=directory, context=context))
+    except BaseException as e:  # handed to the caller's result()
+      future.set_exception(e)
+
+  threading.Thread(target=work, name="mixjax-compile-step", daemon=True).start()
+  return future
+
+
 @contextlib.contextmanager
 def _jax_cache_hits():
-  """Collects the persistent-cache hits jax reports while the block runs (``jax.monitoring`` events)."""
-  hits = []
+  """Collects the persistent-cache hits jax reports while the block runs (``jax.monitoring`` events) in this
+  thread: another thread's compiles (an eval step, the mixed-sample picture) are not this step's."""
+  hits, thread = [], threading.get_ident()
 
   def listener(event, **kwargs):
-    if event == "/jax/compilation_cache/cache_hits":
+    if event == "/jax/compilation_cache/cache_hits" and threading.get_ident() == thread:
       hits.append(event)
 
   monitoring.register_event_listener(listener)

@@ -31,7 +31,7 @@ from mixjax import compilation_cache, config_check, data, paths, precise_bn, run
 from mixjax.checkpoint import Checkpointer, CheckpointSaveError, locate_checkpoint
 from mixjax.errors import UserError
 from mixjax.results import summarize, write_results
-from mixjax.sharding import check_batch_size, make_mesh, prefetch_to_device
+from mixjax.sharding import check_batch_size, global_batch_spec, make_mesh, prefetch_to_device
 from mixjax.train_step import build_step_functions, denormalize_images, run_evaluation
 
 
@@ -334,13 +334,12 @@ class _Run:
       num_train_steps=schedule.total_steps, writer=self.writer if self.is_main else None, every_secs=30.0
     )
     metrics_log = _MetricsLog(self, start_step)
-    train_iter = prefetch_to_device(
-      data.make_train_iterator(
-        config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step
-      ),
-      self.mesh,
-      size=config.get("prefetch_to_device", 2),
+    train_batches = data.make_train_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step
     )
+    # The step is compiled (or loaded from the step cache) while tf.data makes the first batches.
+    pending = self._start_compile(fns.train_step, train_batches.element_spec)
+    train_iter = prefetch_to_device(train_batches, self.mesh, size=config.get("prefetch_to_device", 2))
     in_flight, train_step = None, fns.train_step
     with _PreemptionFlag() as preemption:
       for step in range(start_step + 1, schedule.total_steps + 1):
@@ -348,9 +347,9 @@ class _Run:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = next(train_iter)
           if step == start_step + 1:
+            train_step = self._finish_compile(pending, train_step, batch)
             if start_step == 0:
               _write_mixed_samples(self.writer, fns.mixed_batch, batch, config, start_step)
-            train_step = self._compile(train_step, batch)
             t0 = time.time()
           self.state, metrics = train_step(self.state, batch)
         if step == start_step + 1:
@@ -387,33 +386,62 @@ class _Run:
           return "preempted", {"signal_step": preemption.step_at_signal, "saved_step": step}
     return "completed", {}
 
-  def _compile(self, train_step, batch):
-    """Compiles the step ahead of its first call (the shardings are explicit, so the executable serves every
-    step) and logs how long it took: minutes for a big model on a CPU, seconds from the caches (a repeated run
-    loads the executable from the step cache without tracing, :mod:`mixjax.step_cache`)."""
+  def _start_compile(self, train_step, element_spec):
+    """Starts compiling the step ahead of its first call, on a thread, for the batches ``element_spec``
+    describes (the shardings are explicit, so the executable serves every step): minutes for a big model on a
+    CPU, seconds from the caches (a repeated run loads the executable from the step cache without tracing,
+    :mod:`mixjax.step_cache`). Returns the pending compile and the batch it was started for (None: the batch
+    shape is not static, so the step is compiled once the first batch exists)."""
     logging.info(
       "Compiling the train step (minutes for a large model on a CPU; seconds when the compilation cache has it)..."
     )
+    batch_spec = global_batch_spec(element_spec, self.mesh)
+    if batch_spec is None:
+      return None
+    args = (self.state, batch_spec)
+    future = step_cache.compile_step_in_background(
+      train_step, args, directory=compilation_cache.active_directory(), context=self._step_context()
+    )
+    return future, args
+
+  def _step_context(self) -> dict:
     info = self.info
-    context = dict(
+    return dict(
       config=self.config_json,
       dataset=[info.name, info.num_classes, info.num_train_examples, info.num_eval_examples],
       schedule=[self.schedule.steps_per_epoch, self.schedule.total_steps],
     )
-    compiled, timing = step_cache.compile_step(
-      train_step, (self.state, batch), directory=compilation_cache.active_directory(), context=context
-    )
+
+  def _finish_compile(self, pending, train_step, batch):
+    """Waits for the step :meth:`_start_compile` began and logs how long it took, and how long the loop waited
+    for it once the first batch was there (``timing.step_wait_s``)."""
+    t0 = time.time()
+    if pending is not None and step_cache.same_signature(pending[1], (self.state, batch)):
+      compiled, timing = pending[0].result()
+    else:
+      if pending is not None:  # never expected: the batches differ from their spec; compile for the real one
+        logging.warning("The first batch does not match its tf.data spec; compiling the train step for it.")
+      compiled, timing = step_cache.compile_step(
+        train_step, (self.state, batch), directory=compilation_cache.active_directory(), context=self._step_context()
+      )
+    wait_s = round(time.time() - t0, 2)
     self.extra.setdefault("timing", {}).update(
-      trace_s=timing["trace_s"], compile_s=timing["compile_s"], step_source=timing["source"]
+      trace_s=timing["trace_s"], compile_s=timing["compile_s"], step_source=timing["source"], step_wait_s=wait_s
     )
     if timing["source"] == "step cache":
-      logging.info("Train step loaded from the step cache in %.1f s (no tracing).", timing["compile_s"])
+      logging.info(
+        "Train step loaded from the step cache in %.1f s (no tracing); waited %.1f s for it after the first batch.",
+        timing["compile_s"],
+        wait_s,
+      )
     else:
       logging.info(
-        "Train step compiled in %.1f s (tracing and lowering %.1f s, XLA %.1f s).",
+        "Train step compiled in %.1f s (tracing and lowering %.1f s, XLA %.1f s); waited %.1f s for it after the "
+        "first batch.",
         timing["compile_s"],
         timing["trace_s"],
         timing["compile_s"] - timing["trace_s"],
+        wait_s,
       )
     return compiled
 

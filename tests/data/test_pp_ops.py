@@ -209,3 +209,24 @@ def test_specs_have_static_output_shape_inside_tf_data(spec, shape):
   assert tuple(ds.element_spec["image"].shape) == shape
   assert ds.element_spec["image"].dtype == tf.uint8
   assert next(iter(ds))["image"].shape == shape
+
+
+# Together these specs use every registered op (checked below), with RandAugment's every branch traced.
+_GRAPH_SPECS = [
+  "decode|central_crop(40)|resize(24)",
+  "decode|color_jitter(0.4)|flip_lr|resize_small(30)|resize_center_crop(24)",
+  "decode_jpeg_and_random_resized_crop(24)|random_erasing(1.0)",
+  "decode|random_resized_crop(24)|randaugment(2, 9)|randaugment_timm('rand-m9-mstd0.5-inc1')|random_erasing(0.25)",
+]
+
+
+def test_every_op_runs_as_graph_code_without_autograph():
+  """The pipeline maps its pp function with AutoGraph off (its conversion of RandAugment took seconds of every
+  run's start), so an op must be written with graph control flow (tf.cond, tf.switch_case): a Python `if` on a
+  tensor fails to trace here."""
+  for spec in _GRAPH_SPECS:
+    fn = tf.autograph.experimental.do_not_convert(pp_registry.build(spec))
+    ds = tf.data.Dataset.from_tensors(_example(_gradient(50, 70), encode="jpeg")).map(fn)
+    assert next(iter(ds))["image"].shape == (24, 24, 3)
+  used = {name for spec in _GRAPH_SPECS for name, _, _ in pp_registry.parse_spec(spec)}
+  assert used == set(pp_registry.registered_ops()), "add a spec using the new op to _GRAPH_SPECS"
