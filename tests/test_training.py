@@ -164,11 +164,13 @@ def test_sigkill_then_auto_resume_matches_uninterrupted(tmp_path):
   """
   args = (*FAST_OVERRIDES, "--config.epochs=3", "--config.checkpoint_every_steps=4")
   ref_dir, kill_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
-  _assert_ok(run_cli(main_cmd(DEMO + ":cutmix", ref_dir, *args)))
+  ref = start_cli(main_cmd(DEMO + ":cutmix", ref_dir, *args))  # the uninterrupted run, beside the killed one
   proc = start_cli(main_cmd(DEMO + ":cutmix", kill_dir, *args))
   wait_until(lambda: any(s >= 12 for s in checkpoint_steps(kill_dir)))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  _, err = ref.communicate(timeout=600)
+  assert ref.returncode == 0, err[-5000:]
   killed_at = checkpoint_steps(kill_dir)
   assert killed_at and max(killed_at) < 33, f"the run was not killed mid-run: {killed_at}"
   _assert_ok(run_cli(main_cmd(DEMO + ":cutmix", kill_dir, *args)))

@@ -41,10 +41,17 @@ def test_tiny_forward_drop_path_and_stage_mixing(name):
   assert np.all(np.isfinite(np.asarray(plain)))
   for stage, hwc in model.feature_shapes(*x.shape[1:3]).items():
     assert feats[stage].shape == (2, *hwc), stage
-  # Mixing with lambda = 1 at any admissible stage reproduces the plain forward; a real mix changes it.
-  for stage in model.mix_stages:
-    same = model(x, False, mix_stage=stage, mix_fn=lambda h: 1.0 * h + 0.0 * h[::-1])
-    np.testing.assert_allclose(np.asarray(same), np.asarray(plain), rtol=1e-5, atol=1e-6)
+  # Mixing with lambda = 1 at every admissible stage (one forward, as ManifoldMix draws its stage) reproduces the
+  # plain forward, and every stage hands its input to the mix once, in order; a real mix changes the output.
+  seen = []
+
+  def identity_blend(h, stage):
+    seen.append(stage)
+    return 1.0 * h + 0.0 * h[::-1]
+
+  same = model(x, False, mix_stage=tuple(model.mix_stages), mix_fn=identity_blend)
+  np.testing.assert_allclose(np.asarray(same), np.asarray(plain), rtol=1e-5, atol=1e-6)
+  assert seen == list(model.mix_stages)
   mixed = model(x, False, mix_stage=model.mix_stages[-1], mix_fn=lambda h: 0.5 * h + 0.5 * h[::-1])
   assert not np.allclose(np.asarray(mixed), np.asarray(plain), rtol=1e-4, atol=0)
   # Eval mode: drop path is the identity (rngs are ignored); train mode: it draws from rngs.
