@@ -390,7 +390,7 @@ class _Run:
     """Starts compiling the step ahead of its first call, on a thread, for the batches ``element_spec``
     describes (the shardings are explicit, so the executable serves every step): minutes for a big model on a
     CPU, seconds from the caches (a repeated run loads the executable from the step cache without tracing,
-    :mod:`mixjax.step_cache`). Returns the pending compile and the batch it was started for (None: the batch
+    :mod:`mixjax.step_cache`). Returns the pending compile and the batch spec it was started for (None: a batch
     shape is not static, so the step is compiled once the first batch exists)."""
     logging.info(
       "Compiling the train step (minutes for a large model on a CPU; seconds when the compilation cache has it)..."
@@ -398,11 +398,10 @@ class _Run:
     batch_spec = global_batch_spec(element_spec, self.mesh)
     if batch_spec is None:
       return None
-    args = (self.state, batch_spec)
     future = step_cache.compile_step_in_background(
-      train_step, args, directory=compilation_cache.active_directory(), context=self._step_context()
+      train_step, (self.state, batch_spec), directory=compilation_cache.active_directory(), context=self._step_context()
     )
-    return future, args
+    return future, batch_spec
 
   def _step_context(self) -> dict:
     info = self.info
@@ -416,7 +415,7 @@ class _Run:
     """Waits for the step :meth:`_start_compile` began and logs how long it took, and how long the loop waited
     for it once the first batch was there (``timing.step_wait_s``)."""
     t0 = time.time()
-    if pending is not None and step_cache.same_signature(pending[1], (self.state, batch)):
+    if pending is not None and step_cache.same_signature(pending[1], batch):
       compiled, timing = pending[0].result()
     else:
       if pending is not None:  # never expected: the batches differ from their spec; compile for the real one
